@@ -1,0 +1,96 @@
+"""Request dependencies: who is acting, on which connection, with which permission.
+
+`CurrentUser` and `UserDb` share one per-request session: the bearer token is
+verified, a transaction is opened as `authenticated` with the user's claims (so
+RLS applies), and the member is loaded from the database in it (so a removed
+member or a logged-out session is refused at once). The transaction commits when
+the endpoint returns — before the response is sent, so a 2xx means it is stored.
+"""
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.context import AppContext
+from app.db.postgres import Connection, Database
+from app.errors import Unauthorized
+from app.log import family_id_var, user_id_var
+from app.models.identity import Actor
+from app.services import auth_service, rbac, tokens
+from app.services.rbac import Permission
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from /auth/login.")
+
+
+def get_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+
+
+def get_database(context: Context) -> Database:
+    return context.database
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+@dataclass(frozen=True)
+class UserSession:
+    db: Connection
+    actor: Actor
+
+
+async def _user_session(
+    context: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AsyncIterator[UserSession]:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Not authenticated")
+    claims = await _verify_token(context, credentials.credentials)
+    async with context.database.user_session(claims.database_claims()) as db:
+        actor = await auth_service.load_actor(db, claims)
+        user_id_var.set(str(actor.id))
+        family_id_var.set(str(actor.family_unit_id))
+        yield UserSession(db, actor)
+
+
+async def _verify_token(context: AppContext, token: str) -> tokens.AccessClaims:
+    external = context.extras.get("external_token_verifier")
+    if external is not None:
+        claims: tokens.AccessClaims | None = await external(token)
+        if claims is not None:
+            return claims
+    return tokens.decode_access_token(token, secret=context.settings.jwt_secret)
+
+
+# scope="function": the transaction ends (commits) when the endpoint returns,
+# before the response goes out, rather than after it has been sent.
+_Session = Annotated[UserSession, Depends(_user_session, scope="function")]
+
+
+def _actor(session: _Session) -> Actor:
+    return session.actor
+
+
+def _db(session: _Session) -> Connection:
+    return session.db
+
+
+CurrentUser = Annotated[Actor, Depends(_actor)]
+UserDb = Annotated[Connection, Depends(_db)]
+
+
+def require(permission: Permission) -> Callable[[Actor], Actor]:
+    """A dependency refusing (403) callers whose role lacks the permission."""
+
+    def check(actor: CurrentUser) -> Actor:
+        rbac.require(actor, permission)
+        return actor
+
+    return check

@@ -1,0 +1,68 @@
+"""Operations endpoints at the root: health, readiness, metrics, offline API docs."""
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.deps import Context
+from app.db.migrate import pending_migrations
+from app.errors import Unauthorized
+from app.metrics import DB_POOL_CONNECTIONS, REGISTRY
+
+router = APIRouter(tags=["operations"])
+
+SWAGGER_STATIC_PATH = "/static/swagger-ui"
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers. Touches no database."""
+    return {"status": "ok"}
+
+
+@router.get("/health/ready", responses={503: {"description": "Not ready"}})
+async def ready(context: Context) -> JSONResponse:
+    """Readiness: the database answers and every migration is applied."""
+    try:
+        async with context.database.pool.acquire(timeout=2) as conn:
+            pending = await pending_migrations(conn)
+    except Exception:
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    if pending:
+        return JSONResponse(
+            {"status": "unavailable", "pending_migrations": [m.version for m in pending]},
+            status_code=503,
+        )
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/metrics", response_class=Response, responses={401: {"description": "Bad token"}})
+async def metrics(
+    context: Context, authorization: Annotated[str | None, Header()] = None
+) -> Response:
+    """Prometheus text format. Needs `Authorization: Bearer <METRICS_TOKEN>` when that is set."""
+    expected = context.settings.metrics_token
+    if expected is not None:
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+            raise Unauthorized("Metrics token required")
+    for state, value in context.database.pool_stats().items():
+        DB_POOL_CONNECTIONS.labels(state).set(value)
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/docs", include_in_schema=False)
+async def swagger_ui(request: Request) -> HTMLResponse:
+    # Assets come from this server (the fastapi-offline wheel ships Swagger UI 5,
+    # which renders OpenAPI 3.1): no CDN, so the page works without internet.
+    return get_swagger_ui_html(
+        openapi_url=request.app.openapi_url or "/openapi.json",
+        title=f"{request.app.title} — API docs",
+        swagger_js_url=f"{SWAGGER_STATIC_PATH}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER_STATIC_PATH}/swagger-ui.css",
+        swagger_favicon_url=f"{SWAGGER_STATIC_PATH}/favicon.png",
+    )

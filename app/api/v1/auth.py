@@ -1,0 +1,183 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from app.api.deps import Context, CurrentUser, UserDb, require
+from app.models.identity import FOUNDER_ROLES, Actor, Role
+from app.schemas.auth import (
+    ChildRegisterRequest,
+    LoginRequest,
+    LogoutRequest,
+    PetOut,
+    PetRequest,
+    Profile,
+    ProfileUpdate,
+    ProvisionChildRequest,
+    ProvisionedChild,
+    RefreshRequest,
+    Registered,
+    RegisterRequest,
+    Tokens,
+)
+from app.schemas.common import error_responses
+from app.services import auth_service, family_service, invite_service
+from app.services.auth_service import IssuedTokens, Registration
+from app.services.rbac import Permission
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+def _tokens(issued: IssuedTokens) -> Tokens:
+    return Tokens(
+        access_token=issued.access_token,
+        refresh_token=issued.refresh_token,
+        expires_in=issued.expires_in,
+    )
+
+
+def registered(registration: Registration) -> Registered:
+    return Registered(
+        user_id=registration.user_id,
+        email=registration.email,
+        role=registration.role,
+        family_unit_id=registration.family_unit_id,
+        tokens=_tokens(registration.tokens),
+    )
+
+
+def _register_founder_endpoint(role: Role):  # type: ignore[no-untyped-def]
+    async def register(body: RegisterRequest, context: Context) -> Registered:
+        registration = await auth_service.register_founder(
+            context.database,
+            context.auth_provider,
+            context.settings,
+            role=role,
+            email=body.email,
+            password=body.password,
+            display_name=body.display_name,
+            family_name=body.family_name,
+        )
+        return registered(registration)
+
+    register.__doc__ = f"Register as a {role.value}, founding a new family with you as creator."
+    return register
+
+
+for _role in FOUNDER_ROLES:
+    router.add_api_route(
+        f"/register/{_role.value}",
+        _register_founder_endpoint(_role),
+        methods=["POST"],
+        status_code=status.HTTP_201_CREATED,
+        response_model=Registered,
+        name=f"register_{_role.value}",
+        summary=f"Register {_role.value}",
+        responses=error_responses(409, 429),
+    )
+
+
+@router.post(
+    "/register/child",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 404, 409, 429),
+)
+async def register_child(body: ChildRegisterRequest, context: Context) -> Registered:
+    """Join the inviting family as a child, with a child invite token."""
+    registration = await invite_service.accept(
+        context.database,
+        context.auth_provider,
+        context.settings,
+        token=body.invite_token,
+        email=body.email,
+        password=body.password,
+        display_name=body.display_name,
+        require_role=Role.CHILD,
+    )
+    return registered(registration)
+
+
+@router.post(
+    "/provision/child",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 403, 409),
+)
+async def provision_child(
+    body: ProvisionChildRequest,
+    actor: Annotated[Actor, Depends(require(Permission.PROVISION_CHILD))],
+    db: UserDb,
+    context: Context,
+) -> ProvisionedChild:
+    """Create a child account in your family; the generated password is shown only here."""
+    child = await auth_service.provision_child(
+        db,
+        context.database,
+        context.auth_provider,
+        actor,
+        display_name=body.display_name,
+        email=body.email,
+    )
+    return ProvisionedChild(
+        user_id=child.user_id,
+        username=child.username,
+        password=child.password,
+        display_name=child.display_name,
+        family_unit_id=child.family_unit_id,
+    )
+
+
+@router.post(
+    "/register/pet", status_code=status.HTTP_201_CREATED, responses=error_responses(401, 403)
+)
+async def register_pet(
+    body: PetRequest,
+    actor: Annotated[Actor, Depends(require(Permission.CREATE_PET))],
+    db: UserDb,
+) -> PetOut:
+    """Add a pet profile to your family (pets never log in)."""
+    pet = await family_service.create_pet(
+        db, actor, display_name=body.display_name, avatar_url=body.avatar_url
+    )
+    return PetOut(
+        pet_id=pet["id"], display_name=pet["display_name"], family_unit_id=pet["family_unit_id"]
+    )
+
+
+@router.post("/login", responses=error_responses(401, 429))
+async def login(body: LoginRequest, context: Context) -> Tokens:
+    """Sign in with email (or a provisioned child's username) and password."""
+    issued = await auth_service.login(
+        context.database,
+        context.auth_provider,
+        context.settings,
+        login=body.email,
+        password=body.password,
+    )
+    return _tokens(issued)
+
+
+@router.post("/refresh", responses=error_responses(401, 429))
+async def refresh(body: RefreshRequest, context: Context) -> Tokens:
+    """Exchange a refresh token (single use) for a new pair."""
+    issued = await auth_service.refresh(
+        context.database, context.settings, refresh_token=body.refresh_token
+    )
+    return _tokens(issued)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401))
+async def logout(actor: CurrentUser, db: UserDb, body: LogoutRequest | None = None) -> None:
+    """End this login: its refresh token and the presented access token stop working."""
+    await auth_service.logout(db, actor, refresh_token=body.refresh_token if body else None)
+
+
+@router.get("/me", responses=error_responses(401))
+async def me(actor: CurrentUser, db: UserDb) -> Profile:
+    """Your profile."""
+    return Profile(**await auth_service.get_profile(db, actor))
+
+
+@router.patch("/me", responses=error_responses(401))
+async def update_me(body: ProfileUpdate, actor: CurrentUser, db: UserDb) -> Profile:
+    """Change your display name or avatar (role and family cannot be changed here)."""
+    changes = body.model_dump(exclude_unset=True)
+    return Profile(**await auth_service.update_profile(db, actor, changes))

@@ -1,0 +1,46 @@
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, status
+
+from app.api.deps import CurrentUser, UserDb, require
+from app.models.identity import Actor
+from app.schemas.common import error_responses
+from app.schemas.families import Family, FamilyUpdate
+from app.services import family_service
+from app.services.rbac import Permission
+
+router = APIRouter(prefix="/families", tags=["families"])
+
+
+@router.get("/me", responses=error_responses(401))
+async def get_my_family(actor: CurrentUser, db: UserDb) -> Family:
+    """Your family and its members, pets included."""
+    return Family(**await family_service.get_family(db, actor))
+
+
+@router.patch("/me", responses=error_responses(401, 403))
+async def rename_family(
+    body: FamilyUpdate,
+    actor: Annotated[Actor, Depends(require(Permission.UPDATE_FAMILY))],
+    db: UserDb,
+) -> Family:
+    """Rename your family."""
+    return Family(**await family_service.rename(db, actor, body.name))
+
+
+@router.delete(
+    "/me/members/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 403, 404, 409),
+)
+async def remove_member(
+    user_id: UUID,
+    actor: Annotated[Actor, Depends(require(Permission.REMOVE_MEMBER))],
+    db: UserDb,
+) -> None:
+    """Remove a member (their tokens stop working at once) or a pet profile.
+
+    The memories a removed member shared stay with the family.
+    """
+    await family_service.remove_member(db, actor, user_id)

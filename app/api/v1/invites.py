@@ -1,0 +1,74 @@
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path, status
+
+from app.api.deps import Context, UserDb, require
+from app.api.v1.auth import registered
+from app.models.identity import Actor, Role
+from app.schemas.auth import AcceptInviteRequest, Registered
+from app.schemas.common import error_responses
+from app.schemas.families import Invite, InviteCreate, InviteCreated, InviteLookup, InviteStatus
+from app.services import invite_service
+from app.services.rbac import Permission
+
+router = APIRouter(prefix="/invites", tags=["invites"])
+
+InviteToken = Annotated[str, Path(min_length=1, max_length=512)]
+Inviter = Annotated[Actor, Depends(require(Permission.INVITE_MEMBERS))]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(401, 403, 409))
+async def create_invite(
+    body: InviteCreate, actor: Inviter, db: UserDb, context: Context
+) -> InviteCreated:
+    """Invite someone into your family. The token is shown only in this response."""
+    created = await invite_service.create(
+        db, context.settings, actor, email=body.email, role=Role(body.role)
+    )
+    return InviteCreated(**created.invite, token=created.token, invite_link=created.invite_link)
+
+
+@router.get("", responses=error_responses(401, 403))
+async def list_invites(
+    actor: Inviter, db: UserDb, status: InviteStatus | None = None
+) -> list[Invite]:
+    """Your family's invites, newest first (tokens are never shown again)."""
+    return [Invite(**row) for row in await invite_service.list_invites(db, actor, status=status)]
+
+
+@router.get("/{token}", responses=error_responses(404, 429))
+async def lookup_invite(token: InviteToken, context: Context) -> InviteLookup:
+    """Check an invite before accepting it (no sign-in needed)."""
+    return InviteLookup(**await invite_service.lookup(context.database, token))
+
+
+@router.post(
+    "/{token}/accept",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 404, 409, 429),
+)
+async def accept_invite(
+    token: InviteToken, body: AcceptInviteRequest, context: Context
+) -> Registered:
+    """Create your account and join the inviting family. The email must match the invite."""
+    registration = await invite_service.accept(
+        context.database,
+        context.auth_provider,
+        context.settings,
+        token=token,
+        email=body.email,
+        password=body.password,
+        display_name=body.display_name,
+    )
+    return registered(registration)
+
+
+@router.delete(
+    "/{invite_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 403, 404, 409),
+)
+async def revoke_invite(invite_id: UUID, actor: Inviter, db: UserDb) -> None:
+    """Revoke a pending invite."""
+    await invite_service.revoke(db, actor, invite_id)

@@ -1,0 +1,121 @@
+"""Every setting of the service, read from the environment and `.env`.
+
+Nothing is required to run on a laptop: without `DATABASE_URL` the built-in
+PostgreSQL is used, without `SUPABASE_URL` the built-in auth and storage are
+used, and a development JWT secret is generated once into the data directory.
+`.env.example` documents each setting.
+"""
+
+import secrets
+from enum import StrEnum
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_PRODUCTION_SECRET_BYTES = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path(".data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    # The address clients use to reach this server; signed storage URLs point here.
+    public_base_url: str = ""
+    frontend_url: str = "http://localhost:5173"
+    cors_origins: list[str] = Field(default_factory=lambda: ["http://localhost:5173"])
+    log_level: str = "INFO"
+
+    # Database. Empty means: start the built-in PostgreSQL in data_dir/pg.
+    database_url: SecretStr | None = None
+    # Supabase's transaction pooler (port 6543) cannot keep prepared statements.
+    database_pooler_mode: bool = False
+    database_pool_min: int = 2
+    database_pool_max: int = 10
+    database_command_timeout: float = 30.0
+
+    # Tokens.
+    jwt_secret_key: SecretStr | None = None
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 7 * 24 * 3600
+    invite_ttl_days: int = 7
+    # argon2id cost; tests lower it, production keeps the library's defaults.
+    password_hash_time_cost: int = 3
+    password_hash_memory_kib: int = 65536
+
+    # Supabase. When url and service role key are set, auth and storage use Supabase.
+    supabase_url: str | None = None
+    supabase_anon_key: SecretStr | None = None
+    supabase_service_role_key: SecretStr | None = None
+    supabase_jwt_secret: SecretStr | None = None
+    supabase_storage_bucket: str = "memories"
+
+    # Storage limits.
+    max_file_bytes: int = 50 * 1024 * 1024
+    max_memory_bytes: int = 200 * 1024 * 1024
+    max_json_body_bytes: int = 1024 * 1024
+    upload_url_ttl_seconds: int = 300
+    max_image_pixels: int = 100_000_000
+
+    # Background work.
+    media_sweep_interval_seconds: float = 30.0
+    media_stale_after_seconds: float = 300.0
+    orphan_object_grace_seconds: float = 24 * 3600.0
+    analytics_retention_days: int = 365
+    analytics_flush_interval_seconds: float = 1.0
+    analytics_batch_size: int = 200
+
+    # Operations.
+    metrics_token: SecretStr | None = None
+    redis_url: str | None = None
+    rate_limit_enabled: bool = True
+
+    @model_validator(mode="after")
+    def _production_needs_a_real_secret(self) -> "Settings":
+        if self.environment is Environment.PRODUCTION:
+            secret = self.jwt_secret_key.get_secret_value() if self.jwt_secret_key else ""
+            if len(secret.encode()) < MIN_PRODUCTION_SECRET_BYTES:
+                raise ValueError(
+                    "JWT_SECRET_KEY must be set to at least 32 bytes when ENVIRONMENT=production"
+                )
+        return self
+
+    @property
+    def supabase_enabled(self) -> bool:
+        return bool(self.supabase_url and self.supabase_service_role_key)
+
+    @property
+    def storage_root(self) -> Path:
+        return self.data_dir / "storage"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @cached_property
+    def jwt_secret(self) -> str:
+        """The signing secret; in development one is generated once and kept."""
+        if self.jwt_secret_key:
+            return self.jwt_secret_key.get_secret_value()
+        secret_file = self.data_dir / "jwt_secret"
+        if not secret_file.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            secret_file.write_text(secrets.token_urlsafe(48))
+            secret_file.chmod(0o600)
+        return secret_file.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,157 @@
+"""Apply `supabase/migrations/*.sql` in order, recorded where the Supabase CLI records them.
+
+On a database that is not Supabase, a bootstrap first creates what Supabase would
+provide (roles, the `auth` schema with `auth.uid()`/`auth.jwt()`/`auth.role()`,
+a minimal `auth.users`), so the same migrations run unchanged on both.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+# Any number will do as long as every process agrees on it.
+_MIGRATION_LOCK_KEY = 7_351_204_118
+
+_IS_SUPABASE = "select exists (select 1 from pg_roles where rolname = 'supabase_admin')"
+
+BOOTSTRAP_SQL = """
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'anon') then
+    create role anon nologin noinherit;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'authenticated') then
+    create role authenticated nologin noinherit;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'service_role') then
+    create role service_role nologin noinherit bypassrls;
+  end if;
+end
+$$;
+
+-- The login role must be able to switch into them, as Supabase's authenticator can.
+grant anon, authenticated, service_role to current_user;
+
+create schema if not exists auth;
+grant usage on schema auth to anon, authenticated, service_role;
+
+-- The same definitions Supabase ships: claims come from request.jwt.claims.
+create or replace function auth.jwt() returns jsonb
+language sql stable as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim', true), ''),
+    nullif(current_setting('request.jwt.claims', true), '')
+  )::jsonb
+$$;
+
+create or replace function auth.uid() returns uuid
+language sql stable as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim.sub', true), ''),
+    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
+  )::uuid
+$$;
+
+create or replace function auth.role() returns text
+language sql stable as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim.role', true), ''),
+    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
+  )::text
+$$;
+
+grant execute on function auth.jwt(), auth.uid(), auth.role()
+  to anon, authenticated, service_role;
+
+-- The columns of Supabase's auth.users that the built-in auth provider uses.
+create table if not exists auth.users (
+  id uuid primary key default gen_random_uuid(),
+  email text,
+  encrypted_password text,
+  raw_app_meta_data jsonb not null default '{}'::jsonb,
+  raw_user_meta_data jsonb not null default '{}'::jsonb,
+  last_sign_in_at timestamptz,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+"""
+
+_CREATE_HISTORY = """
+create schema if not exists supabase_migrations;
+create table if not exists supabase_migrations.schema_migrations (
+  version text primary key,
+  statements text[],
+  name text
+);
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text()
+
+
+def available_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        version, _, name = path.stem.partition("_")
+        migrations.append(Migration(version=version, name=name, path=path))
+    return migrations
+
+
+async def applied_versions(conn: asyncpg.Connection) -> set[str]:
+    exists = await conn.fetchval("select to_regclass('supabase_migrations.schema_migrations')")
+    if exists is None:
+        return set()
+    rows = await conn.fetch("select version from supabase_migrations.schema_migrations")
+    return {row["version"] for row in rows}
+
+
+async def pending_migrations(conn: asyncpg.Connection) -> list[Migration]:
+    done = await applied_versions(conn)
+    return [m for m in available_migrations() if m.version not in done]
+
+
+async def migrate(dsn: str) -> list[str]:
+    """Bring the database at `dsn` up to date; returns the versions applied now."""
+    conn = await asyncpg.connect(dsn, statement_cache_size=0)
+    try:
+        # Several workers may start at once; only one migrates, the others wait.
+        await conn.execute("select pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+        try:
+            return await _migrate_locked(conn)
+        finally:
+            await conn.execute("select pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+    finally:
+        await conn.close()
+
+
+async def _migrate_locked(conn: asyncpg.Connection) -> list[str]:
+    if not await conn.fetchval(_IS_SUPABASE):
+        await conn.execute(BOOTSTRAP_SQL)
+    await conn.execute(_CREATE_HISTORY)
+    applied = []
+    for migration in await pending_migrations(conn):
+        async with conn.transaction():
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "insert into supabase_migrations.schema_migrations (version, name, statements)"
+                " values ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                [migration.sql],
+            )
+        logger.info("applied migration", extra={"migration": migration.path.name})
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,78 @@
+"""Connection pool and the two kinds of session every query runs in.
+
+`user_session` acts for one signed-in user: a transaction that first switches to
+the `authenticated` role and publishes the user's JWT claims, exactly as
+Supabase's own API layer does, so the row level security policies written with
+`auth.uid()` decide what the user's queries can see and change.
+
+`system_session` is for privileged work that has no user yet or acts for the
+service (registration, login, invite acceptance, background jobs). It runs as
+`service_role`, which bypasses RLS; keep what runs in it small and obvious.
+"""
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+Connection = asyncpg.Connection
+
+_ENTER_USER_ROLE = """
+select set_config('role', 'authenticated', true),
+       set_config('request.jwt.claims', $1, true)
+"""
+_ENTER_SERVICE_ROLE = "select set_config('role', 'service_role', true)"
+
+
+async def _init_connection(conn: Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+class Database:
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+
+    @classmethod
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        pooler_mode: bool = False,
+        min_size: int = 2,
+        max_size: int = 10,
+        command_timeout: float = 30.0,
+    ) -> "Database":
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=command_timeout,
+            init=_init_connection,
+            # A transaction pooler hands each transaction to any backend, where
+            # a statement prepared on another one does not exist.
+            statement_cache_size=0 if pooler_mode else 100,
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def user_session(self, claims: Mapping[str, Any]) -> AsyncIterator[Connection]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_ENTER_USER_ROLE, json.dumps(dict(claims)))
+            yield conn
+
+    @asynccontextmanager
+    async def system_session(self) -> AsyncIterator[Connection]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_ENTER_SERVICE_ROLE)
+            yield conn
+
+    def pool_stats(self) -> dict[str, int]:
+        return {"size": self.pool.get_size(), "idle": self.pool.get_idle_size()}

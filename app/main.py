@@ -1,0 +1,149 @@
+"""create_app(): settings → database → services, routers, middleware, error handlers."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from app.api import ops
+from app.api.v1 import auth, families, invites
+from app.config import Settings, get_settings
+from app.context import AppContext
+from app.db.postgres import Database
+from app.errors import DomainError
+from app.log import configure_logging, request_id_var
+from app.middleware import RequestContextMiddleware
+from app.services.auth_providers import LocalAuthProvider
+from app.services.passwords import Passwords
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+# Uploads stream to storage with their own (larger) limit; see the storage router.
+UNLIMITED_BODY_PREFIXES = (f"{API_PREFIX}/storage/objects/",)
+
+DESCRIPTION = """
+A private space where a family keeps and shares its memories across generations.
+
+Sign in with `POST /api/v1/auth/login` and send `Authorization: Bearer <access_token>`.
+Errors are `{"detail": "..."}`; validation errors are 422 with FastAPI's list form.
+"""
+
+
+async def build_context(settings: Settings) -> AppContext:
+    if settings.database_url is None:
+        raise RuntimeError("DATABASE_URL is not set (timeless serve starts the built-in one)")
+    database = await Database.connect(
+        settings.database_url.get_secret_value(),
+        pooler_mode=settings.database_pooler_mode,
+        min_size=settings.database_pool_min,
+        max_size=settings.database_pool_max,
+        command_timeout=settings.database_command_timeout,
+    )
+    passwords = Passwords(
+        time_cost=settings.password_hash_time_cost, memory_kib=settings.password_hash_memory_kib
+    )
+    return AppContext(
+        settings=settings, database=database, auth_provider=LocalAuthProvider(database, passwords)
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context = await build_context(settings)
+        app.state.context = context
+        try:
+            yield
+        finally:
+            await context.database.close()
+
+    app = FastAPI(
+        title="Timeless Love API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+
+    for router in (auth.router, families.router, invites.router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(ops.router)
+    app.mount(
+        ops.SWAGGER_STATIC_PATH,
+        StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
+        name="swagger-ui",
+    )
+
+    _install_error_handlers(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Request-ID", "X-Total-Count", "Retry-After"],
+    )
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_json_body_bytes,
+        unlimited_prefixes=UNLIMITED_BODY_PREFIXES,
+    )
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's list form, minus the echoed input (it may hold a password).
+        errors = [
+            {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.CannotConnectNowError)
+    @app.exception_handler(ConnectionError)
+    @app.exception_handler(TimeoutError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("database unavailable", extra={"error": type(exc).__name__})
+        return JSONResponse(
+            {
+                "detail": "Service temporarily unavailable; please retry",
+                "request_id": request_id_var.get(),
+            },
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
+
+    @app.exception_handler(asyncpg.InsufficientPrivilegeError)
+    async def row_security_refused(request: Request, exc: Exception) -> JSONResponse:
+        # Row level security refused what the service allowed: treat it as absent.
+        logger.warning("row level security refused a write", extra={"error": str(exc)})
+        return JSONResponse({"detail": "Not found"}, status_code=404)
+
+
+def configure_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory app.main:configure_from_env` (used by each worker)."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,49 @@
+"""Prometheus metrics. Routes are labelled by template (`/memories/{memory_id}`), never raw ids."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests by route template, method and status.",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by route template and method.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+FEED_BUILD = Histogram(
+    "feed_build_seconds",
+    "Time to build one feed page (queries and URL signing).",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=REGISTRY,
+)
+MEDIA_PROCESSED = Counter(
+    "media_processed_total",
+    "Media processing outcomes.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+MEDIA_PROCESSING_SECONDS = Histogram(
+    "media_processing_seconds",
+    "Time to inspect a media file and write its thumbnail.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+BACKGROUND_QUEUE_DEPTH = Gauge(
+    "background_queue_depth",
+    "Work waiting in background queues.",
+    ["queue"],
+    registry=REGISTRY,
+)
+DB_POOL_CONNECTIONS = Gauge(
+    "db_pool_connections",
+    "Database pool connections by state.",
+    ["state"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,149 @@
+"""The outermost layer of every request: request id, body limit, access log, metrics, 500s.
+
+A pure ASGI middleware (not BaseHTTPMiddleware) so it adds no task or copy per request.
+"""
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Sequence
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.log import family_id_var, request_id_var, user_id_var
+from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+logger = logging.getLogger("timeless.access")
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, unlimited_prefixes: Sequence[str] = ()
+    ):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.unlimited_prefixes = tuple(unlimited_prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = self._request_id(scope)
+        request_id_var.set(request_id)
+        user_id_var.set(None)
+        family_id_var.set(None)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        receive_limited = receive
+        if not scope["path"].startswith(self.unlimited_prefixes):
+            declared = _content_length(scope)
+            if declared is not None and declared > self.max_body_bytes:
+                await self._too_large(send_with_id)
+                self._record(scope, 413, started)
+                return
+            receive_limited = self._limit(receive)
+
+        try:
+            await self.app(scope, receive_limited, send_with_id)
+        except _BodyTooLarge:
+            if not response_started:
+                await self._too_large(send_with_id)
+            status = 413
+        except Exception:
+            logger.exception("unhandled error")
+            if not response_started:
+                await _send_json(
+                    send_with_id,
+                    500,
+                    {"detail": "Internal server error", "request_id": request_id},
+                )
+            status = 500
+        self._record(scope, status, started)
+
+    def _request_id(self, scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _VALID_REQUEST_ID.match(candidate):
+                    return candidate
+        return uuid.uuid4().hex
+
+    def _limit(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        return limited
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_json(send, 413, {"detail": f"Request body exceeds {self.max_body_bytes} bytes"})
+
+    def _record(self, scope: Scope, status: int, started: float) -> None:
+        duration = time.perf_counter() - started
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "<unmatched>"
+        method = scope["method"]
+        HTTP_REQUESTS.labels(method, template, str(status)).inc()
+        HTTP_LATENCY.labels(method, template).observe(duration)
+        logger.info(
+            "request",
+            extra={
+                "method": method,
+                "route": template,
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round(duration * 1000, 2),
+            },
+        )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_json(send: Send, status: int, body: dict[str, object]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,114 @@
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, EmailStr, Field, StringConstraints
+
+from app.models.identity import Role
+from app.schemas.common import AvatarUrl, DisplayName
+from app.services.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+
+Password = Annotated[
+    str,
+    Field(
+        min_length=MIN_PASSWORD_LENGTH,
+        max_length=MAX_PASSWORD_LENGTH,
+        description=f"At least {MIN_PASSWORD_LENGTH} characters.",
+    ),
+]
+FamilyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+OpaqueToken = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class Tokens(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Access token lifetime in seconds.", examples=[900])
+
+
+class RegisterRequest(BaseModel):
+    email: EmailStr
+    password: Password
+    display_name: DisplayName
+    family_name: FamilyName | None = Field(
+        default=None, description="Defaults to “<display name>'s family”."
+    )
+
+
+class AcceptInviteRequest(BaseModel):
+    email: EmailStr
+    password: Password
+    display_name: DisplayName
+
+
+class ChildRegisterRequest(BaseModel):
+    invite_token: OpaqueToken
+    password: Password
+    display_name: DisplayName
+    email: EmailStr | None = None
+
+
+class Registered(BaseModel):
+    user_id: UUID
+    email: str | None
+    role: Role
+    family_unit_id: UUID
+    tokens: Tokens
+
+
+class ProvisionChildRequest(BaseModel):
+    display_name: DisplayName
+    email: EmailStr | None = None
+
+
+class ProvisionedChild(BaseModel):
+    user_id: UUID
+    username: str
+    password: str = Field(description="Generated; shown only in this response.")
+    display_name: str
+    family_unit_id: UUID
+
+
+class PetRequest(BaseModel):
+    display_name: DisplayName
+    avatar_url: AvatarUrl | None = None
+
+
+class PetOut(BaseModel):
+    pet_id: UUID
+    display_name: str
+    family_unit_id: UUID
+
+
+class LoginRequest(BaseModel):
+    email: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=320),
+        Field(description="Email address, or a provisioned child's username."),
+    ]
+    password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: OpaqueToken
+
+
+class LogoutRequest(BaseModel):
+    refresh_token: OpaqueToken | None = None
+
+
+class Profile(BaseModel):
+    id: UUID
+    email: str | None
+    username: str | None
+    display_name: str
+    avatar_url: str | None
+    role: Role
+    family_unit_id: UUID
+    created_at: datetime
+
+
+class ProfileUpdate(BaseModel):
+    display_name: DisplayName | None = None
+    avatar_url: AvatarUrl | None = None

@@ -1,0 +1,64 @@
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, EmailStr, StringConstraints
+
+from app.models.identity import Role
+
+InvitableRole = Literal["adult", "teen", "child", "grandparent"]
+InviteStatus = Literal["pending", "accepted", "expired", "revoked"]
+
+
+class Member(BaseModel):
+    id: UUID
+    display_name: str
+    role: Role
+    avatar_url: str | None
+    username: str | None = None
+
+
+class Family(BaseModel):
+    id: UUID
+    name: str
+    created_by: UUID | None
+    created_at: datetime
+    members: list[Member]
+
+
+class FamilyUpdate(BaseModel):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+class InviteCreate(BaseModel):
+    email: EmailStr
+    role: InvitableRole
+
+
+class Invite(BaseModel):
+    id: UUID
+    email: str
+    role: InvitableRole
+    expires_at: datetime
+    status: InviteStatus
+    created_at: datetime
+
+
+class InviteCreated(Invite):
+    token: str
+    invite_link: str
+
+
+class InvitePreview(BaseModel):
+    id: UUID
+    email: str
+    role: InvitableRole
+    family_name: str
+    expires_at: datetime
+    status: InviteStatus
+
+
+class InviteLookup(BaseModel):
+    valid: bool
+    invite: InvitePreview | None = None
+    reason: str | None = None

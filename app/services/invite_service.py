@@ -1,0 +1,170 @@
+"""Invitations: create, list, look up, accept, revoke.
+
+Tokens are 32 random bytes shown once; only their SHA-256 is stored. A pending
+invite past `expires_at` is reported (and, when touched, stored) as `expired`.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+import asyncpg
+
+from app.config import Settings
+from app.db.postgres import Connection, Database
+from app.errors import Conflict, Invalid, NotFound
+from app.models.identity import Actor, Role
+from app.services import auth_service, rbac
+from app.services.auth_providers import AuthProvider
+from app.services.auth_service import NewMember, Registration
+from app.services.tokens import hash_token, new_opaque_token
+
+_EXPIRE_STALE_FOR_EMAIL = """
+update public.invitations set status = 'expired'
+where family_unit_id = $1 and email = $2 and status = 'pending' and expires_at <= now()
+"""
+_NEW_INVITE = """
+insert into public.invitations (family_unit_id, email, role, token_hash, invited_by, expires_at)
+values ($1, $2, $3, $4, $5, $6)
+returning id, email, role, expires_at, created_at, app.invite_status(status, expires_at) as status
+"""
+_LIST_INVITES = """
+select id, email, role, expires_at, created_at, app.invite_status(status, expires_at) as status
+from public.invitations
+where family_unit_id = (select app.current_family_id())
+  and ($1::text is null or app.invite_status(status, expires_at) = $1)
+order by created_at desc, id
+"""
+_REVOKE = """
+update public.invitations set status = 'revoked'
+where id = $1 and status = 'pending' and expires_at > now()
+returning id
+"""
+_VISIBLE_INVITE_STATUS = """
+select app.invite_status(status, expires_at) from public.invitations where id = $1
+"""
+_BY_TOKEN = """
+select i.id, i.email, i.role, i.expires_at, f.name as family_name,
+       app.invite_status(i.status, i.expires_at) as status
+from public.invitations i join public.family_units f on f.id = i.family_unit_id
+where i.token_hash = $1
+"""
+_LOCK_BY_TOKEN = """
+select id, email, role, family_unit_id, app.invite_status(status, expires_at) as status
+from public.invitations where token_hash = $1
+for update
+"""
+_MARK_ACCEPTED = """
+update public.invitations set status = 'accepted', accepted_at = now(), accepted_by = $2
+where id = $1
+"""
+
+_NOT_VALID_REASONS = {
+    "accepted": "This invite has already been used",
+    "expired": "This invite has expired",
+    "revoked": "This invite has been revoked",
+}
+
+
+@dataclass(frozen=True)
+class CreatedInvite:
+    invite: dict[str, Any]
+    token: str
+    invite_link: str
+
+
+def invite_link(settings: Settings, token: str) -> str:
+    return f"{settings.frontend_url.rstrip('/')}/accept-invite?{urlencode({'token': token})}"
+
+
+async def create(
+    db: Connection, settings: Settings, actor: Actor, *, email: str, role: Role
+) -> CreatedInvite:
+    rbac.require_can_invite(actor, role)
+    email = email.strip().lower()
+    token = new_opaque_token()
+    expires_at = datetime.now(UTC) + timedelta(days=settings.invite_ttl_days)
+    await db.execute(_EXPIRE_STALE_FOR_EMAIL, actor.family_unit_id, email)
+    try:
+        async with db.transaction():
+            row = await db.fetchrow(
+                _NEW_INVITE,
+                actor.family_unit_id,
+                email,
+                role.value,
+                hash_token(token),
+                actor.id,
+                expires_at,
+            )
+    except asyncpg.UniqueViolationError:
+        raise Conflict("A pending invite for this email already exists") from None
+    return CreatedInvite(dict(row), token, invite_link(settings, token))
+
+
+async def list_invites(db: Connection, actor: Actor, *, status: str | None) -> list[dict[str, Any]]:
+    rbac.require(actor, rbac.Permission.INVITE_MEMBERS)
+    return [dict(row) for row in await db.fetch(_LIST_INVITES, status)]
+
+
+async def revoke(db: Connection, actor: Actor, invite_id: UUID) -> None:
+    rbac.require(actor, rbac.Permission.INVITE_MEMBERS)
+    if await db.fetchval(_REVOKE, invite_id) is not None:
+        return
+    current_status = await db.fetchval(_VISIBLE_INVITE_STATUS, invite_id)
+    if current_status is None:
+        raise NotFound("Invite not found")
+    raise Conflict(f"Only a pending invite can be revoked; this one is {current_status}")
+
+
+async def lookup(database: Database, token: str) -> dict[str, Any]:
+    async with database.system_session() as db:
+        row = await db.fetchrow(_BY_TOKEN, hash_token(token))
+    if row is None:
+        raise NotFound("Invite not found")
+    preview = {key: row[key] for key in ("id", "email", "role", "family_name", "expires_at")}
+    preview["status"] = row["status"]
+    if row["status"] != "pending":
+        return {"valid": False, "invite": preview, "reason": _NOT_VALID_REASONS[row["status"]]}
+    return {"valid": True, "invite": preview}
+
+
+async def accept(
+    database: Database,
+    provider: AuthProvider,
+    settings: Settings,
+    *,
+    token: str,
+    email: str | None,
+    password: str,
+    display_name: str,
+    require_role: Role | None = None,
+) -> Registration:
+    """Join the inviting family. Single use: the invite row is locked until done.
+
+    `email` must match the invite's; a child registering may leave it out.
+    """
+    async with database.system_session() as db:
+        invite = await db.fetchrow(_LOCK_BY_TOKEN, hash_token(token))
+        if invite is None:
+            raise NotFound("Invite not found")
+        if invite["status"] != "pending":
+            raise Invalid(_NOT_VALID_REASONS[invite["status"]])
+        role = Role(invite["role"])
+        if require_role is not None and role is not require_role:
+            raise Invalid(f"This invite is for a {role.value}, not a {require_role.value}")
+        given_email = auth_service.normalize_email(email)
+        if given_email is not None and given_email != invite["email"]:
+            raise Invalid("Email does not match the invitation")
+        if given_email is None and role is not Role.CHILD:
+            raise Invalid("Email is required")
+        member = NewMember(
+            family_unit_id=invite["family_unit_id"],
+            role=role,
+            display_name=display_name,
+            email=given_email,
+        )
+        user_id = await auth_service.create_member(provider, member, password, db)
+        await db.execute(_MARK_ACCEPTED, invite["id"], user_id)
+        return await auth_service.registration_for_new_member(db, settings, user_id, member)

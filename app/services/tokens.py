@@ -1,0 +1,87 @@
+"""The backend's own tokens: JWT access tokens and opaque refresh/invite tokens."""
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from uuid import UUID, uuid4
+
+from jose import JWTError, jwt
+
+from app.errors import Unauthorized
+from app.models.identity import Role
+
+ALGORITHM = "HS256"
+ACCESS_TYPE = "access"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: UUID
+    role: Role
+    family_unit_id: UUID
+    session_id: UUID | None
+    jti: str
+    expires_at: int
+
+    def database_claims(self) -> dict[str, str]:
+        """What the RLS session publishes as request.jwt.claims (Supabase's shape)."""
+        return {"sub": str(self.user_id), "role": "authenticated"}
+
+
+def issue_access_token(
+    *,
+    secret: str,
+    ttl_seconds: int,
+    user_id: UUID,
+    role: Role,
+    family_unit_id: UUID,
+    session_id: UUID,
+) -> str:
+    now = int(time.time())
+    claims = {
+        "sub": str(user_id),
+        "role": role.value,
+        "family_unit_id": str(family_unit_id),
+        "sid": str(session_id),
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "jti": uuid4().hex,
+        "type": ACCESS_TYPE,
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def decode_access_token(token: str, *, secret: str) -> AccessClaims:
+    """Verify signature, expiry and type; any failure is one 401 that reveals nothing."""
+    try:
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") != ALGORITHM:
+            raise Unauthorized("Invalid token")
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM])
+    except JWTError as exc:
+        message = "Token has expired" if "expired" in str(exc).lower() else "Invalid token"
+        raise Unauthorized(message) from None
+    if claims.get("type") != ACCESS_TYPE:
+        raise Unauthorized("Invalid token")
+    try:
+        return AccessClaims(
+            user_id=UUID(claims["sub"]),
+            role=Role(claims["role"]),
+            family_unit_id=UUID(claims["family_unit_id"]),
+            session_id=UUID(claims["sid"]) if claims.get("sid") else None,
+            jti=str(claims["jti"]),
+            expires_at=int(claims["exp"]),
+        )
+    except (KeyError, ValueError, TypeError):
+        raise Unauthorized("Invalid token") from None
+
+
+def new_opaque_token() -> str:
+    """32 random bytes, URL-safe: refresh tokens and invite tokens."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """Only this hash is stored, so a database leak does not leak usable tokens."""
+    return hashlib.sha256(token.encode()).hexdigest()
