@@ -14,13 +14,14 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.api import ops
-from app.api.v1 import auth, families, invites
+from app.api.v1 import analytics, auth, families, feed, invites, memories, storage
 from app.config import Settings, get_settings
 from app.context import AppContext
 from app.db.postgres import Database
 from app.errors import DomainError
 from app.log import configure_logging, request_id_var
 from app.middleware import RequestContextMiddleware
+from app.services.analytics_service import AnalyticsRecorder
 from app.services.auth_providers import LocalAuthProvider
 from app.services.passwords import Passwords
 
@@ -51,8 +52,16 @@ async def build_context(settings: Settings) -> AppContext:
     passwords = Passwords(
         time_cost=settings.password_hash_time_cost, memory_kib=settings.password_hash_memory_kib
     )
+    analytics = AnalyticsRecorder(
+        database,
+        batch_size=settings.analytics_batch_size,
+        flush_interval=settings.analytics_flush_interval_seconds,
+    )
     return AppContext(
-        settings=settings, database=database, auth_provider=LocalAuthProvider(database, passwords)
+        settings=settings,
+        database=database,
+        auth_provider=LocalAuthProvider(database, passwords),
+        analytics=analytics,
     )
 
 
@@ -63,9 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = await build_context(settings)
         app.state.context = context
+        context.analytics.start()
         try:
             yield
         finally:
+            await context.analytics.stop()
             await context.database.close()
 
     app = FastAPI(
@@ -78,7 +89,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
 
-    for router in (auth.router, families.router, invites.router):
+    for router in (
+        auth.router,
+        families.router,
+        invites.router,
+        memories.router,
+        storage.router,
+        feed.router,
+        analytics.router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(ops.router)
     app.mount(

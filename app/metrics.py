@@ -47,3 +47,8 @@ DB_POOL_CONNECTIONS = Gauge(
     ["state"],
     registry=REGISTRY,
 )
+ANALYTICS_DROPPED = Counter(
+    "analytics_events_dropped_total",
+    "Analytics events dropped because the buffer was full or a write failed.",
+    registry=REGISTRY,
+)

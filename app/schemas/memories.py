@@ -1,0 +1,114 @@
+"""Memory and media shapes, shared by the memory endpoints and the feed."""
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+from app.models.identity import Role
+
+MemoryStatus = Literal["draft", "published", "archived"]
+ProcessingStatus = Literal["pending", "processing", "completed", "failed"]
+
+MAX_TAGS = 20
+MAX_TAG_LENGTH = 50
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+Description = Annotated[str, StringConstraints(max_length=10_000)]
+Location = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
+FileName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+def normalize_tags(tags: list[str]) -> list[str]:
+    """Trimmed, lower-cased, de-duplicated (first occurrence kept), ≤ 20 of ≤ 50 chars."""
+    seen: dict[str, None] = {}
+    for raw in tags:
+        tag = raw.strip().lower()
+        if not tag:
+            continue
+        if len(tag) > MAX_TAG_LENGTH:
+            raise ValueError(f"each tag must be at most {MAX_TAG_LENGTH} characters")
+        seen.setdefault(tag, None)
+    if len(seen) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags")
+    return list(seen)
+
+
+Tags = Annotated[
+    list[str],
+    AfterValidator(normalize_tags),
+    Field(description="≤ 20 tags of ≤ 50 characters; trimmed, lower-cased, de-duplicated."),
+]
+
+
+class MemoryAuthor(BaseModel):
+    id: UUID
+    display_name: str
+    avatar_url: str | None
+    role: Role
+
+
+class Media(BaseModel):
+    id: UUID
+    memory_id: UUID
+    storage_path: str
+    storage_bucket: str
+    file_name: str
+    mime_type: str
+    file_size: int
+    width: int | None
+    height: int | None
+    duration: float | None
+    thumbnail_path: str | None
+    processing_status: ProcessingStatus
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class Memory(BaseModel):
+    id: UUID
+    user_id: UUID
+    family_unit_id: UUID
+    title: str
+    description: str | None
+    memory_date: date | None
+    location: str | None
+    tags: list[str]
+    status: MemoryStatus
+    created_at: datetime
+    updated_at: datetime
+    modified_by: UUID | None
+    author: MemoryAuthor
+    media: list[Media]
+
+
+class MediaRef(BaseModel):
+    storage_path: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    file_name: FileName
+    mime_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    file_size: int | None = Field(
+        default=None, ge=0, description="Informational; the stored object's real size is used."
+    )
+
+
+class MemoryCreate(BaseModel):
+    title: Title
+    description: Description | None = None
+    memory_date: date | None = None
+    location: Location | None = None
+    tags: Tags | None = None
+    status: MemoryStatus = "draft"
+    media: list[MediaRef] | None = None
+
+
+class MemoryUpdate(BaseModel):
+    """Partial: only the fields sent change."""
+
+    title: Title | None = None
+    description: Description | None = None
+    memory_date: date | None = None
+    location: Location | None = None
+    tags: Tags | None = None
+    status: MemoryStatus | None = None
