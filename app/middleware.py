@@ -21,10 +21,6 @@ logger = logging.getLogger("timeless.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class RequestContextMiddleware:
     def __init__(
         self, app: ASGIApp, *, max_body_bytes: int, unlimited_prefixes: Sequence[str] = ()
@@ -45,31 +41,48 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        body_rejected = False
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
+            if body_rejected and response_started:
+                return  # we already answered 413; whatever the app says is moot
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
                 MutableHeaders(scope=message).append("X-Request-ID", request_id)
             await send(message)
 
-        receive_limited = receive
-        if not scope["path"].startswith(self.unlimited_prefixes):
-            declared = _content_length(scope)
-            if declared is not None and declared > self.max_body_bytes:
-                await self._too_large(send_with_id)
-                self._record(scope, 413, started)
-                return
-            receive_limited = self._limit(receive)
+        seen = 0
+
+        async def receive_limited() -> Message:
+            # Count bytes as they arrive (chunked bodies have no Content-Length). Past
+            # the limit, answer 413 ourselves and tell the app the client went away,
+            # so nothing it half-parsed is acted on.
+            nonlocal seen, body_rejected
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes and not body_rejected:
+                    if not response_started:
+                        await self._too_large(send_with_id)
+                    body_rejected = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        limited = not scope["path"].startswith(self.unlimited_prefixes)
+        declared = _content_length(scope) if limited else None
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(send_with_id)
+            self._record(scope, 413, started)
+            return
 
         try:
-            await self.app(scope, receive_limited, send_with_id)
-        except _BodyTooLarge:
-            if not response_started:
-                await self._too_large(send_with_id)
-            status = 413
+            await self.app(scope, receive_limited if limited else receive, send_with_id)
         except Exception:
+            if body_rejected:
+                self._record(scope, 413, started)
+                return
             logger.exception("unhandled error")
             if not response_started:
                 await _send_json(
@@ -87,20 +100,6 @@ class RequestContextMiddleware:
                 if _VALID_REQUEST_ID.match(candidate):
                     return candidate
         return uuid.uuid4().hex
-
-    def _limit(self, receive: Receive) -> Receive:
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        return limited
 
     async def _too_large(self, send: Send) -> None:
         await _send_json(send, 413, {"detail": f"Request body exceeds {self.max_body_bytes} bytes"})

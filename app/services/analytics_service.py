@@ -17,9 +17,11 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from app.db.postgres import Database
+from app.db.postgres import Connection, Database
 from app.metrics import ANALYTICS_DROPPED, BACKGROUND_QUEUE_DEPTH
 from app.models.identity import Actor
+from app.services import rbac
+from app.services.rbac import Permission
 
 logger = logging.getLogger(__name__)
 
@@ -162,3 +164,59 @@ class AnalyticsRecorder:
                 [event.session_id for event in batch],
                 [event.metadata for event in batch],
             )
+
+
+# The family summary -------------------------------------------------------------------
+# Read from analytics_metrics (the daily rollup kept by triggers), never from raw
+# events or base tables, so it costs the same for a family with decades of history.
+
+_SUMMARY_TOTALS = """
+select coalesce(sum(memories), 0)::int as memories_posted,
+       coalesce(sum(reactions), 0)::int as reactions,
+       coalesce(sum(comments), 0)::int as comments,
+       count(distinct user_id) filter (
+         where events > 0 or memories > 0 or reactions > 0 or comments > 0
+       )::int as active_members
+from public.analytics_metrics
+where family_unit_id = (select app.current_family_id())
+  and day > (now() at time zone 'UTC')::date - $1::int
+"""
+_SUMMARY_CONTRIBUTORS = """
+select m.user_id, p.display_name,
+       sum(m.memories)::int as memories, sum(m.reactions)::int as reactions,
+       sum(m.comments)::int as comments
+from public.analytics_metrics m
+join public.user_profiles p on p.id = m.user_id
+where m.family_unit_id = (select app.current_family_id())
+  and m.day > (now() at time zone 'UTC')::date - $1::int
+group by m.user_id, p.display_name
+having sum(m.memories + m.reactions + m.comments) > 0
+order by sum(m.memories + m.reactions + m.comments) desc, sum(m.memories) desc, m.user_id
+limit 10
+"""
+_SUMMARY_DAILY = """
+select d.day::date as date,
+       coalesce(sum(m.memories), 0)::int as memories,
+       coalesce(sum(m.reactions), 0)::int as reactions,
+       coalesce(sum(m.comments), 0)::int as comments
+from generate_series(
+       (now() at time zone 'UTC')::date - ($1::int - 1), (now() at time zone 'UTC')::date,
+       interval '1 day') as d(day)
+left join public.analytics_metrics m
+  on m.day = d.day::date and m.family_unit_id = (select app.current_family_id())
+group by d.day
+order by d.day
+"""
+
+
+async def summary(db: Connection, actor: Actor, *, days: int) -> dict[str, Any]:
+    rbac.require(actor, Permission.VIEW_ANALYTICS)
+    totals = await db.fetchrow(_SUMMARY_TOTALS, days)
+    contributors = await db.fetch(_SUMMARY_CONTRIBUTORS, days)
+    daily = await db.fetch(_SUMMARY_DAILY, days)
+    return {
+        "days": days,
+        **dict(totals),
+        "top_contributors": [dict(row) for row in contributors],
+        "daily": [dict(row) for row in daily],
+    }

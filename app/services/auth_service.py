@@ -32,6 +32,8 @@ class IssuedTokens:
     access_token: str
     refresh_token: str
     expires_in: int
+    user_id: UUID
+    family_unit_id: UUID
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,13 @@ async def _issue_tokens(
         family_unit_id=family_unit_id,
         session_id=session_id,
     )
-    return IssuedTokens(access_token, refresh_token, settings.access_token_ttl_seconds)
+    return IssuedTokens(
+        access_token,
+        refresh_token,
+        settings.access_token_ttl_seconds,
+        user_id=user_id,
+        family_unit_id=family_unit_id,
+    )
 
 
 # Registration ------------------------------------------------------------------------

@@ -1,3 +1,28 @@
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from app.api.deps import UserDb, require
+from app.models.identity import Actor
+from app.schemas.analytics import AnalyticsSummary
+from app.schemas.common import error_responses
+from app.services import analytics_service
+from app.services.rbac import Permission
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
+
+
+@router.get("/summary", responses=error_responses(401, 403))
+async def family_summary(
+    actor: Annotated[Actor, Depends(require(Permission.VIEW_ANALYTICS))],
+    db: UserDb,
+    days: Annotated[
+        int, Query(ge=1, le=366, description="Window in days, ending today (UTC).")
+    ] = 30,
+) -> AnalyticsSummary:
+    """What your family shared over the last `days` days: totals, top contributors, per day.
+
+    Counts are of what still exists: a deleted memory or reaction, or a deleted
+    comment, no longer counts on the day it was created.
+    """
+    return AnalyticsSummary(**await analytics_service.summary(db, actor, days=days))

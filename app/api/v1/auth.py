@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 
 from app.api.deps import Context, CurrentUser, UserDb, require
+from app.context import AppContext
 from app.models.identity import FOUNDER_ROLES, Actor, Role
 from app.schemas.auth import (
     ChildRegisterRequest,
@@ -21,6 +22,7 @@ from app.schemas.auth import (
 )
 from app.schemas.common import error_responses
 from app.services import auth_service, family_service, invite_service
+from app.services.analytics_service import EventType
 from app.services.auth_service import IssuedTokens, Registration
 from app.services.rbac import Permission
 
@@ -33,6 +35,17 @@ def _tokens(issued: IssuedTokens) -> Tokens:
         refresh_token=issued.refresh_token,
         expires_in=issued.expires_in,
     )
+
+
+def record_joined(context: AppContext, registration: Registration) -> None:
+    """Analytics for a member who joined an existing family through an invite."""
+    for event_type in (EventType.USER_REGISTERED, EventType.INVITE_ACCEPTED):
+        context.analytics.record(
+            event_type,
+            user_id=registration.user_id,
+            family_unit_id=registration.family_unit_id,
+            role=registration.role.value,
+        )
 
 
 def registered(registration: Registration) -> Registered:
@@ -56,6 +69,13 @@ def _register_founder_endpoint(role: Role):  # type: ignore[no-untyped-def]
             password=body.password,
             display_name=body.display_name,
             family_name=body.family_name,
+        )
+        context.analytics.record(
+            EventType.USER_REGISTERED,
+            user_id=registration.user_id,
+            family_unit_id=registration.family_unit_id,
+            role=role.value,
+            founded_family=True,
         )
         return registered(registration)
 
@@ -93,6 +113,7 @@ async def register_child(body: ChildRegisterRequest, context: Context) -> Regist
         display_name=body.display_name,
         require_role=Role.CHILD,
     )
+    record_joined(context, registration)
     return registered(registration)
 
 
@@ -116,6 +137,7 @@ async def provision_child(
         display_name=body.display_name,
         email=body.email,
     )
+    context.analytics.record(EventType.CHILD_PROVISIONED, actor=actor, child_id=child.user_id)
     return ProvisionedChild(
         user_id=child.user_id,
         username=child.username,
@@ -132,11 +154,13 @@ async def register_pet(
     body: PetRequest,
     actor: Annotated[Actor, Depends(require(Permission.CREATE_PET))],
     db: UserDb,
+    context: Context,
 ) -> PetOut:
     """Add a pet profile to your family (pets never log in)."""
     pet = await family_service.create_pet(
         db, actor, display_name=body.display_name, avatar_url=body.avatar_url
     )
+    context.analytics.record(EventType.PET_CREATED, actor=actor, pet_id=pet["id"])
     return PetOut(
         pet_id=pet["id"], display_name=pet["display_name"], family_unit_id=pet["family_unit_id"]
     )
@@ -152,6 +176,9 @@ async def login(body: LoginRequest, context: Context) -> Tokens:
         login=body.email,
         password=body.password,
     )
+    context.analytics.record(
+        EventType.USER_LOGGED_IN, user_id=issued.user_id, family_unit_id=issued.family_unit_id
+    )
     return _tokens(issued)
 
 
@@ -165,9 +192,12 @@ async def refresh(body: RefreshRequest, context: Context) -> Tokens:
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401))
-async def logout(actor: CurrentUser, db: UserDb, body: LogoutRequest | None = None) -> None:
+async def logout(
+    actor: CurrentUser, db: UserDb, context: Context, body: LogoutRequest | None = None
+) -> None:
     """End this login: its refresh token and the presented access token stop working."""
     await auth_service.logout(db, actor, refresh_token=body.refresh_token if body else None)
+    context.analytics.record(EventType.USER_LOGGED_OUT, actor=actor)
 
 
 @router.get("/me", responses=error_responses(401))

@@ -4,12 +4,13 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, status
 
 from app.api.deps import Context, UserDb, require
-from app.api.v1.auth import registered
+from app.api.v1.auth import record_joined, registered
 from app.models.identity import Actor, Role
 from app.schemas.auth import AcceptInviteRequest, Registered
 from app.schemas.common import error_responses
 from app.schemas.families import Invite, InviteCreate, InviteCreated, InviteLookup, InviteStatus
 from app.services import invite_service
+from app.services.analytics_service import EventType
 from app.services.rbac import Permission
 
 router = APIRouter(prefix="/invites", tags=["invites"])
@@ -25,6 +26,9 @@ async def create_invite(
     """Invite someone into your family. The token is shown only in this response."""
     created = await invite_service.create(
         db, context.settings, actor, email=body.email, role=Role(body.role)
+    )
+    context.analytics.record(
+        EventType.INVITE_CREATED, actor=actor, invite_id=created.invite["id"], role=body.role
     )
     return InviteCreated(**created.invite, token=created.token, invite_link=created.invite_link)
 
@@ -61,6 +65,7 @@ async def accept_invite(
         password=body.password,
         display_name=body.display_name,
     )
+    record_joined(context, registration)
     return registered(registration)
 
 
