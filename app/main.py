@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_json_body_bytes,
+        api_prefix=API_PREFIX,
         unlimited_prefixes=UNLIMITED_BODY_PREFIXES,
     )
     return app

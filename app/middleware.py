@@ -23,9 +23,15 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, unlimited_prefixes: Sequence[str] = ()
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        api_prefix: str = "",
+        unlimited_prefixes: Sequence[str] = (),
     ):
         self.app = app
+        self.api_prefix = api_prefix
         self.max_body_bytes = max_body_bytes
         self.unlimited_prefixes = tuple(unlimited_prefixes)
 
@@ -106,8 +112,7 @@ class RequestContextMiddleware:
 
     def _record(self, scope: Scope, status: int, started: float) -> None:
         duration = time.perf_counter() - started
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "<unmatched>"
+        template = self._route_template(scope)
         method = scope["method"]
         HTTP_REQUESTS.labels(method, template, str(status)).inc()
         HTTP_LATENCY.labels(method, template).observe(duration)
@@ -121,6 +126,15 @@ class RequestContextMiddleware:
                 "duration_ms": round(duration * 1000, 2),
             },
         )
+
+    def _route_template(self, scope: Scope) -> str:
+        """`/api/v1/memories/{memory_id}`: bounded label values, and no ids in logs' route."""
+        route = scope.get("route")
+        if route is None or not hasattr(route, "path"):
+            return "<static>" if "endpoint" in scope else "<unmatched>"
+        # Routers are included under the API prefix; the route itself knows only its own part.
+        prefix = self.api_prefix if scope["path"].startswith(self.api_prefix + "/") else ""
+        return prefix + str(route.path)
 
 
 def _content_length(scope: Scope) -> int | None:
