@@ -56,6 +56,7 @@ async def build_context(settings: Settings) -> AppContext:
         database,
         batch_size=settings.analytics_batch_size,
         flush_interval=settings.analytics_flush_interval_seconds,
+        retention_days=settings.analytics_retention_days,
     )
     return AppContext(
         settings=settings,

@@ -13,7 +13,10 @@ import asyncpg
 
 logger = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+# The source tree's folder when running from a checkout; ./supabase/migrations when the
+# package is installed elsewhere (the Docker image copies the folder to its workdir).
+_SOURCE_MIGRATIONS = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+MIGRATIONS_DIR = _SOURCE_MIGRATIONS if _SOURCE_MIGRATIONS.is_dir() else Path("supabase/migrations")
 # Any number will do as long as every process agrees on it.
 _MIGRATION_LOCK_KEY = 7_351_204_118
 

@@ -10,6 +10,7 @@ with a log line (and counted), never retried forever, and the buffer is bounded.
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +65,17 @@ select * from unnest($1::text[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::
 """
 
 
+_PURGE_BATCH_SIZE = 10_000
+_PURGE_BATCH = """
+delete from public.analytics_events
+where event_id in (
+  select event_id from public.analytics_events
+  where "timestamp" < now() - make_interval(days => $1)
+  limit $2
+)
+"""
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, UUID | datetime):
         return str(value)
@@ -79,6 +91,8 @@ class AnalyticsRecorder:
         flush_interval: float = 1.0,
         write_timeout: float = 5.0,
         max_buffered: int = 10_000,
+        retention_days: int = 365,
+        purge_interval: float = 3600.0,
     ):
         self._database = database
         self._batch_size = batch_size
@@ -87,6 +101,9 @@ class AnalyticsRecorder:
         self._buffer: deque[Event] = deque(maxlen=max_buffered)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._retention_days = retention_days
+        self._purge_interval = purge_interval
+        self._last_purge = 0.0
 
     def record(
         self,
@@ -132,6 +149,30 @@ class AnalyticsRecorder:
                 await asyncio.wait_for(self._wakeup.wait(), self._flush_interval)
             self._wakeup.clear()
             await self.flush()
+            if time.monotonic() - self._last_purge >= self._purge_interval:
+                self._last_purge = time.monotonic()
+                await self.purge_expired()
+
+    async def purge_expired(self) -> int:
+        """Delete raw events past retention (the daily rollup keeps the counts).
+
+        In bounded batches, so a first purge of years of history never holds long locks.
+        Safe with several processes: two purgers just share the work.
+        """
+        removed = 0
+        try:
+            while True:
+                async with self._database.system_session() as db:
+                    status = await db.execute(_PURGE_BATCH, self._retention_days, _PURGE_BATCH_SIZE)
+                batch = int(status.split()[-1])
+                removed += batch
+                if batch < _PURGE_BATCH_SIZE:
+                    break
+        except Exception as exc:
+            logger.warning("analytics purge failed", extra={"error": type(exc).__name__})
+        if removed:
+            logger.info("analytics events purged", extra={"events": removed})
+        return removed
 
     async def flush(self) -> int:
         """Write everything buffered now, batch by batch; returns how many were written."""
