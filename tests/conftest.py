@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from app.config import Environment, Settings
 from app.db import embedded
 from app.db.migrate import migrate
+from app.db.postgres import init_connection
 from app.main import create_app
 from tests.factories import Factory
 
@@ -90,6 +91,8 @@ def factory(client: httpx.AsyncClient) -> Factory:
 @pytest.fixture(scope="session")
 async def pg(migrated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
     """A superuser pool for tests that look at the database directly."""
-    pool = await asyncpg.create_pool(migrated_database_url, min_size=1, max_size=4)
+    pool = await asyncpg.create_pool(
+        migrated_database_url, min_size=1, max_size=4, init=init_connection
+    )
     yield pool
     await pool.close()

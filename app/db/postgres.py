@@ -26,7 +26,7 @@ select set_config('role', 'authenticated', true),
 _ENTER_SERVICE_ROLE = "select set_config('role', 'service_role', true)"
 
 
-async def _init_connection(conn: Connection) -> None:
+async def init_connection(conn: Connection) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
             type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
@@ -52,7 +52,7 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             command_timeout=command_timeout,
-            init=_init_connection,
+            init=init_connection,
             # A transaction pooler hands each transaction to any backend, where
             # a statement prepared on another one does not exist.
             statement_cache_size=0 if pooler_mode else 100,
