@@ -1,0 +1,79 @@
+"""Log lines are JSON and never carry a token, password, invite token or signed URL query."""
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from app.log import JsonFormatter, redact
+from tests.factories import PASSWORD
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+
+
+async def run_account_flows(client, factory) -> list[str]:
+    """Every auth flow; returns the secrets it used."""
+    adult = await factory.register("adult")
+    secrets = [PASSWORD, adult.access_token, adult.refresh_token]
+    tokens = await factory.login(adult.email)
+    secrets += [tokens["access_token"], tokens["refresh_token"]]
+    refreshed = await client.post(
+        f"{API}/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    secrets += [refreshed.json()["access_token"], refreshed.json()["refresh_token"]]
+    await client.post(f"{API}/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    await client.post(f"{API}/auth/login", json={"email": adult.email, "password": "Wr0ng-pass!"})
+    secrets.append("Wr0ng-pass!")
+    invite = await factory.invite(adult, "teen")
+    secrets.append(invite["token"])
+    await client.get(f"{API}/invites/{invite['token']}")
+    await client.post(
+        f"{API}/invites/{invite['token']}/accept",
+        json={"email": invite["email"], "password": PASSWORD, "display_name": "T"},
+    )
+    child = await client.post(
+        f"{API}/auth/provision/child", json={"display_name": "Kid"}, headers=adult.headers
+    )
+    secrets.append(child.json()["password"])
+    await client.get(f"{API}/auth/me", headers={"Authorization": "Bearer not.a.token"})
+    await client.post(f"{API}/auth/logout", headers=adult.headers)
+    return secrets
+
+
+async def test_logs_are_json_and_hold_no_secret(client, factory, captured_logs):
+    secrets = await run_account_flows(client, factory)
+    lines = [line for line in captured_logs.getvalue().splitlines() if line.strip()]
+    assert len(lines) >= 10
+    # The test's own httpx client logs its request URLs; the server quiets httpx (log.py).
+    records = [r for r in map(json.loads, lines) if r["logger"] != "httpx"]
+    requests = [r for r in records if r.get("message") == "request"]
+    assert {"request_id", "method", "route", "status", "duration_ms"} <= set(requests[-1])
+    assert any("user_id" in r and "family_id" in r for r in requests)
+    text = "\n".join(json.dumps(r, ensure_ascii=False) for r in records)
+    for secret in secrets:
+        assert secret not in text
+
+
+def test_redact_masks_what_looks_secret():
+    assert redact("Authorization: Bearer abc.def.ghi") == "Authorization: Bearer [REDACTED]"
+    assert "hunter22" not in redact('{"password": "hunter22"}')
+    assert "s3cr3t" not in redact("GET /x?token=s3cr3t&expires=1")
+    assert "eyJ" not in redact("got eyJhbGciOi.eyJzdWIiOiIx.sig-part here")
