@@ -4,7 +4,9 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
+from pathlib import Path
 
 from app.config import get_settings
 from app.log import configure_logging
@@ -44,6 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     workers = args.workers or settings.workers
     if not settings.public_base_url:
         os.environ["PUBLIC_BASE_URL"] = f"http://{host}:{port}"
+    if workers > 1:
+        _prepare_multiprocess_metrics(settings.data_dir / "prometheus")
     get_settings.cache_clear()
     logger.info("serving", extra={"url": f"http://{host}:{port}", "docs": "/docs"})
     uvicorn.run(
@@ -56,6 +60,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
         proxy_headers=True,
         timeout_graceful_shutdown=30,
     )
+
+
+def _prepare_multiprocess_metrics(directory: Path) -> None:
+    """Workers write metric values here; /metrics adds them up. Emptied at each start."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory.resolve())
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -1,6 +1,13 @@
-"""Prometheus metrics. Routes are labelled by template (`/memories/{memory_id}`), never raw ids."""
+"""Prometheus metrics. Routes are labelled by template (`/memories/{memory_id}`), never raw ids.
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+With several worker processes (`timeless serve --workers N`), PROMETHEUS_MULTIPROC_DIR is
+set before they start, each process writes its values there, and /metrics adds them up.
+"""
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -39,12 +46,14 @@ BACKGROUND_QUEUE_DEPTH = Gauge(
     "background_queue_depth",
     "Work waiting in background queues.",
     ["queue"],
+    multiprocess_mode="livesum",
     registry=REGISTRY,
 )
 DB_POOL_CONNECTIONS = Gauge(
     "db_pool_connections",
     "Database pool connections by state.",
     ["state"],
+    multiprocess_mode="livesum",
     registry=REGISTRY,
 )
 ANALYTICS_DROPPED = Counter(
@@ -52,3 +61,12 @@ ANALYTICS_DROPPED = Counter(
     "Analytics events dropped because the buffer was full or a write failed.",
     registry=REGISTRY,
 )
+
+
+def render() -> bytes:
+    """The text exposition: this process's registry, or every worker's in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

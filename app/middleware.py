@@ -120,8 +120,8 @@ class RequestContextMiddleware:
             "request",
             extra={
                 "method": method,
+                # The template only: a raw path can hold a secret (GET /invites/{token}).
                 "route": template,
-                "path": scope["path"],
                 "status": status,
                 "duration_ms": round(duration * 1000, 2),
             },

@@ -6,12 +6,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import Context
 from app.db.migrate import pending_migrations
 from app.errors import Unauthorized
-from app.metrics import DB_POOL_CONNECTIONS, REGISTRY
+from app.metrics import DB_POOL_CONNECTIONS, render
 
 router = APIRouter(tags=["operations"])
 
@@ -52,7 +52,7 @@ async def metrics(
             raise Unauthorized("Metrics token required")
     for state, value in context.database.pool_stats().items():
         DB_POOL_CONNECTIONS.labels(state).set(value)
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/docs", include_in_schema=False)
