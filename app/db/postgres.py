@@ -13,11 +13,11 @@ service (registration, login, invite acceptance, background jobs). It runs as
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
-Connection = asyncpg.Connection
+Connection: TypeAlias = asyncpg.Connection
 
 _ENTER_USER_ROLE = """
 select set_config('role', 'authenticated', true),
