@@ -173,14 +173,22 @@ async def register_founder(
         email=email_normalized,
         family_name=family_name,
     )
-    async with database.system_session() as db:
-        user_id = await create_member(provider, member, password, db)
-        family_id = await db.fetchval(
-            "select family_unit_id from public.user_profiles where id = $1", user_id
-        )
-        tokens = await _issue_tokens(
-            db, settings, user_id=user_id, role=role, family_unit_id=family_id
-        )
+    user_id: UUID | None = None
+    try:
+        async with database.system_session() as db:
+            user_id = await create_member(provider, member, password, db)
+            family_id = await db.fetchval(
+                "select family_unit_id from public.user_profiles where id = $1", user_id
+            )
+            tokens = await _issue_tokens(
+                db, settings, user_id=user_id, role=role, family_unit_id=family_id
+            )
+    except BaseException:
+        # The account exists but its profile and family were not committed: undo it too.
+        # (create_member undoes the account itself when the profile fails; user_id is None then.)
+        if user_id is not None:
+            await provider.delete_user(user_id)
+        raise
     return Registration(user_id, email_normalized, role, family_id, tokens)
 
 
@@ -354,7 +362,10 @@ async def load_actor(db: Connection, claims: AccessClaims) -> Actor:
     """The member as the database knows them now; 401 if removed or logged out."""
     row = await db.fetchrow(_LOAD_ACTOR, claims.session_id)
     if row is None:
-        raise Unauthorized("Token has been revoked")
+        # No session id: a Supabase Auth token, whose account has no (or no longer a) profile.
+        raise Unauthorized(
+            "Token has been revoked" if claims.session_id else "No member profile for this account"
+        )
     return Actor(
         id=row["id"],
         family_unit_id=row["family_unit_id"],

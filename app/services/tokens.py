@@ -18,8 +18,10 @@ ACCESS_TYPE = "access"
 @dataclass(frozen=True, slots=True)
 class AccessClaims:
     user_id: UUID
-    role: Role
-    family_unit_id: UUID
+    # None for Supabase Auth tokens, which carry neither: `auth_service.load_actor` always
+    # takes role and family from the profile, for our own tokens too.
+    role: Role | None
+    family_unit_id: UUID | None
     session_id: UUID | None
     jti: str
     expires_at: int

@@ -1,0 +1,784 @@
+"""Supabase Auth behind the real API and the real database, GoTrue mocked with respx.
+
+The auth flows run twice, once with the built-in provider and once with Supabase's, with the
+same assertions: nothing above the `AuthProvider` seam may notice which one runs. Then what only
+Supabase can do: be down, refuse our key, already know an address, fail half-way through a
+registration (the account it made is deleted again), and issue access tokens of its own.
+The request and response shapes of GoTrue are documented in tests/supabase_fixtures.py.
+"""
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import pytest
+import respx
+from fastapi import FastAPI
+
+from app.db.supabase import Supabase, SupabaseConfig
+from app.errors import Conflict, ServiceUnavailable
+from app.main import create_app
+from app.services import auth_service
+from app.services.auth_service import INVALID_LOGIN
+from app.services.supabase_auth import (
+    CHILD_EMAIL_DOMAIN,
+    SupabaseAccessTokens,
+    SupabaseAuthProvider,
+    child_login_email,
+)
+from app.services.supabase_tokens import SupabaseTokenVerifier
+from tests.conftest import make_settings
+from tests.factories import PASSWORD, unique_email
+from tests.supabase_fixtures import (
+    ANON_KEY,
+    AUTH_URL,
+    SERVICE_ROLE_KEY,
+    SUPABASE_SETTINGS,
+    SUPABASE_URL,
+    FakeGoTrue,
+    FakeUser,
+    SigningKey,
+    gotrue_error,
+)
+
+API = "/api/v1"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture(scope="module")
+async def supabase_app(migrated_database_url: str, data_dir) -> AsyncIterator[FastAPI]:
+    """A second app on the same database, configured for a Supabase project."""
+    application = create_app(make_settings(migrated_database_url, data_dir, **SUPABASE_SETTINGS))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="module")
+async def supabase_client(supabase_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=supabase_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def gotrue(pg: asyncpg.Pool, signing_key: SigningKey) -> Iterator[FakeGoTrue]:
+    # Every outgoing request must hit a route: nothing reaches the network by accident.
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+        yield FakeGoTrue(router, pg, signing_key)
+
+
+@pytest.fixture
+def fresh_verifier(supabase_app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verifier that has not fetched the JWKS yet, as in a newly started process."""
+    supabase: Supabase = supabase_app.state.context.extras["supabase"]
+    verifier = SupabaseTokenVerifier(SUPABASE_URL, jwt_secret=None, http=supabase.http)
+    monkeypatch.setitem(
+        supabase_app.state.context.extras,
+        "external_token_verifier",
+        SupabaseAccessTokens(verifier, SUPABASE_URL),
+    )
+
+
+@dataclass
+class Flows:
+    """One app and, for Supabase, its GoTrue: what the parametrized flow tests drive."""
+
+    client: httpx.AsyncClient
+    gotrue: FakeGoTrue | None
+
+    async def register(self, role: str = "adult", **body: object) -> dict:
+        body.setdefault("email", unique_email(role))
+        body.setdefault("password", PASSWORD)
+        body.setdefault("display_name", "Ann")
+        response = await self.client.post(f"{API}/auth/register/{role}", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def login(self, login: str, password: str = PASSWORD) -> httpx.Response:
+        return await self.client.post(
+            f"{API}/auth/login", json={"email": login, "password": password}
+        )
+
+
+@pytest.fixture(params=["local", "supabase"])
+def flows(
+    request: pytest.FixtureRequest,
+    client: httpx.AsyncClient,
+    supabase_client: httpx.AsyncClient,
+    pg: asyncpg.Pool,
+    signing_key: SigningKey,
+) -> Iterator[Flows]:
+    if request.param == "local":
+        yield Flows(client, None)
+        return
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+        yield Flows(supabase_client, FakeGoTrue(router, pg, signing_key))
+
+
+# --- the same flows with both providers ----------------------------------------------------------
+
+
+async def test_register_founder_then_login_and_me(flows: Flows):
+    email = unique_email("founder")
+    body = await flows.register("adult", email=email, family_name="Oaks")
+    assert body["email"] == email
+    assert body["role"] == "adult"
+
+    me = await flows.client.get(f"{API}/auth/me", headers=bearer(body["tokens"]["access_token"]))
+    assert me.status_code == 200, me.text
+    assert me.json()["id"] == body["user_id"]
+
+    login = await flows.login(email.upper())
+    assert login.status_code == 200, login.text
+    assert set(login.json()) >= {"access_token", "refresh_token", "token_type", "expires_in"}
+
+    if flows.gotrue:
+        account = flows.gotrue.by_email(email)
+        assert account is not None and str(account.id) == body["user_id"]
+        assert account.email_confirmed
+        assert account.password == PASSWORD
+        assert account.app_metadata == {"managed_by": "timeless-love"}
+        # The password was checked by Supabase, and the session that opened was closed again.
+        assert flows.gotrue.token.call_count == 1
+        assert flows.gotrue.logout.call_count == 1
+        grant_token = flows.gotrue.token.calls.last.response.json()["access_token"]
+        assert flows.gotrue.logout.calls.last.request.headers["authorization"] == (
+            f"Bearer {grant_token}"
+        )
+
+
+async def test_wrong_password_and_unknown_login_get_the_same_401(flows: Flows):
+    body = await flows.register()
+    wrong = await flows.login(body["email"], "not the password at all")
+    unknown = await flows.login(unique_email("nobody"))
+    for response in (wrong, unknown):
+        assert response.status_code == 401, response.text
+        assert response.json() == {"detail": INVALID_LOGIN}
+        assert response.headers["www-authenticate"] == "Bearer"
+    if flows.gotrue:
+        # The unknown login was also put to Supabase (for an address that cannot exist), so it
+        # takes as long as a wrong password.
+        asked = [call.request for call in flows.gotrue.token.calls]
+        assert len(asked) == 2
+        assert f"@{CHILD_EMAIL_DOMAIN}".encode() in asked[1].content
+
+
+async def test_refresh_rotates_and_detects_reuse(flows: Flows):
+    body = await flows.register()
+    old = body["tokens"]["refresh_token"]
+    first = await flows.client.post(f"{API}/auth/refresh", json={"refresh_token": old})
+    assert first.status_code == 200, first.text
+    assert first.json()["refresh_token"] != old
+    reused = await flows.client.post(f"{API}/auth/refresh", json={"refresh_token": old})
+    assert reused.status_code == 401
+
+
+async def test_accept_invite_then_login(flows: Flows):
+    founder = await flows.register()
+    headers = bearer(founder["tokens"]["access_token"])
+    email = unique_email("teen")
+    invite = await flows.client.post(
+        f"{API}/invites", json={"email": email, "role": "teen"}, headers=headers
+    )
+    assert invite.status_code == 201, invite.text
+    accepted = await flows.client.post(
+        f"{API}/invites/{invite.json()['token']}/accept",
+        json={"email": email, "password": PASSWORD, "display_name": "Tom"},
+    )
+    assert accepted.status_code == 201, accepted.text
+    assert accepted.json()["family_unit_id"] == founder["family_unit_id"]
+    assert accepted.json()["role"] == "teen"
+    assert (await flows.login(email)).status_code == 200
+    if flows.gotrue:
+        assert str(flows.gotrue.by_email(email).id) == accepted.json()["user_id"]
+
+
+async def test_provisioned_child_logs_in_with_username(flows: Flows, pg: asyncpg.Pool):
+    founder = await flows.register()
+    provisioned = await flows.client.post(
+        f"{API}/auth/provision/child",
+        json={"display_name": "Pip"},
+        headers=bearer(founder["tokens"]["access_token"]),
+    )
+    assert provisioned.status_code == 201, provisioned.text
+    child = provisioned.json()
+
+    login = await flows.login(child["username"], child["password"])
+    assert login.status_code == 200, login.text
+    me = await flows.client.get(f"{API}/auth/me", headers=bearer(login.json()["access_token"]))
+    assert me.status_code == 200, me.text
+    assert me.json()["username"] == child["username"]
+    assert me.json()["email"] is None
+    assert me.json()["role"] == "child"
+
+    if flows.gotrue:
+        # Supabase needs an address; the child's is synthetic and stays out of the profile.
+        account = flows.gotrue.users[uuid.UUID(child["user_id"])]
+        assert account.email == f"{child['username']}@children.timeless.invalid"
+        assert account.email == child_login_email(child["username"])
+        assert account.user_metadata == {"username": child["username"]}
+        stored = await pg.fetchval(
+            "select email from public.user_profiles where id = $1", uuid.UUID(child["user_id"])
+        )
+        assert stored is None
+
+
+async def test_duplicate_email_is_409(flows: Flows):
+    email = unique_email("twice")
+    await flows.register(email=email)
+    again = await flows.client.post(
+        f"{API}/auth/register/teen",
+        json={"email": email.upper(), "password": PASSWORD, "display_name": "Bo"},
+    )
+    assert again.status_code == 409, again.text
+    if flows.gotrue:
+        assert flows.gotrue.create.call_count == 1  # refused before Supabase was asked
+
+
+# --- Supabase down or refusing -------------------------------------------------------------------
+
+
+async def _leftovers(pg: asyncpg.Pool, email: str, family_name: str) -> tuple[int, int, int]:
+    return (
+        await pg.fetchval("select count(*) from public.user_profiles where email = $1", email),
+        await pg.fetchval("select count(*) from public.family_units where name = $1", family_name),
+        await pg.fetchval("select count(*) from auth.users where email = $1", email),
+    )
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.ConnectTimeout("connect timed out"),
+        httpx.ReadTimeout("read timed out"),
+        httpx.ConnectError("connection refused"),
+        httpx.Response(500, json={"code": 500, "error_code": "unexpected_failure", "msg": "x"}),
+        httpx.Response(502, text="Bad Gateway"),
+        httpx.Response(503, text="upstream connect error"),
+    ],
+    ids=["connect-timeout", "read-timeout", "refused", "500", "502", "503"],
+)
+async def test_register_while_supabase_is_down_is_503_and_leaves_nothing(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient, pg: asyncpg.Pool, failure
+):
+    if isinstance(failure, httpx.Response):
+        gotrue.create.mock(return_value=failure)
+    else:
+        gotrue.create.mock(side_effect=failure)
+    email, family_name = unique_email("down"), f"Down {uuid.uuid4().hex}"
+    response = await supabase_client.post(
+        f"{API}/auth/register/adult",
+        json={
+            "email": email,
+            "password": PASSWORD,
+            "display_name": "D",
+            "family_name": family_name,
+        },
+    )
+    assert response.status_code == 503, response.text
+    assert "unavailable" in response.json()["detail"]
+    assert response.headers["retry-after"]
+    assert await _leftovers(pg, email, family_name) == (0, 0, 0)
+    assert not gotrue.delete.called
+
+
+async def test_login_while_supabase_is_down_is_503_not_401(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient
+):
+    flows = Flows(supabase_client, gotrue)
+    body = await flows.register()
+    gotrue.token.mock(side_effect=httpx.ReadTimeout("read timed out"))
+    response = await flows.login(body["email"])
+    assert response.status_code == 503, response.text
+
+
+async def test_supabase_rate_limit_is_503_with_retry_after(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient
+):
+    flows = Flows(supabase_client, gotrue)
+    body = await flows.register()
+    gotrue.token.mock(
+        return_value=gotrue_error(429, "over_request_rate_limit", "Request rate limit reached")
+    )
+    response = await flows.login(body["email"])
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"]
+
+
+async def test_refused_service_key_is_503_logged_without_the_key(
+    gotrue: FakeGoTrue,
+    supabase_client: httpx.AsyncClient,
+    pg: asyncpg.Pool,
+    caplog: pytest.LogCaptureFixture,
+):
+    gotrue.create.mock(return_value=httpx.Response(401, json={"message": "Invalid API key"}))
+    email, family_name = unique_email("key"), f"Key {uuid.uuid4().hex}"
+    with caplog.at_level(logging.INFO):
+        response = await supabase_client.post(
+            f"{API}/auth/register/adult",
+            json={
+                "email": email,
+                "password": PASSWORD,
+                "display_name": "K",
+                "family_name": family_name,
+            },
+        )
+    assert response.status_code == 503, response.text
+    assert any("SUPABASE_SERVICE_ROLE_KEY" in r.getMessage() for r in caplog.records)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    for secret in (SERVICE_ROLE_KEY, ANON_KEY, PASSWORD):
+        assert secret not in logged
+        assert secret not in response.text
+    assert await _leftovers(pg, email, family_name) == (0, 0, 0)
+
+
+async def test_address_supabase_already_knows_is_409_and_that_account_is_kept(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient
+):
+    email = unique_email("known")
+    stranger = FakeUser(uuid.uuid4(), email, "their own password", {}, {}, True)
+    gotrue.users[stranger.id] = stranger
+    response = await supabase_client.post(
+        f"{API}/auth/register/adult",
+        json={"email": email, "password": PASSWORD, "display_name": "K"},
+    )
+    assert response.status_code == 409, response.text
+    assert not gotrue.delete.called  # someone else's account is never removed
+    assert stranger.id in gotrue.users
+
+
+async def test_password_supabase_rejects_is_422_with_its_reason(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient
+):
+    reason = "Password should contain at least one character of each: abc, 123."
+    gotrue.create.mock(
+        return_value=httpx.Response(
+            422,
+            json={
+                "code": 422,
+                "error_code": "weak_password",
+                "msg": reason,
+                "weak_password": {"reasons": ["characters"]},
+            },
+        )
+    )
+    response = await supabase_client.post(
+        f"{API}/auth/register/adult",
+        json={"email": unique_email("weak"), "password": PASSWORD, "display_name": "W"},
+    )
+    assert response.status_code == 422, response.text
+    assert reason in response.json()["detail"]
+
+
+# --- a registration failing after Supabase created the account -----------------------------------
+
+
+async def test_profile_conflict_after_account_creation_deletes_the_account(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient, pg: asyncpg.Pool
+):
+    """Someone registers the same address between our check and our profile insert."""
+    email = unique_email("race")
+    rival_id = uuid.uuid4()
+    create_account = gotrue.create.side_effect
+
+    async def create_while_a_rival_registers(request: httpx.Request) -> httpx.Response:
+        response = await create_account(request)
+        await pg.execute("insert into auth.users (id, email) values ($1, 'rival')", rival_id)
+        family = await pg.fetchval(
+            "insert into public.family_units (name) values ('Rivals') returning id"
+        )
+        await pg.execute(
+            "insert into public.user_profiles (id, family_unit_id, role, display_name, email)"
+            " values ($1, $2, 'adult', 'Rival', $3)",
+            rival_id,
+            family,
+            email,
+        )
+        return response
+
+    gotrue.create.mock(side_effect=create_while_a_rival_registers)
+    response = await supabase_client.post(
+        f"{API}/auth/register/adult",
+        json={"email": email, "password": PASSWORD, "display_name": "Late"},
+    )
+    assert response.status_code == 409, response.text
+    created_id = gotrue.create.calls.last.response.json()["id"]
+    assert gotrue.delete.call_count == 1
+    assert gotrue.delete.calls.last.request.url.path.endswith(f"/admin/users/{created_id}")
+    assert gotrue.users == {}
+    assert (
+        await pg.fetchval("select count(*) from auth.users where id = $1", uuid.UUID(created_id))
+        == 0
+    )
+    profile_owner = await pg.fetchval("select id from public.user_profiles where email = $1", email)
+    assert profile_owner == rival_id
+
+
+async def test_unexpected_profile_failure_deletes_the_account_and_leaves_no_family(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient, pg: asyncpg.Pool
+):
+    # GoTrue answers but its row is missing: the family insert breaks its foreign key.
+    gotrue.writes_auth_users = False
+    email, family_name = unique_email("fk"), f"Fk {uuid.uuid4().hex}"
+    response = await supabase_client.post(
+        f"{API}/auth/register/adult",
+        json={
+            "email": email,
+            "password": PASSWORD,
+            "display_name": "F",
+            "family_name": family_name,
+        },
+    )
+    assert response.status_code == 500
+    assert "traceback" not in response.text.lower()
+    assert gotrue.delete.call_count == 1
+    assert gotrue.users == {}
+    assert await _leftovers(pg, email, family_name) == (0, 0, 0)
+
+
+async def test_failure_after_the_profile_deletes_the_account_too(
+    gotrue: FakeGoTrue,
+    supabase_client: httpx.AsyncClient,
+    pg: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    async def tokens_fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("token issuance broke")
+
+    monkeypatch.setattr(auth_service, "_issue_tokens", tokens_fail)
+    email, family_name = unique_email("late"), f"Late {uuid.uuid4().hex}"
+    response = await supabase_client.post(
+        f"{API}/auth/register/adult",
+        json={
+            "email": email,
+            "password": PASSWORD,
+            "display_name": "L",
+            "family_name": family_name,
+        },
+    )
+    assert response.status_code == 500
+    assert gotrue.delete.call_count == 1
+    assert gotrue.users == {}
+    assert await _leftovers(pg, email, family_name) == (0, 0, 0)
+
+
+async def test_compensating_delete_is_retried_through_a_blip(
+    gotrue: FakeGoTrue,
+    supabase_client: httpx.AsyncClient,
+    pg: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(SupabaseAuthProvider, "delete_retry_delays", (0.0, 0.0))
+    delete_account = gotrue.delete.side_effect
+    gotrue.delete.mock(side_effect=[httpx.ReadTimeout("blip"), delete_account])
+    gotrue.writes_auth_users = False
+    email, family_name = unique_email("blip"), f"Blip {uuid.uuid4().hex}"
+    response = await supabase_client.post(
+        f"{API}/auth/register/adult",
+        json={
+            "email": email,
+            "password": PASSWORD,
+            "display_name": "B",
+            "family_name": family_name,
+        },
+    )
+    assert response.status_code == 500
+    assert gotrue.delete.call_count == 2
+    assert gotrue.users == {}
+
+
+# --- the provider's reading of GoTrue's answers --------------------------------------------------
+# Error bodies, from supabase/auth internal/api/errors.go: HTTPError `{"code": <status>,
+# "error_code", "msg"}` (current), the same without `error_code` (before error codes, 2023),
+# HTTPErrorResponse20240101 `{"code": "<error code>", "message"}` (clients sending
+# X-Supabase-Api-Version: 2024-01-01), and OAuthError `{"error", "error_description"}` (the token
+# endpoint of older versions).
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[SupabaseAuthProvider]:
+    supabase = Supabase(SupabaseConfig(SUPABASE_URL, SERVICE_ROLE_KEY, ANON_KEY))
+    yield SupabaseAuthProvider(supabase)
+    await supabase.aclose()
+
+
+@pytest.fixture
+def router() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as mock_router:
+        yield mock_router
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"code": 400, "error_code": "invalid_credentials", "msg": "Invalid login credentials"},
+        {"error": "invalid_grant", "error_description": "Invalid login credentials"},
+        {"code": "invalid_credentials", "message": "Invalid login credentials"},
+        {"code": 400, "error_code": "email_not_confirmed", "msg": "Email not confirmed"},
+    ],
+    ids=["current", "before-error-codes", "api-2024-01-01", "unconfirmed"],
+)
+async def test_refusals_of_the_password_grant_are_false(
+    provider: SupabaseAuthProvider, router: respx.MockRouter, body
+):
+    router.post(f"{AUTH_URL}/token").mock(return_value=httpx.Response(400, json=body))
+    ok = await provider.check_password(
+        user_id=uuid.uuid4(), email="a@example.com", username=None, password=PASSWORD
+    )
+    assert ok is False
+
+
+async def test_password_grant_for_another_account_is_false(
+    provider: SupabaseAuthProvider, router: respx.MockRouter
+):
+    other = {"id": str(uuid.uuid4()), "email": "a@example.com"}
+    router.post(f"{AUTH_URL}/token").mock(
+        return_value=httpx.Response(200, json={"access_token": "t", "user": other})
+    )
+    logout = router.post(f"{AUTH_URL}/logout").mock(return_value=httpx.Response(204))
+    ok = await provider.check_password(
+        user_id=uuid.uuid4(), email="a@example.com", username=None, password=PASSWORD
+    )
+    assert ok is False
+    assert logout.called
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"code": 422, "error_code": "email_provider_disabled", "msg": "Email logins are disabled"}],
+)
+async def test_email_sign_in_turned_off_is_503_not_a_wrong_password(
+    provider: SupabaseAuthProvider, router: respx.MockRouter, caplog: pytest.LogCaptureFixture, body
+):
+    router.post(f"{AUTH_URL}/token").mock(return_value=httpx.Response(422, json=body))
+    with pytest.raises(ServiceUnavailable):
+        await provider.check_password(
+            user_id=uuid.uuid4(), email="a@example.com", username=None, password=PASSWORD
+        )
+    assert any("Email provider" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"code": 422, "error_code": "email_exists", "msg": "Email address already registered"},
+        {"code": 422, "msg": "A user with this email address has already been registered"},
+        {
+            "code": "email_exists",
+            "message": "A user with this email address has already been registered",
+        },
+        {"code": 422, "error_code": "user_already_exists", "msg": "User already registered"},
+    ],
+    ids=["current", "before-error-codes", "api-2024-01-01", "user-already-exists"],
+)
+async def test_every_shape_of_email_taken_is_a_conflict(
+    provider: SupabaseAuthProvider, router: respx.MockRouter, body
+):
+    router.post(f"{AUTH_URL}/admin/users").mock(return_value=httpx.Response(422, json=body))
+    with pytest.raises(Conflict):
+        await provider.create_user(email="a@example.com", username=None, password=PASSWORD)
+
+
+async def test_deleting_an_account_already_gone_is_fine(
+    provider: SupabaseAuthProvider, router: respx.MockRouter
+):
+    user_id = uuid.uuid4()
+    route = router.delete(f"{AUTH_URL}/admin/users/{user_id}").mock(
+        return_value=gotrue_error(404, "user_not_found", "User not found")
+    )
+    await provider.delete_user(user_id)
+    assert route.call_count == 1
+
+
+async def test_a_refused_delete_is_not_retried_and_is_reported(
+    provider: SupabaseAuthProvider, router: respx.MockRouter, caplog: pytest.LogCaptureFixture
+):
+    user_id = uuid.uuid4()
+    route = router.delete(f"{AUTH_URL}/admin/users/{user_id}").mock(
+        return_value=httpx.Response(403, json={"code": 403, "error_code": "not_admin", "msg": "no"})
+    )
+    with pytest.raises(ServiceUnavailable):
+        await provider.delete_user(user_id)
+    assert route.call_count == 1
+    assert any(str(user_id) in r.getMessage() for r in caplog.records)
+
+
+# --- Supabase access tokens as bearer tokens -----------------------------------------------------
+
+
+async def test_supabase_token_of_a_member_reads_their_profile(
+    gotrue: FakeGoTrue,
+    supabase_client: httpx.AsyncClient,
+    signing_key: SigningKey,
+    fresh_verifier: None,
+):
+    member = await Flows(supabase_client, gotrue).register("grandparent")
+    token = signing_key.token(member["user_id"])
+    me = await supabase_client.get(f"{API}/auth/me", headers=bearer(token))
+    assert me.status_code == 200, me.text
+    assert me.json()["id"] == member["user_id"]
+    # Role and family come from the profile: the token carries neither.
+    assert me.json()["role"] == "grandparent"
+    assert me.json()["family_unit_id"] == member["family_unit_id"]
+    assert gotrue.jwks.call_count == 1
+    family = await supabase_client.get(f"{API}/families/me", headers=bearer(token))
+    assert family.status_code == 200, family.text
+    assert family.json()["id"] == member["family_unit_id"]
+
+
+async def test_supabase_token_of_an_account_without_profile_is_401(
+    gotrue: FakeGoTrue,
+    supabase_client: httpx.AsyncClient,
+    signing_key: SigningKey,
+    fresh_verifier: None,
+):
+    response = await supabase_client.get(
+        f"{API}/auth/me", headers=bearer(signing_key.token(uuid.uuid4()))
+    )
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_supabase_token_of_a_removed_member_is_401(
+    gotrue: FakeGoTrue,
+    supabase_client: httpx.AsyncClient,
+    signing_key: SigningKey,
+    pg: asyncpg.Pool,
+    fresh_verifier: None,
+):
+    member = await Flows(supabase_client, gotrue).register()
+    await pg.execute(
+        "update public.user_profiles set removed_at = now() where id = $1",
+        uuid.UUID(member["user_id"]),
+    )
+    response = await supabase_client.get(
+        f"{API}/auth/me", headers=bearer(signing_key.token(member["user_id"]))
+    )
+    assert response.status_code == 401, response.text
+
+
+@pytest.mark.parametrize("problem", ["expired", "foreign-key", "wrong-audience"])
+async def test_invalid_supabase_tokens_are_401(
+    gotrue: FakeGoTrue,
+    supabase_client: httpx.AsyncClient,
+    signing_key: SigningKey,
+    fresh_verifier: None,
+    problem: str,
+):
+    member = await Flows(supabase_client, gotrue).register()
+    if problem == "expired":
+        token = signing_key.token(member["user_id"], expires_in=-60)
+    elif problem == "foreign-key":
+        token = SigningKey.generate().token(member["user_id"])
+    else:
+        token = signing_key.token(member["user_id"], aud="somebody-else")
+    response = await supabase_client.get(f"{API}/auth/me", headers=bearer(token))
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [httpx.ConnectError("refused"), httpx.Response(503, text="unavailable")],
+    ids=["unreachable", "503"],
+)
+async def test_supabase_token_while_the_key_set_is_unreachable_is_503(
+    gotrue: FakeGoTrue,
+    supabase_client: httpx.AsyncClient,
+    signing_key: SigningKey,
+    fresh_verifier: None,
+    outage,
+):
+    member = await Flows(supabase_client, gotrue).register()
+    if isinstance(outage, httpx.Response):
+        gotrue.jwks.mock(return_value=outage)
+    else:
+        gotrue.jwks.mock(side_effect=outage)
+    response = await supabase_client.get(
+        f"{API}/auth/me", headers=bearer(signing_key.token(member["user_id"]))
+    )
+    assert response.status_code == 503, response.text
+    # The backend's own tokens do not depend on Supabase at all.
+    own = await supabase_client.get(
+        f"{API}/auth/me", headers=bearer(member["tokens"]["access_token"])
+    )
+    assert own.status_code == 200, own.text
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+
+async def test_supabase_settings_select_the_supabase_provider_and_close_its_client(
+    migrated_database_url: str, data_dir
+):
+    application = create_app(make_settings(migrated_database_url, data_dir, **SUPABASE_SETTINGS))
+    async with application.router.lifespan_context(application):
+        context = application.state.context
+        assert isinstance(context.auth_provider, SupabaseAuthProvider)
+        assert isinstance(context.extras["external_token_verifier"], SupabaseAccessTokens)
+        http = context.extras["supabase"].http
+        assert not http.is_closed
+    assert http.is_closed
+
+
+def test_built_in_settings_keep_the_built_in_provider(app: FastAPI):
+    context = app.state.context
+    assert not isinstance(context.auth_provider, SupabaseAuthProvider)
+    assert "external_token_verifier" not in context.extras
+    assert "supabase" not in context.extras
+
+
+def test_config_keeps_keys_out_of_its_repr_and_puts_them_in_the_right_headers():
+    config = SupabaseConfig(SUPABASE_URL + "/", SERVICE_ROLE_KEY, ANON_KEY, jwt_secret="jwt-secret")
+    assert SERVICE_ROLE_KEY not in repr(config)
+    assert ANON_KEY not in repr(config)
+    assert "jwt-secret" not in repr(config)
+    assert config.service_headers() == {
+        "apikey": SERVICE_ROLE_KEY,
+        "Authorization": f"Bearer {SERVICE_ROLE_KEY}",
+    }
+    assert config.public_headers() == {"apikey": ANON_KEY}
+    without_anon = SupabaseConfig(SUPABASE_URL, SERVICE_ROLE_KEY)
+    assert without_anon.public_headers() == {"apikey": SERVICE_ROLE_KEY}
+
+
+async def test_storage_client_uses_the_service_key_and_the_shared_http_client():
+    # Shape of GET /storage/v1/bucket/{id}: supabase/storage src/http/routes/bucket/getBucket.ts.
+    supabase = Supabase(SupabaseConfig(SUPABASE_URL, SERVICE_ROLE_KEY, ANON_KEY))
+    try:
+        with respx.mock(assert_all_mocked=True) as router:
+            route = router.get(f"{SUPABASE_URL}/storage/v1/bucket/memories").mock(
+                return_value=httpx.Response(
+                    200,
+                    json={
+                        "id": "memories",
+                        "name": "memories",
+                        "owner": "",
+                        "public": False,
+                        "type": "STANDARD",
+                        "file_size_limit": 52428800,
+                        "allowed_mime_types": ["image/jpeg"],
+                        "created_at": "2025-01-05T00:00:00Z",
+                        "updated_at": "2025-01-05T00:00:00Z",
+                    },
+                )
+            )
+            bucket = await supabase.storage().get_bucket("memories")
+        assert bucket.id == "memories"
+        assert route.calls.last.request.headers["apikey"] == SERVICE_ROLE_KEY
+    finally:
+        await supabase.aclose()
