@@ -130,12 +130,12 @@ async def migrate(dsn: str) -> list[str]:
     """Bring the database at `dsn` up to date; returns the versions applied now."""
     conn = await asyncpg.connect(dsn, statement_cache_size=0)
     try:
-        # Several workers may start at once; only one migrates, the others wait.
-        await conn.execute("select pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
-        try:
+        # All or nothing, in one transaction. Several workers may start at once: the
+        # transaction-scoped lock lets one migrate while the others wait, and it is
+        # released by the commit itself, so it cannot be left behind by a pooler.
+        async with conn.transaction():
+            await conn.execute("select pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
             return await _migrate_locked(conn)
-        finally:
-            await conn.execute("select pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
     finally:
         await conn.close()
 
@@ -146,7 +146,7 @@ async def _migrate_locked(conn: asyncpg.Connection) -> list[str]:
     await conn.execute(_CREATE_HISTORY)
     applied = []
     for migration in await pending_migrations(conn):
-        async with conn.transaction():
+        async with conn.transaction():  # a savepoint per migration
             await conn.execute(migration.sql)
             await conn.execute(
                 "insert into supabase_migrations.schema_migrations (version, name, statements)"
