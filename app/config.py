@@ -71,7 +71,11 @@ class Settings(BaseSettings):
     # Background work.
     media_sweep_interval_seconds: float = 30.0
     media_stale_after_seconds: float = 300.0
+    # Threads making thumbnails at once, per process; and tries before a media item fails.
+    media_processing_workers: int = 2
+    media_max_attempts: int = 3
     orphan_object_grace_seconds: float = 24 * 3600.0
+    orphan_sweep_interval_seconds: float = 3600.0
     analytics_retention_days: int = 365
     analytics_flush_interval_seconds: float = 1.0
     analytics_batch_size: int = 200

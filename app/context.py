@@ -7,6 +7,8 @@ from app.config import Settings
 from app.db.postgres import Database
 from app.services.analytics_service import AnalyticsRecorder
 from app.services.auth_providers import AuthProvider
+from app.services.rate_limit import MemoryCounterStore, RateLimiter
+from app.services.storage_backend import StorageBackend
 
 
 @dataclass
@@ -15,7 +17,10 @@ class AppContext:
     database: Database
     auth_provider: AuthProvider
     analytics: AnalyticsRecorder
-    # The StorageBackend (built-in files or Supabase Storage); set by build_context.
-    storage: Any = None
+    # Built-in files or Supabase Storage; chosen by build_context.
+    storage: StorageBackend
+    rate_limiter: RateLimiter = field(
+        default_factory=lambda: RateLimiter(MemoryCounterStore(), enabled=False)
+    )
     # Filled in by the features that need them (storage, analytics, token verifiers).
     extras: dict[str, Any] = field(default_factory=dict)

@@ -18,12 +18,18 @@ from app.api.v1 import analytics, auth, families, feed, invites, memories, stora
 from app.config import Settings, get_settings
 from app.context import AppContext
 from app.db.postgres import Database
+from app.db.supabase import Supabase
 from app.errors import DomainError
 from app.log import configure_logging, request_id_var
 from app.middleware import RequestContextMiddleware
+from app.services import media_processor
 from app.services.analytics_service import AnalyticsRecorder
 from app.services.auth_providers import LocalAuthProvider
 from app.services.passwords import Passwords
+from app.services.rate_limit import MemoryCounterStore, RateLimiter, RedisCounterStore
+from app.services.storage_backend import LocalStorageBackend
+from app.services.supabase_auth import SupabaseAccessTokens, SupabaseAuthProvider
+from app.services.supabase_tokens import SupabaseTokenVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +64,43 @@ async def build_context(settings: Settings) -> AppContext:
         flush_interval=settings.analytics_flush_interval_seconds,
         retention_days=settings.analytics_retention_days,
     )
-    return AppContext(
+    counters = RedisCounterStore(settings.redis_url) if settings.redis_url else MemoryCounterStore()
+    context = AppContext(
         settings=settings,
         database=database,
         auth_provider=LocalAuthProvider(database, passwords),
         analytics=analytics,
+        storage=_local_storage(settings),
+        rate_limiter=RateLimiter(counters, enabled=settings.rate_limit_enabled),
     )
+    context.extras[media_processor.EXTRAS_KEY] = media_processor.MediaProcessor(
+        database, context.storage, analytics, settings
+    )
+    if settings.supabase_enabled:
+        _use_supabase_auth(context)
+    return context
+
+
+def _local_storage(settings: Settings) -> LocalStorageBackend:
+    """Files under settings.storage_root, served through URLs signed by this server."""
+    return LocalStorageBackend(
+        settings.storage_root,
+        bucket=settings.supabase_storage_bucket,
+        public_url=f"{settings.base_url}{API_PREFIX}/storage/objects",
+        secret=settings.jwt_secret,
+    )
+
+
+def _use_supabase_auth(context: AppContext) -> None:
+    """Accounts in Supabase Auth, and its access tokens accepted as bearer tokens."""
+    supabase = Supabase.from_settings(context.settings)
+    # One HTTP client for Auth, the token verifier and Storage; closed in the lifespan.
+    context.extras["supabase"] = supabase
+    context.auth_provider = SupabaseAuthProvider(supabase)
+    verifier = SupabaseTokenVerifier(
+        supabase.config.url, jwt_secret=supabase.config.jwt_secret, http=supabase.http
+    )
+    context.extras["external_token_verifier"] = SupabaseAccessTokens(verifier, supabase.config.url)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -74,10 +111,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         context = await build_context(settings)
         app.state.context = context
         context.analytics.start()
+        media = media_processor.from_context(context)
+        media.start()
         try:
             yield
         finally:
+            await media.stop()
             await context.analytics.stop()
+            supabase: Supabase | None = context.extras.get("supabase")
+            if supabase is not None:
+                await supabase.aclose()
             await context.database.close()
 
     app = FastAPI(

@@ -182,3 +182,59 @@ async def test_accepting_with_an_email_that_has_an_account_is_409(client, factor
         "select status from public.invitations where id = $1", uuid.UUID(invite["id"])
     )
     assert status == "pending"
+
+
+async def test_child_joining_without_email_gets_a_username_to_log_in_with(client, factory):
+    family = await factory.family(["adult"])
+    invite = await factory.invite(family.adult, "child")
+    response = await client.post(
+        f"{API}/auth/register/child",
+        json={"invite_token": invite["token"], "password": PASSWORD, "display_name": "Zoë"},
+    )
+    assert response.status_code == 201, response.text
+    joined = response.json()
+    assert joined["email"] is None
+    assert joined["username"].startswith("zoe.")
+    tokens = await factory.login(joined["username"], PASSWORD)
+    me = await client.get(
+        f"{API}/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert me.json()["id"] == joined["user_id"]
+
+
+async def test_failure_after_the_account_exists_leaves_no_account(client, factory, pg):
+    family = await factory.family(["adult"])
+    invite = await factory.invite(family.adult, "teen")
+    # Marking the invite accepted fails (as a lost connection or a bug would).
+    await pg.execute(
+        "create function public.test_fail_accept() returns trigger language plpgsql"
+        " as $$ begin raise exception 'simulated failure'; end $$"
+    )
+    await pg.execute(
+        "create trigger test_fail_accept before update on public.invitations for each row"
+        f" when (new.id = '{invite['id']}') execute function public.test_fail_accept()"
+    )
+    try:
+        response = await client.post(
+            f"{API}/invites/{invite['token']}/accept", json=_accept_body(invite["email"])
+        )
+    finally:
+        await pg.execute("drop trigger test_fail_accept on public.invitations")
+        await pg.execute("drop function public.test_fail_accept()")
+    assert response.status_code == 500
+    assert "simulated" not in response.text  # no internals in a 500
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+    assert (
+        await pg.fetchval("select count(*) from auth.users where email = $1", invite["email"]) == 0
+    )
+    assert (
+        await pg.fetchval(
+            "select count(*) from public.user_profiles where email = $1", invite["email"]
+        )
+        == 0
+    )
+    # The invite is still usable.
+    retry = await client.post(
+        f"{API}/invites/{invite['token']}/accept", json=_accept_body(invite["email"])
+    )
+    assert retry.status_code == 201

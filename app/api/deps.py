@@ -8,18 +8,19 @@ the endpoint returns — before the response is sent, so a 2xx means it is store
 """
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.context import AppContext
 from app.db.postgres import Connection, Database
-from app.errors import Unauthorized
+from app.errors import Invalid, NotFound, Unauthorized
 from app.log import family_id_var, user_id_var
 from app.models.identity import Actor
-from app.services import auth_service, rbac, tokens
+from app.services import auth_service, rate_limit, rbac, tokens
 from app.services.rbac import Permission
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /auth/login.")
@@ -84,6 +85,29 @@ def _db(session: _Session) -> Connection:
 
 CurrentUser = Annotated[Actor, Depends(_actor)]
 UserDb = Annotated[Connection, Depends(_db)]
+
+
+def limit_per_ip(rule: str) -> Any:
+    """A route dependency counting each request against the client IP's allowance."""
+
+    async def count(request: Request, context: Context) -> None:
+        client_ip = request.client.host if request.client else "unknown"
+        await context.rate_limiter.hit(f"{rule}:ip", client_ip, rate_limit.PER_IP[rule])
+
+    return Depends(count)
+
+
+@asynccontextmanager
+async def failed_attempts_limited(
+    context: AppContext, rule: str, account: str, limit: rate_limit.Limit
+) -> AsyncIterator[None]:
+    """Refuse (429) an account whose failures spent the allowance; count each new failure."""
+    await context.rate_limiter.check(f"{rule}:account", account, limit)
+    try:
+        yield
+    except (Unauthorized, Invalid, NotFound):
+        await context.rate_limiter.record(f"{rule}:account", account, limit)
+        raise
 
 
 def require(permission: Permission) -> Callable[[Actor], Actor]:

@@ -55,6 +55,10 @@ class Registered(BaseModel):
     role: Role
     family_unit_id: UUID
     tokens: Tokens
+    username: str | None = Field(
+        default=None,
+        description="Only for a child who joined without an email: their login from now on.",
+    )
 
 
 class ProvisionChildRequest(BaseModel):

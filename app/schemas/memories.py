@@ -4,7 +4,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
 
 from app.models.identity import Role
 
@@ -104,7 +104,11 @@ class MemoryCreate(BaseModel):
 
 
 class MemoryUpdate(BaseModel):
-    """Partial: only the fields sent change."""
+    """Partial: only the fields sent change.
+
+    `description`, `memory_date` and `location` are cleared by sending null; `title`,
+    `tags` and `status` cannot be null (send `[]` to clear the tags).
+    """
 
     title: Title | None = None
     description: Description | None = None
@@ -112,3 +116,11 @@ class MemoryUpdate(BaseModel):
     location: Location | None = None
     tags: Tags | None = None
     status: MemoryStatus | None = None
+
+    @field_validator("title", "tags", "status")
+    @classmethod
+    def _not_null_when_sent(cls, value: object) -> object:
+        # Runs only for fields present in the body: an absent field stays "unchanged".
+        if value is None:
+            raise ValueError("may not be null")
+        return value

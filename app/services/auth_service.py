@@ -7,6 +7,8 @@ member's RLS connection handed in by the router.
 
 import secrets
 import unicodedata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +45,8 @@ class Registration:
     role: Role
     family_unit_id: UUID
     tokens: IssuedTokens
+    # Set for a child who joined without an email: what they log in with from now on.
+    username: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ async def _issue_tokens(
 
 # Registration ------------------------------------------------------------------------
 
+_FAMILY_OF = "select family_unit_id from public.user_profiles where id = $1"
 _EMAIL_TAKEN = "select exists (select 1 from public.user_profiles where email = $1)"
 _NEW_FAMILY = "insert into public.family_units (name, created_by) values ($1, $2) returning id"
 _NEW_PROFILE = """
@@ -154,6 +159,41 @@ async def create_member(
     return user_id
 
 
+@dataclass
+class AccountCreation:
+    """One account being created inside a system transaction (see `account_creation`)."""
+
+    db: Connection
+    provider: AuthProvider
+    user_id: UUID | None = None
+
+    async def create(self, member: NewMember, password: str) -> UUID:
+        self.user_id = await create_member(self.provider, member, password, self.db)
+        return self.user_id
+
+
+@asynccontextmanager
+async def account_creation(
+    database: Database, provider: AuthProvider
+) -> AsyncIterator[AccountCreation]:
+    """The one home of "a new account ends with its profile committed, or not at all".
+
+    Whatever fails after the account exists — the profile, tokens, marking an invite,
+    the commit itself — the account is deleted again, so neither side keeps an orphan.
+    """
+    creation: AccountCreation | None = None
+    try:
+        async with database.system_session() as db:
+            creation = AccountCreation(db, provider)
+            yield creation
+    except BaseException:
+        # (create_member undoes the account itself when the profile fails; user_id is
+        # None then.)
+        if creation is not None and creation.user_id is not None:
+            await provider.delete_user(creation.user_id)
+        raise
+
+
 async def register_founder(
     database: Database,
     provider: AuthProvider,
@@ -173,22 +213,12 @@ async def register_founder(
         email=email_normalized,
         family_name=family_name,
     )
-    user_id: UUID | None = None
-    try:
-        async with database.system_session() as db:
-            user_id = await create_member(provider, member, password, db)
-            family_id = await db.fetchval(
-                "select family_unit_id from public.user_profiles where id = $1", user_id
-            )
-            tokens = await _issue_tokens(
-                db, settings, user_id=user_id, role=role, family_unit_id=family_id
-            )
-    except BaseException:
-        # The account exists but its profile and family were not committed: undo it too.
-        # (create_member undoes the account itself when the profile fails; user_id is None then.)
-        if user_id is not None:
-            await provider.delete_user(user_id)
-        raise
+    async with account_creation(database, provider) as creation:
+        user_id = await creation.create(member, password)
+        family_id = await creation.db.fetchval(_FAMILY_OF, user_id)
+        tokens = await _issue_tokens(
+            creation.db, settings, user_id=user_id, role=role, family_unit_id=family_id
+        )
     return Registration(user_id, email_normalized, role, family_id, tokens)
 
 
@@ -199,7 +229,9 @@ async def registration_for_new_member(
     tokens = await _issue_tokens(
         db, settings, user_id=user_id, role=member.role, family_unit_id=member.family_unit_id
     )
-    return Registration(user_id, member.email, member.role, member.family_unit_id, tokens)
+    return Registration(
+        user_id, member.email, member.role, member.family_unit_id, tokens, member.username
+    )
 
 
 # Provisioned children -----------------------------------------------------------------
@@ -223,6 +255,17 @@ def _username_base(display_name: str) -> str:
     return (letters or "child")[:20]
 
 
+async def new_child_username(database: Database, display_name: str) -> str:
+    """A readable name like `lea.0412`; the unique index settles any race."""
+    username = ""
+    for _ in range(5):
+        username = f"{_username_base(display_name)}.{secrets.randbelow(10_000):04d}"
+        async with database.system_session() as db:
+            if not await db.fetchval(_USERNAME_TAKEN, username):
+                break
+    return username
+
+
 async def provision_child(
     db: Connection,
     database: Database,
@@ -233,13 +276,7 @@ async def provision_child(
     email: str | None,
 ) -> ProvisionedChild:
     rbac.require(actor, Permission.PROVISION_CHILD)
-    # A readable, unguessable-enough name; the unique index settles any collision.
-    for _ in range(5):
-        username = f"{_username_base(display_name)}.{secrets.randbelow(10_000):04d}"
-        async with database.system_session() as system_db:
-            taken = await system_db.fetchval(_USERNAME_TAKEN, username)
-        if not taken:
-            break
+    username = await new_child_username(database, display_name)
     password = secrets.token_urlsafe(12)
     member = NewMember(
         family_unit_id=actor.family_unit_id,

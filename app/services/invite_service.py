@@ -145,7 +145,8 @@ async def accept(
 
     `email` must match the invite's; a child registering may leave it out.
     """
-    async with database.system_session() as db:
+    async with auth_service.account_creation(database, provider) as creation:
+        db = creation.db
         invite = await db.fetchrow(_LOCK_BY_TOKEN, hash_token(token))
         if invite is None:
             raise NotFound("Invite not found")
@@ -159,12 +160,19 @@ async def accept(
             raise Invalid("Email does not match the invitation")
         if given_email is None and role is not Role.CHILD:
             raise Invalid("Email is required")
+        # A child joining without an email logs in with a username, as provisioned ones do.
+        username = (
+            await auth_service.new_child_username(database, display_name)
+            if given_email is None
+            else None
+        )
         member = NewMember(
             family_unit_id=invite["family_unit_id"],
             role=role,
             display_name=display_name,
             email=given_email,
+            username=username,
         )
-        user_id = await auth_service.create_member(provider, member, password, db)
+        user_id = await creation.create(member, password)
         await db.execute(_MARK_ACCEPTED, invite["id"], user_id)
         return await auth_service.registration_for_new_member(db, settings, user_id, member)

@@ -2,7 +2,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 
-from app.api.deps import Context, CurrentUser, UserDb, require
+from app.api.deps import (
+    Context,
+    CurrentUser,
+    UserDb,
+    failed_attempts_limited,
+    limit_per_ip,
+    require,
+)
 from app.context import AppContext
 from app.models.identity import FOUNDER_ROLES, Actor, Role
 from app.schemas.auth import (
@@ -21,7 +28,7 @@ from app.schemas.auth import (
     Tokens,
 )
 from app.schemas.common import error_responses
-from app.services import auth_service, family_service, invite_service
+from app.services import auth_service, family_service, invite_service, rate_limit
 from app.services.analytics_service import EventType
 from app.services.auth_service import IssuedTokens, Registration
 from app.services.rbac import Permission
@@ -55,6 +62,7 @@ def registered(registration: Registration) -> Registered:
         role=registration.role,
         family_unit_id=registration.family_unit_id,
         tokens=_tokens(registration.tokens),
+        username=registration.username,
     )
 
 
@@ -93,6 +101,7 @@ for _role in FOUNDER_ROLES:
         name=f"register_{_role.value}",
         summary=f"Register {_role.value}",
         responses=error_responses(409, 429),
+        dependencies=[limit_per_ip("register")],
     )
 
 
@@ -100,19 +109,23 @@ for _role in FOUNDER_ROLES:
     "/register/child",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 404, 409, 429),
+    dependencies=[limit_per_ip("invite_accept")],
 )
 async def register_child(body: ChildRegisterRequest, context: Context) -> Registered:
     """Join the inviting family as a child, with a child invite token."""
-    registration = await invite_service.accept(
-        context.database,
-        context.auth_provider,
-        context.settings,
-        token=body.invite_token,
-        email=body.email,
-        password=body.password,
-        display_name=body.display_name,
-        require_role=Role.CHILD,
-    )
+    async with failed_attempts_limited(
+        context, "invite_accept", body.invite_token, rate_limit.ACCEPTS_PER_INVITE
+    ):
+        registration = await invite_service.accept(
+            context.database,
+            context.auth_provider,
+            context.settings,
+            token=body.invite_token,
+            email=body.email,
+            password=body.password,
+            display_name=body.display_name,
+            require_role=Role.CHILD,
+        )
     record_joined(context, registration)
     return registered(registration)
 
@@ -166,23 +179,28 @@ async def register_pet(
     )
 
 
-@router.post("/login", responses=error_responses(401, 429))
+@router.post("/login", responses=error_responses(401, 429), dependencies=[limit_per_ip("login")])
 async def login(body: LoginRequest, context: Context) -> Tokens:
     """Sign in with email (or a provisioned child's username) and password."""
-    issued = await auth_service.login(
-        context.database,
-        context.auth_provider,
-        context.settings,
-        login=body.email,
-        password=body.password,
-    )
+    async with failed_attempts_limited(
+        context, "login", body.email, rate_limit.FAILED_LOGINS_PER_ACCOUNT
+    ):
+        issued = await auth_service.login(
+            context.database,
+            context.auth_provider,
+            context.settings,
+            login=body.email,
+            password=body.password,
+        )
     context.analytics.record(
         EventType.USER_LOGGED_IN, user_id=issued.user_id, family_unit_id=issued.family_unit_id
     )
     return _tokens(issued)
 
 
-@router.post("/refresh", responses=error_responses(401, 429))
+@router.post(
+    "/refresh", responses=error_responses(401, 429), dependencies=[limit_per_ip("refresh")]
+)
 async def refresh(body: RefreshRequest, context: Context) -> Tokens:
     """Exchange a refresh token (single use) for a new pair."""
     issued = await auth_service.refresh(

@@ -3,13 +3,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, status
 
-from app.api.deps import Context, UserDb, require
+from app.api.deps import Context, UserDb, failed_attempts_limited, limit_per_ip, require
 from app.api.v1.auth import record_joined, registered
 from app.models.identity import Actor, Role
 from app.schemas.auth import AcceptInviteRequest, Registered
 from app.schemas.common import error_responses
 from app.schemas.families import Invite, InviteCreate, InviteCreated, InviteLookup, InviteStatus
-from app.services import invite_service
+from app.services import invite_service, rate_limit
 from app.services.analytics_service import EventType
 from app.services.rbac import Permission
 
@@ -41,7 +41,9 @@ async def list_invites(
     return [Invite(**row) for row in await invite_service.list_invites(db, actor, status=status)]
 
 
-@router.get("/{token}", responses=error_responses(404, 429))
+@router.get(
+    "/{token}", responses=error_responses(404, 429), dependencies=[limit_per_ip("invite_lookup")]
+)
 async def lookup_invite(token: InviteToken, context: Context) -> InviteLookup:
     """Check an invite before accepting it (no sign-in needed)."""
     return InviteLookup(**await invite_service.lookup(context.database, token))
@@ -51,20 +53,24 @@ async def lookup_invite(token: InviteToken, context: Context) -> InviteLookup:
     "/{token}/accept",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 404, 409, 429),
+    dependencies=[limit_per_ip("invite_accept")],
 )
 async def accept_invite(
     token: InviteToken, body: AcceptInviteRequest, context: Context
 ) -> Registered:
     """Create your account and join the inviting family. The email must match the invite."""
-    registration = await invite_service.accept(
-        context.database,
-        context.auth_provider,
-        context.settings,
-        token=token,
-        email=body.email,
-        password=body.password,
-        display_name=body.display_name,
-    )
+    async with failed_attempts_limited(
+        context, "invite_accept", token, rate_limit.ACCEPTS_PER_INVITE
+    ):
+        registration = await invite_service.accept(
+            context.database,
+            context.auth_provider,
+            context.settings,
+            token=token,
+            email=body.email,
+            password=body.password,
+            display_name=body.display_name,
+        )
     record_joined(context, registration)
     return registered(registration)
 

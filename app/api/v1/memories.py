@@ -1,3 +1,137 @@
-from fastapi import APIRouter
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, BackgroundTasks, Query, Response, status
+
+from app.api.deps import Context, CurrentUser, UserDb
+from app.schemas.common import error_responses
+from app.schemas.memories import Media, MediaRef, Memory, MemoryCreate, MemoryStatus, MemoryUpdate
+from app.services import media_processor, memory_service, storage_service
+from app.services.analytics_service import EventType
 
 router = APIRouter(prefix="/memories", tags=["memories"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 401, 403, 409, 413, 415),
+)
+async def create_memory(
+    body: MemoryCreate, actor: CurrentUser, db: UserDb, context: Context, tasks: BackgroundTasks
+) -> Memory:
+    """Create a memory; it is a draft (visible only to you) unless `status` says `published`.
+
+    Photos and videos are added to it afterwards: `POST /storage/upload-url`, send the bytes,
+    then `POST /memories/{id}/media`.
+    """
+    memory = await memory_service.create(db, actor, body, context.storage, context.settings)
+    if memory.media:
+        processor = media_processor.from_context(context)
+        tasks.add_task(processor.process, [media.id for media in memory.media])
+    context.analytics.record(
+        EventType.MEMORY_POSTED, actor=actor, memory_id=memory.id, media_count=len(memory.media)
+    )
+    return memory
+
+
+@router.get("", responses=error_responses(401))
+async def list_memories(
+    actor: CurrentUser,
+    db: UserDb,
+    response: Response,
+    status_filter: Annotated[MemoryStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[Memory]:
+    """The family's memories you can see (and your own drafts), newest first.
+
+    The total across all pages is in the `X-Total-Count` header.
+    """
+    memories, total = await memory_service.list_visible(
+        db, actor, status=status_filter, limit=limit, offset=offset
+    )
+    response.headers["X-Total-Count"] = str(total)
+    return memories
+
+
+@router.get("/{memory_id}", responses=error_responses(401, 404))
+async def get_memory(memory_id: UUID, actor: CurrentUser, db: UserDb, context: Context) -> Memory:
+    """One memory with its author and media."""
+    memory = await memory_service.get(db, actor, memory_id)
+    context.analytics.record(EventType.MEMORY_VIEWED, actor=actor, memory_id=memory_id)
+    return memory
+
+
+@router.put("/{memory_id}", responses=error_responses(400, 401, 403, 404))
+async def update_memory(
+    memory_id: UUID, body: MemoryUpdate, actor: CurrentUser, db: UserDb, context: Context
+) -> Memory:
+    """Change only the fields sent; `modified_by` becomes you.
+
+    Status: draft → published → archived → published; anything else is a 400.
+    """
+    memory, fields = await memory_service.update(db, actor, memory_id, body)
+    context.analytics.record(
+        EventType.MEMORY_UPDATED, actor=actor, memory_id=memory_id, fields_changed=fields
+    )
+    return memory
+
+
+@router.delete(
+    "/{memory_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 403, 404),
+)
+async def delete_memory(
+    memory_id: UUID, actor: CurrentUser, db: UserDb, context: Context, tasks: BackgroundTasks
+) -> None:
+    """Delete a memory with its media; the stored files are removed in the background."""
+    removed = await memory_service.delete(db, actor, memory_id)
+    tasks.add_task(storage_service.remove_objects, context.storage, removed.storage_paths)
+    context.analytics.record(
+        EventType.MEMORY_DELETED, actor=actor, memory_id=memory_id, media_count=removed.media_count
+    )
+
+
+@router.post(
+    "/{memory_id}/media",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415),
+)
+async def add_media(
+    memory_id: UUID,
+    body: MediaRef,
+    actor: CurrentUser,
+    db: UserDb,
+    context: Context,
+    tasks: BackgroundTasks,
+) -> Media:
+    """Register an uploaded file with the memory; it is then processed in the background.
+
+    `storage_path` comes from `POST /storage/upload-url`; the size counted is the stored
+    file's. Watch `processing_status`: pending → processing → completed | failed.
+    """
+    media = await memory_service.add_media(
+        db, actor, memory_id, body, context.storage, context.settings
+    )
+    tasks.add_task(media_processor.from_context(context).process, [media.id])
+    return media
+
+
+@router.delete(
+    "/{memory_id}/media/{media_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 403, 404),
+)
+async def remove_media(
+    memory_id: UUID,
+    media_id: UUID,
+    actor: CurrentUser,
+    db: UserDb,
+    context: Context,
+    tasks: BackgroundTasks,
+) -> None:
+    """Remove a photo or video from the memory; its files are removed in the background."""
+    removed = await memory_service.remove_media(db, actor, memory_id, media_id)
+    tasks.add_task(storage_service.remove_objects, context.storage, removed.storage_paths)

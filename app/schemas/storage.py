@@ -1,0 +1,46 @@
+"""Upload and access URL shapes of the storage endpoints."""
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from app.schemas.memories import FileName
+
+MIN_ACCESS_SECONDS = 60
+MAX_ACCESS_SECONDS = 86_400
+
+MediaVariant = Literal["original", "thumbnail"]
+MimeType = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class UploadUrlRequest(BaseModel):
+    memory_id: UUID
+    file_name: FileName
+    mime_type: MimeType
+    file_size: int | None = Field(
+        default=None, ge=1, description="If given, checked against the limits before uploading."
+    )
+
+
+class UploadUrlOut(BaseModel):
+    upload_url: str = Field(description="Send the file's bytes here, straight from the client.")
+    storage_path: str = Field(description="Register the file with this path once it is uploaded.")
+    media_id: UUID
+    expires_in: int = Field(description="Seconds the upload URL stays valid.")
+    method: Literal["PUT"] = Field(
+        description="Send the raw bytes with this method (built-in storage also takes a POST "
+        "multipart form with the field `file`)."
+    )
+    headers: dict[str, str] = Field(description="Headers to send with the bytes.")
+    max_bytes: int = Field(description="The largest file the upload URL accepts.")
+
+
+class UploadedObject(BaseModel):
+    storage_path: str
+    file_size: int
+
+
+class AccessUrlOut(BaseModel):
+    access_url: str
+    expires_in: int

@@ -1,0 +1,308 @@
+"""Background media work: check, measure and thumbnail each registered file; clean storage.
+
+The state lives in `memory_media.processing_status`, never only in this process:
+
+    pending ──claim──▶ processing ──▶ completed
+                          │    └────▶ failed (metadata.error says why)
+                          └─ process died or storage hiccup: the claim goes stale and
+                             the sweep claims it again, up to `media_max_attempts`.
+
+A claim is one statement (status, `processing_claimed_at`, `processing_attempts + 1`), taken
+with `FOR UPDATE SKIP LOCKED` by the sweep, so any number of server processes can sweep at
+once without two of them claiming the same media. Results are written only while the claim
+is still the one taken (same attempt number), so a late worker cannot overwrite a newer one.
+
+The file work (`media_files.process_file`) runs in a small thread pool, never on the event
+loop; the database is only touched in short transactions around it. Background work runs
+in `system_session()`: there is no user, and it only touches the media it claimed.
+"""
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from uuid import UUID
+
+from app.config import Settings
+from app.context import AppContext
+from app.db.postgres import Database
+from app.errors import NotFound
+from app.metrics import BACKGROUND_QUEUE_DEPTH, MEDIA_PROCESSED, MEDIA_PROCESSING_SECONDS
+from app.services import storage_service
+from app.services.analytics_service import AnalyticsRecorder, EventType
+from app.services.media_files import MediaInfo, MediaRejected, process_file
+from app.services.memory_service import thumbnail_path_for
+from app.services.storage_backend import StorageBackend
+
+logger = logging.getLogger(__name__)
+
+EXTRAS_KEY = "media_processor"
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: UUID
+    memory_id: UUID
+    family_unit_id: UUID
+    storage_path: str
+    mime_type: str
+    processing_attempts: int
+
+
+# Right after registration: only if nobody has claimed it yet.
+_CLAIM_NEW = """
+update public.memory_media
+set processing_status = 'processing', processing_claimed_at = now(),
+    processing_attempts = processing_attempts + 1, updated_at = now()
+where id = $1 and processing_status = 'pending'
+returning id, memory_id, family_unit_id, storage_path, mime_type, processing_attempts
+"""
+# The sweep: anything pending, or processing under a claim older than $1 seconds.
+_CLAIM_STALE = """
+with claimable as (
+  select id from public.memory_media
+  where processing_attempts < $3
+    and (processing_status = 'pending'
+         or (processing_status = 'processing'
+             and processing_claimed_at < now() - make_interval(secs => $1)))
+  order by created_at
+  limit $2
+  for update skip locked
+)
+update public.memory_media m
+set processing_status = 'processing', processing_claimed_at = now(),
+    processing_attempts = m.processing_attempts + 1, updated_at = now()
+from claimable
+where m.id = claimable.id
+returning m.id, m.memory_id, m.family_unit_id, m.storage_path, m.mime_type,
+          m.processing_attempts
+"""
+_GIVE_UP = """
+update public.memory_media
+set processing_status = 'failed',
+    metadata = metadata || jsonb_build_object(
+      'error', format('processing did not finish after %s attempts', processing_attempts)),
+    processing_claimed_at = null, updated_at = now()
+where processing_attempts >= $2
+  and (processing_status = 'pending'
+       or (processing_status = 'processing'
+           and processing_claimed_at < now() - make_interval(secs => $1)))
+"""
+# The result is written only under the claim that produced it ($2 = its attempt number).
+_COMPLETE = """
+update public.memory_media
+set processing_status = 'completed', mime_type = $3, width = $4, height = $5, duration = $6,
+    thumbnail_path = $7, metadata = (metadata - 'error' - 'last_error') || $8::jsonb,
+    processing_claimed_at = null, updated_at = now()
+where id = $1 and processing_status = 'processing' and processing_attempts = $2
+returning id
+"""
+_FAIL = """
+update public.memory_media
+set processing_status = 'failed', metadata = metadata || jsonb_build_object('error', $3::text),
+    processing_claimed_at = null, updated_at = now()
+where id = $1 and processing_status = 'processing' and processing_attempts = $2
+returning id
+"""
+# A passing problem (storage, database, a bug): keep the claim; it goes stale and is retried.
+_NOTE_RETRY = """
+update public.memory_media
+set metadata = metadata || jsonb_build_object('last_error', $3::text), updated_at = now()
+where id = $1 and processing_status = 'processing' and processing_attempts = $2
+returning id
+"""
+
+_RETRY_MESSAGE = "processing was interrupted; it will be retried"
+_GAVE_UP_MESSAGE = "processing failed after {attempts} attempts"
+
+
+class MediaProcessor:
+    def __init__(
+        self,
+        database: Database,
+        storage: StorageBackend,
+        analytics: AnalyticsRecorder,
+        settings: Settings,
+    ):
+        self._database = database
+        self._storage = storage
+        self._analytics = analytics
+        self._settings = settings
+        self._workers = max(1, settings.media_processing_workers)
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="media")
+        self._in_flight = 0
+        self._loops: list[asyncio.Task[None]] = []
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the periodic sweeps (unfinished media, orphaned files); <= 0 turns one off."""
+        settings = self._settings
+        for name, interval, job in (
+            ("media-sweep", settings.media_sweep_interval_seconds, self.sweep),
+            ("orphan-sweep", settings.orphan_sweep_interval_seconds, self.sweep_orphans),
+        ):
+            if interval > 0:
+                self._loops.append(asyncio.create_task(_every(interval, job, name), name=name))
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loops = []
+        # Work still in a thread is abandoned: its claim goes stale and is picked up again.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # Work -----------------------------------------------------------------------------------
+
+    async def process(self, media_ids: Sequence[UUID]) -> None:
+        """Process newly registered media now (a background task after the response)."""
+        await asyncio.gather(*(self._process_new(media_id) for media_id in media_ids))
+
+    async def sweep(self) -> int:
+        """Finish unfinished media: give up on exhausted ones, claim and process stale ones.
+
+        Claims at most as many as there are workers at a time, so nothing claimed sits in a
+        queue long enough to look stale to another process. Returns how many were processed.
+        """
+        stale_after = self._settings.media_stale_after_seconds
+        max_attempts = self._settings.media_max_attempts
+        async with self._database.system_session() as db:
+            await db.execute(_GIVE_UP, stale_after, max_attempts)
+        processed = 0
+        while True:
+            async with self._database.system_session() as db:
+                rows = await db.fetch(_CLAIM_STALE, stale_after, self._workers, max_attempts)
+            if not rows:
+                return processed
+            await asyncio.gather(*(self._run(Claim(**dict(row))) for row in rows))
+            processed += len(rows)
+
+    async def sweep_orphans(self) -> int:
+        return await storage_service.remove_orphans(
+            self._database,
+            self._storage,
+            grace_seconds=self._settings.orphan_object_grace_seconds,
+        )
+
+    async def _process_new(self, media_id: UUID) -> None:
+        try:
+            async with self._database.system_session() as db:
+                row = await db.fetchrow(_CLAIM_NEW, media_id)
+        except Exception:
+            # The sweep will find it pending.
+            logger.exception("could not claim media", extra={"media_id": str(media_id)})
+            return
+        if row is not None:
+            await self._run(Claim(**dict(row)))
+
+    async def _run(self, claim: Claim) -> None:
+        """Process one claimed media item; never raises."""
+        started = time.perf_counter()
+        self._in_flight += 1
+        BACKGROUND_QUEUE_DEPTH.labels("media").set(self._in_flight)
+        outcome = "failed"
+        mime_type = claim.mime_type
+        try:
+            try:
+                info = await self._thumbnail(claim)
+            except MediaRejected as exc:
+                await self._finish(_FAIL, claim, exc.reason)
+            except NotFound:
+                await self._finish(_FAIL, claim, "the uploaded file is missing")
+            else:
+                mime_type = info.mime_type
+                await self._complete(claim, info)
+                outcome = "completed"
+        except Exception:
+            logger.exception("media processing error", extra={"media_id": str(claim.id)})
+            outcome = "error"
+            await self._after_error(claim)
+        finally:
+            self._in_flight -= 1
+            BACKGROUND_QUEUE_DEPTH.labels("media").set(self._in_flight)
+        seconds = time.perf_counter() - started
+        MEDIA_PROCESSED.labels(outcome).inc()
+        MEDIA_PROCESSING_SECONDS.observe(seconds)
+        self._analytics.record(
+            EventType.MEDIA_PROCESSED,
+            family_unit_id=claim.family_unit_id,
+            media_id=claim.id,
+            memory_id=claim.memory_id,
+            outcome=outcome,
+            mime_type=mime_type,
+            duration_ms=round(seconds * 1000),
+        )
+
+    async def _thumbnail(self, claim: Claim) -> MediaInfo:
+        with tempfile.TemporaryDirectory(prefix="timeless-media-") as work:
+            source, thumbnail = Path(work) / "original", Path(work) / "thumbnail.jpg"
+            await self._storage.download_to(claim.storage_path, source)
+            job = partial(
+                process_file,
+                source,
+                claim.mime_type,
+                thumbnail,
+                max_pixels=self._settings.max_image_pixels,
+            )
+            info = await asyncio.get_running_loop().run_in_executor(self._executor, job)
+            await self._storage.upload_file(
+                thumbnail_path_for(claim.storage_path), thumbnail, "image/jpeg"
+            )
+        return info
+
+    async def _complete(self, claim: Claim, info: MediaInfo) -> None:
+        details = {"codec": info.codec, "frame_count": info.frame_count}
+        async with self._database.system_session() as db:
+            await db.fetchval(
+                _COMPLETE,
+                claim.id,
+                claim.processing_attempts,
+                info.mime_type,
+                info.width,
+                info.height,
+                info.duration,
+                thumbnail_path_for(claim.storage_path),
+                {key: value for key, value in details.items() if value is not None},
+            )
+        # No row updated: the media was deleted meanwhile (its thumbnail is then removed by
+        # the orphan sweep) or another process holds a newer claim and writes its own result.
+
+    async def _finish(self, statement: str, claim: Claim, message: str) -> None:
+        async with self._database.system_session() as db:
+            await db.fetchval(statement, claim.id, claim.processing_attempts, message)
+
+    async def _after_error(self, claim: Claim) -> None:
+        try:
+            if claim.processing_attempts >= self._settings.media_max_attempts:
+                message = _GAVE_UP_MESSAGE.format(attempts=claim.processing_attempts)
+                await self._finish(_FAIL, claim, message)
+            else:
+                await self._finish(_NOTE_RETRY, claim, _RETRY_MESSAGE)
+        except Exception:
+            # The database is away too: the claim goes stale and the sweep decides later.
+            logger.exception("could not record media error", extra={"media_id": str(claim.id)})
+
+
+async def _every(interval: float, job: Callable[[], Awaitable[int]], name: str) -> None:
+    # The first run waits one interval too: start-up stays quick, and a restarted process
+    # still picks up what a crashed one left within one interval.
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await job()
+        except Exception:
+            logger.exception("background job failed", extra={"job": name})
+
+
+def from_context(context: AppContext) -> MediaProcessor:
+    processor: MediaProcessor = context.extras[EXTRAS_KEY]
+    return processor

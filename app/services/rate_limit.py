@@ -1,0 +1,123 @@
+"""Rate limits for the endpoints an attacker would hammer: login, registration, refresh,
+invite lookup and acceptance. Counted per client IP and per account.
+
+Fixed windows: a counter per (rule, subject, window start) that expires with the
+window. In-process by default; with REDIS_URL set the counters live in Redis, so
+every server process shares them.
+"""
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.errors import RateLimited
+
+
+@dataclass(frozen=True)
+class Limit:
+    requests: int
+    per_seconds: int
+
+
+class CounterStore(Protocol):
+    async def increment(self, key: str, window_seconds: int) -> int:
+        """Add one to the counter for `key` in the current window; return the new count."""
+
+    async def current(self, key: str) -> int: ...
+
+
+class MemoryCounterStore:
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._lock = asyncio.Lock()
+
+    async def increment(self, key: str, window_seconds: int) -> int:
+        async with self._lock:
+            now = time.monotonic()
+            count, expires = self._counts.get(key, (0, now + window_seconds))
+            if expires <= now:
+                count, expires = 0, now + window_seconds
+            self._counts[key] = (count + 1, expires)
+            if len(self._counts) > 100_000:  # bound memory under a flood of new subjects
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+            return count + 1
+
+    async def current(self, key: str) -> int:
+        count, expires = self._counts.get(key, (0, 0.0))
+        return count if expires > time.monotonic() else 0
+
+
+class RedisCounterStore:
+    def __init__(self, url: str):
+        from redis.asyncio import Redis  # optional dependency: the [redis] extra
+
+        self._redis = Redis.from_url(url)
+
+    async def increment(self, key: str, window_seconds: int) -> int:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, window_seconds, nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def current(self, key: str) -> int:
+        value = await self._redis.get(key)
+        return int(value or 0)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _subject(value: str) -> str:
+    # Keys never hold an email or token in clear (they may end up in Redis dumps).
+    return hashlib.sha256(value.strip().lower().encode()).hexdigest()[:32]
+
+
+class RateLimiter:
+    def __init__(self, store: CounterStore, *, enabled: bool = True):
+        self.store = store
+        self.enabled = enabled
+
+    def _key(self, rule: str, subject: str, limit: Limit) -> tuple[str, int]:
+        window = int(time.time() // limit.per_seconds)
+        retry_after = (window + 1) * limit.per_seconds - int(time.time())
+        return f"rl:{rule}:{_subject(subject)}:{window}", retry_after
+
+    async def hit(self, rule: str, subject: str, limit: Limit) -> None:
+        """Count one request; 429 with Retry-After once the window's allowance is spent."""
+        if not self.enabled:
+            return
+        key, retry_after = self._key(rule, subject, limit)
+        if await self.store.increment(key, limit.per_seconds) > limit.requests:
+            raise RateLimited(retry_after)
+
+    async def check(self, rule: str, subject: str, limit: Limit) -> None:
+        """429 if the allowance is already spent, without counting this request."""
+        if not self.enabled:
+            return
+        key, retry_after = self._key(rule, subject, limit)
+        if await self.store.current(key) >= limit.requests:
+            raise RateLimited(retry_after)
+
+    async def record(self, rule: str, subject: str, limit: Limit) -> None:
+        """Count an outcome (e.g. a failed login) against the subject."""
+        if self.enabled:
+            key, _ = self._key(rule, subject, limit)
+            await self.store.increment(key, limit.per_seconds)
+
+
+# The rules: generous for people, tight for scripts.
+PER_IP = {
+    "login": Limit(30, 60),
+    "register": Limit(10, 3600),
+    "refresh": Limit(60, 60),
+    "invite_lookup": Limit(30, 60),
+    "invite_accept": Limit(10, 600),
+}
+# Failed logins per account: after 10 in 15 minutes the account is held for the window,
+# whoever tries; the same answer for an account that does not exist.
+FAILED_LOGINS_PER_ACCOUNT = Limit(10, 900)
+# Attempts per invite token (guessing a token is hopeless, but replays are not).
+ACCEPTS_PER_INVITE = Limit(5, 600)

@@ -1,0 +1,424 @@
+"""Where the bytes of photos and videos live: the StorageBackend interface and the built-in one.
+
+`StorageBackend` is deliberately small so Supabase Storage can implement it too (signed
+upload URL, stat, signed download URLs, download/upload a file, remove, list). Nothing
+outside this module knows which backend runs.
+
+`LocalStorageBackend` keeps objects as files under `<storage_root>/<bucket>/<path>` and
+serves them itself through URLs signed with an HMAC key derived from the JWT secret.
+Each URL is bound to one operation, one object path and an expiry; an upload URL is also
+bound to the declared MIME type and the largest size accepted. Objects are write-once:
+an upload streams into a temporary file that becomes visible only when it is complete,
+within its limit and accepted by the caller's check, and never replaces an existing file.
+
+Object paths are always relative, `/`-separated, without `.`/`..` or empty segments, and
+are resolved and checked to stay inside the bucket folder before any file is touched.
+"""
+
+import asyncio
+import base64
+import contextlib
+import errno
+import hashlib
+import hmac
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote, urlencode
+
+import anyio
+
+from app.errors import (
+    Conflict,
+    Forbidden,
+    InsufficientStorage,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+)
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where and how the client sends the bytes of one file."""
+
+    url: str
+    method: str
+    headers: dict[str, str]
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    path: str
+    size: int
+    modified_at: datetime
+    etag: str
+
+
+class StorageBackend(Protocol):
+    """The object store for media files, one bucket."""
+
+    bucket: str
+
+    async def create_upload_url(
+        self, path: str, *, mime_type: str, max_bytes: int, expires_in: int
+    ) -> UploadTarget:
+        """A URL the client sends the file to directly, valid for `expires_in` seconds."""
+        ...
+
+    async def stat(self, path: str) -> ObjectStat | None:
+        """Size and age of a stored object, or None when there is none."""
+        ...
+
+    async def signed_download_urls(
+        self, paths: Sequence[str], *, expires_in: int
+    ) -> dict[str, str]:
+        """One expiring download URL per path, signed in one call (a feed page at a time)."""
+        ...
+
+    async def download_to(self, path: str, dest: Path) -> None:
+        """Copy an object into a local file (for the media processor); NotFound if missing."""
+        ...
+
+    async def upload_file(self, path: str, src: Path, content_type: str) -> None:
+        """Store a local file as an object (thumbnails), replacing any previous one."""
+        ...
+
+    async def remove(self, paths: Sequence[str]) -> None:
+        """Delete objects; paths that do not exist are ignored."""
+        ...
+
+    def list_objects(self, older_than: datetime) -> AsyncIterator[str]:
+        """Every object last written before `older_than` (for the orphan sweep)."""
+        ...
+
+
+# Object paths -----------------------------------------------------------------------------
+
+_MAX_PATH_LENGTH = 1024
+_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def check_object_path(path: str) -> str:
+    """Return `path` if it is a safe relative object path, else raise Invalid (400)."""
+    segments = path.split("/")
+    if (
+        not path
+        or len(path) > _MAX_PATH_LENGTH
+        or any(segment in ("", ".", "..") for segment in segments)
+        or not all(_SAFE_SEGMENT.match(segment) for segment in segments)
+    ):
+        raise Invalid("Invalid storage path")
+    return path
+
+
+# Signed URLs ------------------------------------------------------------------------------
+
+_UPLOAD = "upload"
+_DOWNLOAD = "download"
+# Uploads are kept in a hidden folder of the bucket until complete; the orphan sweep lists
+# them like any other unreferenced object, so an abandoned upload is removed in time too.
+INCOMING_DIR = ".incoming"
+_WRITE_BUFFER_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadGrant:
+    """What a valid upload URL allows: one object, of this type, up to this size."""
+
+    path: str
+    mime_type: str
+    max_bytes: int
+
+
+class UrlSigner:
+    """HMAC-SHA256 over (operation, bucket, path, expiry, bound values)."""
+
+    # Domain separation: this key signs storage URLs only, never anything the JWT key signs.
+    _CONTEXT = b"timeless-love/storage-url/v1"
+
+    def __init__(self, secret: str):
+        self._key = hmac.new(secret.encode(), self._CONTEXT, hashlib.sha256).digest()
+
+    def sign(self, *parts: str) -> str:
+        # No part can contain "\n": paths are checked, the rest are ours or numbers.
+        digest = hmac.new(self._key, "\n".join(parts).encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def verify(self, signature: str, *parts: str) -> bool:
+        return hmac.compare_digest(self.sign(*parts), signature)
+
+
+def _expiry(expires_in: int, now: float) -> int:
+    # Rounded up to a step (at most a quarter of the lifetime, at most 5 minutes) so that the
+    # same object signed again a moment later gets the same URL and the browser cache works.
+    step = max(1, min(300, expires_in // 4))
+    deadline = int(now) + expires_in
+    return -(-deadline // step) * step
+
+
+_INVALID_LINK = "Invalid or expired link"
+
+
+class LocalStorageBackend:
+    """Files under `<root>/<bucket>/`, served through signed URLs of this server."""
+
+    def __init__(self, root: Path, *, bucket: str, public_url: str, secret: str):
+        self.root = root
+        self.bucket = bucket
+        self.public_url = public_url.rstrip("/")
+        self._bucket_dir = (root / bucket).resolve()
+        self._incoming = self._bucket_dir / INCOMING_DIR
+        self._signer = UrlSigner(secret)
+
+    # The StorageBackend interface ------------------------------------------------------------
+
+    async def create_upload_url(
+        self, path: str, *, mime_type: str, max_bytes: int, expires_in: int
+    ) -> UploadTarget:
+        check_object_path(path)
+        expires = int(time.time()) + expires_in
+        signature = self._signer.sign(
+            _UPLOAD, self.bucket, path, str(expires), mime_type, str(max_bytes)
+        )
+        query = {
+            "expires": expires,
+            "type": mime_type,
+            "max_bytes": max_bytes,
+            "signature": signature,
+        }
+        return UploadTarget(
+            url=f"{self._object_url(path)}?{urlencode(query)}",
+            method="PUT",
+            headers={"Content-Type": mime_type},
+            expires_in=expires_in,
+        )
+
+    async def stat(self, path: str) -> ObjectStat | None:
+        file = self._file(path)
+        try:
+            st = await asyncio.to_thread(file.stat)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return ObjectStat(
+            path=path,
+            size=st.st_size,
+            modified_at=datetime.fromtimestamp(st.st_mtime, UTC),
+            etag=etag_for(st),
+        )
+
+    async def signed_download_urls(
+        self, paths: Sequence[str], *, expires_in: int
+    ) -> dict[str, str]:
+        expires = _expiry(expires_in, time.time())
+        urls = {}
+        for path in paths:
+            check_object_path(path)
+            signature = self._signer.sign(_DOWNLOAD, self.bucket, path, str(expires))
+            query = urlencode({"expires": expires, "signature": signature})
+            urls[path] = f"{self._object_url(path)}?{query}"
+        return urls
+
+    async def download_to(self, path: str, dest: Path) -> None:
+        source = self._file(path)
+
+        def copy() -> None:
+            try:
+                # Same disk: a hard link costs nothing and keeps the bytes even if the
+                # object is deleted meanwhile. Elsewhere (another filesystem): a copy.
+                os.link(source, dest)
+            except FileNotFoundError:
+                raise NotFound("The stored file is missing") from None
+            except OSError:
+                shutil.copyfile(source, dest)
+
+        await asyncio.to_thread(copy)
+
+    async def upload_file(self, path: str, src: Path, content_type: str) -> None:
+        final = self._file(path)
+
+        def store() -> None:
+            tmp = self._new_incoming_file()
+            try:
+                shutil.copyfile(src, tmp)
+                _fsync_file(tmp)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+        await asyncio.to_thread(store)
+
+    async def remove(self, paths: Sequence[str]) -> None:
+        files = [self._file(path) for path in paths]
+
+        def unlink_all() -> None:
+            for file in files:
+                file.unlink(missing_ok=True)
+                # Drop the memory's and family's folders once empty, so they do not pile up.
+                for folder in (file.parent, file.parent.parent):
+                    if folder in (self._bucket_dir, self._incoming):
+                        break
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+
+        await asyncio.to_thread(unlink_all)
+
+    async def list_objects(self, older_than: datetime) -> AsyncIterator[str]:
+        cutoff = older_than.timestamp()
+        for folder in await asyncio.to_thread(self._folders):
+            for path in await asyncio.to_thread(self._old_files_in, folder, cutoff):
+                yield path
+
+    # Built-in only: receiving uploads and serving downloads --------------------------------
+
+    def verify_upload(self, path: str, params: Mapping[str, str]) -> UploadGrant:
+        """The upload a URL allows, or Forbidden (403) if tampered, expired or for another path."""
+        try:
+            expires, mime_type = params["expires"], params["type"]
+            max_bytes, signature = params["max_bytes"], params["signature"]
+            valid = self._signer.verify(
+                signature, _UPLOAD, self.bucket, path, expires, mime_type, max_bytes
+            )
+            if not valid or int(expires) < time.time():
+                raise Forbidden(_INVALID_LINK)
+            return UploadGrant(path=path, mime_type=mime_type, max_bytes=int(max_bytes))
+        except (KeyError, ValueError):
+            raise Forbidden(_INVALID_LINK) from None
+
+    def verify_download(self, path: str, params: Mapping[str, str]) -> int:
+        """Seconds the download URL stays valid, or Forbidden (403)."""
+        try:
+            expires, signature = params["expires"], params["signature"]
+            valid = self._signer.verify(signature, _DOWNLOAD, self.bucket, path, expires)
+            remaining = int(expires) - int(time.time())
+        except (KeyError, ValueError):
+            raise Forbidden(_INVALID_LINK) from None
+        if not valid or remaining < 0:
+            raise Forbidden(_INVALID_LINK)
+        return remaining
+
+    async def receive(
+        self,
+        path: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_bytes: int,
+        inspect: Callable[[Path], None] | None = None,
+    ) -> ObjectStat:
+        """Stream an upload into place: complete, within `max_bytes`, accepted by `inspect`.
+
+        Memory stays constant (one buffer of 1 MiB). On any failure — too large (413), empty
+        (400), refused by `inspect`, disk full (507), client gone — the temporary file is
+        removed and nothing is kept. An existing object is never replaced (409).
+        """
+        final = self._file(path)
+        tmp = await asyncio.to_thread(self._new_incoming_file)
+        try:
+            size = 0
+            async with await anyio.open_file(tmp, "wb") as out:
+                buffer = bytearray()
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise PayloadTooLarge(f"The file is larger than {max_bytes} bytes")
+                    buffer += chunk
+                    if len(buffer) >= _WRITE_BUFFER_BYTES:
+                        # Awaited: the write is done before the buffer is reused.
+                        await out.write(buffer)
+                        buffer.clear()
+                await out.write(buffer)
+                await out.flush()
+                # Durable before it becomes visible: a crash never leaves a torn object.
+                await asyncio.to_thread(os.fsync, out.wrapped.fileno())
+            if size == 0:
+                raise Invalid("The file is empty")
+            if inspect is not None:
+                await asyncio.to_thread(inspect, tmp)
+            await asyncio.to_thread(self._publish, tmp, final)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage() from exc
+            raise
+        finally:
+            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+        stat = await self.stat(path)
+        assert stat is not None
+        return stat
+
+    def local_file(self, path: str) -> Path:
+        """Where an object's file is (or would be), for serving it."""
+        return self._file(path)
+
+    # Internals -----------------------------------------------------------------------------
+
+    def _object_url(self, path: str) -> str:
+        return f"{self.public_url}/{quote(self.bucket)}/{quote(path)}"
+
+    def _file(self, path: str) -> Path:
+        check_object_path(path)
+        file = (self._bucket_dir / path).resolve()
+        # Belt and braces after the segment check: symlinks cannot lead out either.
+        if not file.is_relative_to(self._bucket_dir) or file == self._bucket_dir:
+            raise Invalid("Invalid storage path")
+        return file
+
+    def _new_incoming_file(self) -> Path:
+        self._incoming.mkdir(parents=True, exist_ok=True)
+        return self._incoming / f"{uuid.uuid4().hex}.part"
+
+    def _publish(self, tmp: Path, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # A link, unlike a rename, fails when the target exists: objects are write-once.
+            os.link(tmp, final)
+        except FileExistsError:
+            raise Conflict(
+                "A file was already uploaded with this link; ask for a new upload URL"
+            ) from None
+        except FileNotFoundError:
+            # The memory's folder was just removed as empty by a deletion: make it again.
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.link(tmp, final)
+        _fsync_dir(final.parent)
+
+    def _folders(self) -> list[Path]:
+        if not self._bucket_dir.is_dir():
+            return []
+        return [Path(root) for root, _dirs, _files in os.walk(self._bucket_dir)]
+
+    def _old_files_in(self, folder: Path, cutoff: float) -> list[str]:
+        paths = []
+        with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                        paths.append(Path(entry.path).relative_to(self._bucket_dir).as_posix())
+        return paths
+
+
+def etag_for(st: os.stat_result) -> str:
+    # Objects are write-once, so size and modification time identify the content.
+    return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the new directory entry itself survive a power loss (POSIX only).
+    with contextlib.suppress(OSError):
+        _fsync_file(path)
