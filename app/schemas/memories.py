@@ -100,7 +100,15 @@ class MemoryCreate(BaseModel):
     location: Location | None = None
     tags: Tags | None = None
     status: MemoryStatus = "draft"
-    media: list[MediaRef] | None = None
+    media: list[MediaRef] | None = Field(
+        default=None,
+        description=(
+            "Files live under the memory's own path, which exists only once the memory does: "
+            "create the memory, then `POST /storage/upload-url` with its id, upload, and "
+            "register each file with `POST /memories/{id}/media`. Any reference given here "
+            "is refused (400) with that explanation, and nothing is created."
+        ),
+    )
 
 
 class MemoryUpdate(BaseModel):

@@ -192,13 +192,17 @@ returning id
 """
 
 
-async def create(
-    db: Connection, actor: Actor, body: MemoryCreate, storage: StorageBackend, settings: Settings
-) -> Memory:
+async def create(db: Connection, actor: Actor, body: MemoryCreate) -> Memory:
     """A new memory (a draft unless said otherwise), with any media already uploaded for it."""
     rbac.require(actor, Permission.CREATE_MEMORY)
     if body.status not in INITIAL_STATUSES:
         raise Invalid("A new memory is a draft or published; archive it once published")
+    if body.media:
+        raise Invalid(
+            "Files are uploaded into an existing memory: create it first, then request "
+            "POST /storage/upload-url with its id and register each file with "
+            "POST /memories/{id}/media"
+        )
     memory_id = await db.fetchval(
         _INSERT,
         actor.family_unit_id,
@@ -210,10 +214,6 @@ async def create(
         body.tags or [],
         body.status,
     )
-    for ref in body.media or []:
-        # The new memory's folder is empty until its id is known, so in practice media are
-        # added with POST /memories/{id}/media; a reference elsewhere is refused (400).
-        await add_media(db, actor, memory_id, ref, storage, settings)
     return await get(db, actor, memory_id)
 
 

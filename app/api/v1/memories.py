@@ -15,23 +15,18 @@ router = APIRouter(prefix="/memories", tags=["memories"])
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 401, 403, 409, 413, 415),
+    responses=error_responses(400, 401, 403),
 )
 async def create_memory(
-    body: MemoryCreate, actor: CurrentUser, db: UserDb, context: Context, tasks: BackgroundTasks
+    body: MemoryCreate, actor: CurrentUser, db: UserDb, context: Context
 ) -> Memory:
     """Create a memory; it is a draft (visible only to you) unless `status` says `published`.
 
     Photos and videos are added to it afterwards: `POST /storage/upload-url`, send the bytes,
     then `POST /memories/{id}/media`.
     """
-    memory = await memory_service.create(db, actor, body, context.storage, context.settings)
-    if memory.media:
-        processor = media_processor.from_context(context)
-        tasks.add_task(processor.process, [media.id for media in memory.media])
-    context.analytics.record(
-        EventType.MEMORY_POSTED, actor=actor, memory_id=memory.id, media_count=len(memory.media)
-    )
+    memory = await memory_service.create(db, actor, body)
+    context.analytics.record(EventType.MEMORY_POSTED, actor=actor, memory_id=memory.id)
     return memory
 
 
