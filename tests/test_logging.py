@@ -4,10 +4,12 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from app.log import JsonFormatter, redact
+from tests import media_samples as samples
 from tests.factories import PASSWORD
 
 API = "/api/v1"
@@ -58,8 +60,33 @@ async def run_account_flows(client, factory) -> list[str]:
     return secrets
 
 
+async def run_upload_flow(client, factory) -> list[str]:
+    """Draft → signed upload → register → processed → signed thumbnail; returns the secrets."""
+    family = await factory.family(["adult"])
+    memory = await samples.create_memory(client, family.adult)
+    ticket = (await samples.upload_url(client, family.adult, memory["id"], "image/jpeg")).json()
+    data = samples.jpeg()
+    assert (await samples.send_bytes(client, ticket, data)).status_code == 201
+    registered = await samples.register(
+        client, family.adult, memory["id"], ticket, mime_type="image/jpeg", file_size=len(data)
+    )
+    media = registered.json()
+    await samples.wait_for_media(client, family.adult, memory["id"], media["id"])
+    thumb = await client.get(
+        f"{API}/storage/media/{media['id']}/url?variant=thumbnail", headers=family.adult.headers
+    )
+    await client.get(thumb.json()["access_url"])
+    secrets = [family.adult.access_token]
+    for url in (ticket["upload_url"], thumb.json()["access_url"]):
+        query = parse_qs(urlsplit(url).query)
+        secrets += [value for values in query.values() for value in values if len(value) >= 16]
+    assert len(secrets) >= 3  # the signed URLs do carry signatures to look for
+    return secrets
+
+
 async def test_logs_are_json_and_hold_no_secret(client, factory, captured_logs):
     secrets = await run_account_flows(client, factory)
+    secrets += await run_upload_flow(client, factory)
     lines = [line for line in captured_logs.getvalue().splitlines() if line.strip()]
     assert len(lines) >= 10
     # The test's own httpx client logs its request URLs; the server quiets httpx (log.py).
