@@ -44,6 +44,19 @@ class Family:
         return self.by_role("adult")
 
 
+def _member(registered: dict[str, Any], password: str) -> Member:
+    """A Member from a 201 registration response (register, accept invite)."""
+    return Member(
+        id=registered["user_id"],
+        role=registered["role"],
+        family_id=registered["family_unit_id"],
+        access_token=registered["tokens"]["access_token"],
+        refresh_token=registered["tokens"]["refresh_token"],
+        email=registered["email"],
+        password=password,
+    )
+
+
 class Factory:
     def __init__(self, client: httpx.AsyncClient):
         self.client = client
@@ -54,16 +67,7 @@ class Factory:
         body.setdefault("display_name", f"{role.title()} {next(_counter)}")
         response = await self.client.post(f"/api/v1/auth/register/{role}", json=body)
         assert response.status_code == 201, response.text
-        data = response.json()
-        return Member(
-            id=data["user_id"],
-            role=role,
-            family_id=data["family_unit_id"],
-            access_token=data["tokens"]["access_token"],
-            refresh_token=data["tokens"]["refresh_token"],
-            email=data["email"],
-            password=body["password"],
-        )
+        return _member(response.json(), body["password"])
 
     async def invite(self, inviter: Member, role: str, email: str | None = None) -> dict[str, Any]:
         response = await self.client.post(
@@ -89,15 +93,7 @@ class Factory:
             },
         )
         assert response.status_code == 201, response.text
-        data = response.json()
-        return Member(
-            id=data["user_id"],
-            role=role,
-            family_id=data["family_unit_id"],
-            access_token=data["tokens"]["access_token"],
-            refresh_token=data["tokens"]["refresh_token"],
-            email=data["email"],
-        )
+        return _member(response.json(), PASSWORD)
 
     async def provision_child(self, adult: Member) -> Member:
         response = await self.client.post(
