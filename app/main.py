@@ -1,5 +1,6 @@
 """create_app(): settings → database → services, routers, middleware, error handlers."""
 
+import errno
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -8,10 +9,13 @@ from pathlib import Path
 import asyncpg
 import fastapi_offline
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from app.api import ops
 from app.api.v1 import analytics, auth, families, feed, invites, memories, storage
@@ -19,9 +23,10 @@ from app.config import Settings, get_settings
 from app.context import AppContext
 from app.db.postgres import Database
 from app.db.supabase import Supabase
-from app.errors import DomainError
+from app.errors import DomainError, InsufficientStorage
 from app.log import configure_logging, request_id_var
 from app.middleware import RequestContextMiddleware
+from app.schemas.common import ErrorOut, ValidationErrorOut
 from app.services import media_processor
 from app.services.analytics_service import AnalyticsRecorder
 from app.services.auth_providers import LocalAuthProvider
@@ -29,6 +34,7 @@ from app.services.passwords import Passwords
 from app.services.rate_limit import MemoryCounterStore, RateLimiter, RedisCounterStore
 from app.services.storage_backend import LocalStorageBackend
 from app.services.supabase_auth import SupabaseAccessTokens, SupabaseAuthProvider
+from app.services.supabase_storage import SupabaseStorageBackend
 from app.services.supabase_tokens import SupabaseTokenVerifier
 
 logger = logging.getLogger(__name__)
@@ -73,11 +79,12 @@ async def build_context(settings: Settings) -> AppContext:
         storage=_local_storage(settings),
         rate_limiter=RateLimiter(counters, enabled=settings.rate_limit_enabled),
     )
+    if settings.supabase_enabled:
+        _use_supabase(context)
+    # After the storage is chosen: the processor keeps the backend it is given.
     context.extras[media_processor.EXTRAS_KEY] = media_processor.MediaProcessor(
         database, context.storage, analytics, settings
     )
-    if settings.supabase_enabled:
-        _use_supabase_auth(context)
     return context
 
 
@@ -91,8 +98,8 @@ def _local_storage(settings: Settings) -> LocalStorageBackend:
     )
 
 
-def _use_supabase_auth(context: AppContext) -> None:
-    """Accounts in Supabase Auth, and its access tokens accepted as bearer tokens."""
+def _use_supabase(context: AppContext) -> None:
+    """Accounts in Supabase Auth (its access tokens accepted too), files in Supabase Storage."""
     supabase = Supabase.from_settings(context.settings)
     # One HTTP client for Auth, the token verifier and Storage; closed in the lifespan.
     context.extras["supabase"] = supabase
@@ -101,6 +108,7 @@ def _use_supabase_auth(context: AppContext) -> None:
         supabase.config.url, jwt_secret=supabase.config.jwt_secret, http=supabase.http
     )
     context.extras["external_token_verifier"] = SupabaseAccessTokens(verifier, supabase.config.url)
+    context.storage = SupabaseStorageBackend(supabase)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -130,6 +138,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # What RequestContextMiddleware may answer to any request: a body over the limit, and
+        # a URL that is not UTF-8 (a validation error, as FastAPI documents it on most routes).
+        responses={
+            413: {"model": ErrorOut, "description": "Request body too large"},
+            422: {"model": ValidationErrorOut, "description": "Validation Error"},
+        },
     )
     app.state.settings = settings
 
@@ -168,6 +182,49 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+# The database is away (restarting, failing over, shutting down, network gone) or just cut
+# the session: nothing was acknowledged, and the client may retry shortly (503).
+_DATABASE_OUTAGE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # refused, or lost mid-query (ConnectionDoesNotExistError)
+    asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
+    asyncpg.AdminShutdownError,  # the session was ended by a shutdown or pg_terminate_backend
+    asyncpg.CrashShutdownError,
+    ConnectionError,
+    TimeoutError,
+)
+_CLOSED = ("connection is closed", "connection was closed", "pool is closed")
+# Connecting to a stopped server's Unix socket fails with ENOENT; a lost network like this.
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ENOENT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+)
+
+
+def _is_database_outage(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised while handling, means the database is away.
+
+    asyncpg says so in several ways: its connection errors; an `InterfaceError` about a
+    closed connection (the rollback after a lost connection raises one, hiding the cause);
+    and a bare `OSError` from connecting (socket errors carry no file name, so a file
+    system error, which always does, is not mistaken for an outage and stays a 500).
+    """
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            return False
+        if isinstance(current, _DATABASE_OUTAGE):
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and any(m in str(current) for m in _CLOSED):
+            return True
+        if (
+            isinstance(current, OSError)
+            and current.filename is None
+            and current.errno in _UNREACHABLE_ERRNOS
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
@@ -184,11 +241,29 @@ def _install_error_handlers(app: FastAPI) -> None:
         ]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers a body it cannot decode at all (not UTF-8, or nested too deep for
+        # the parser) with a bare 400; it is malformed JSON like any other: 422, list form.
+        if exc.status_code == 400 and isinstance(
+            exc.__cause__, (UnicodeDecodeError, RecursionError)
+        ):
+            error = {"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}
+            return JSONResponse({"detail": [error]}, status_code=422)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(asyncpg.PostgresConnectionError)
     @app.exception_handler(asyncpg.CannotConnectNowError)
-    @app.exception_handler(ConnectionError)
-    @app.exception_handler(TimeoutError)
+    @app.exception_handler(asyncpg.AdminShutdownError)
+    @app.exception_handler(asyncpg.CrashShutdownError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(OSError)  # ConnectionError, TimeoutError and the rest
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            storage_full = InsufficientStorage()
+            return JSONResponse({"detail": storage_full.detail}, status_code=507)
+        if not _is_database_outage(exc):
+            raise exc  # a bug, not an outage: the middleware answers 500 and logs it
         logger.warning("database unavailable", extra={"error": type(exc).__name__})
         return JSONResponse(
             {

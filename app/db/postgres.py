@@ -11,6 +11,7 @@ service (registration, login, invite acceptance, background jobs). It runs as
 """
 
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
@@ -18,6 +19,8 @@ from typing import Any, TypeAlias
 import asyncpg
 
 Connection: TypeAlias = asyncpg.Connection
+
+logger = logging.getLogger(__name__)
 
 _ENTER_USER_ROLE = """
 select set_config('role', 'authenticated', true),
@@ -64,15 +67,36 @@ class Database:
 
     @asynccontextmanager
     async def user_session(self, claims: Mapping[str, Any]) -> AsyncIterator[Connection]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute(_ENTER_USER_ROLE, json.dumps(dict(claims)))
             yield conn
 
     @asynccontextmanager
     async def system_session(self) -> AsyncIterator[Connection]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute(_ENTER_SERVICE_ROLE)
             yield conn
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection whose hand-back never fails the caller.
+
+        It is released after its transaction has committed or rolled back: the outcome is
+        decided. If the server cut the connection just then (a restart), resetting it fails;
+        asyncpg drops it and the pool opens a new one later. Raising here would turn a
+        stored write into an error answer.
+        """
+        conn = await self.pool.acquire()
+        try:
+            yield conn
+        finally:
+            try:
+                await self.pool.release(conn)
+            except Exception as exc:
+                logger.warning(
+                    "dropped a database connection that could not be reset",
+                    extra={"error": type(exc).__name__},
+                )
 
     def pool_stats(self) -> dict[str, int]:
         return {"size": self.pool.get_size(), "idle": self.pool.get_idle_size()}

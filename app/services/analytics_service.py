@@ -101,6 +101,9 @@ class AnalyticsRecorder:
         self._buffer: deque[Event] = deque(maxlen=max_buffered)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # One flush at a time: a flush() returns only once what was buffered when it was
+        # called is written, even if the background writer had already taken part of it.
+        self._flushing = asyncio.Lock()
         self._retention_days = retention_days
         self._purge_interval = purge_interval
         self._last_purge = 0.0
@@ -176,6 +179,10 @@ class AnalyticsRecorder:
 
     async def flush(self) -> int:
         """Write everything buffered now, batch by batch; returns how many were written."""
+        async with self._flushing:
+            return await self._flush_locked()
+
+    async def _flush_locked(self) -> int:
         written = 0
         while self._buffer:
             batch = [

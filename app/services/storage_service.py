@@ -240,8 +240,7 @@ async def access_url(
     check_object_path(storage_path)
     if await db.fetchval(_VISIBLE_OBJECT, storage_path) is None:
         raise NotFound(FILE_NOT_FOUND)
-    urls = await storage.signed_download_urls([storage_path], expires_in=expires_in)
-    return AccessUrlOut(access_url=urls[storage_path], expires_in=expires_in)
+    return await _signed(storage, storage_path, expires_in)
 
 
 async def media_url(
@@ -260,8 +259,15 @@ async def media_url(
     path = media["storage_path"] if variant == "original" else media["thumbnail_path"]
     if path is None:
         raise Conflict(f"The thumbnail is not ready (processing is {media['processing_status']})")
-    urls = await storage.signed_download_urls([path], expires_in=expires_in)
-    return AccessUrlOut(access_url=urls[path], expires_in=expires_in)
+    return await _signed(storage, path, expires_in)
+
+
+async def _signed(storage: StorageBackend, path: str, expires_in: int) -> AccessUrlOut:
+    # A backend leaves out objects it does not have (the file vanished from storage).
+    url = (await storage.signed_download_urls([path], expires_in=expires_in)).get(path)
+    if url is None:
+        raise NotFound(FILE_NOT_FOUND)
+    return AccessUrlOut(access_url=url, expires_in=expires_in)
 
 
 # Removing files ----------------------------------------------------------------------------

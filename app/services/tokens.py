@@ -13,6 +13,8 @@ from app.models.identity import Role
 
 ALGORITHM = "HS256"
 ACCESS_TYPE = "access"
+# Clocks of servers differ a little; a token "issued" later than this ahead is not valid yet.
+MAX_CLOCK_SKEW_SECONDS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +62,21 @@ def decode_access_token(token: str, *, secret: str) -> AccessClaims:
         header = jwt.get_unverified_header(token)
         if header.get("alg") != ALGORITHM:
             raise Unauthorized("Invalid token")
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM])
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require_iat": True, "require_exp": True},
+        )
+        issued_at = float(claims["iat"])
     except JWTError as exc:
         message = "Token has expired" if "expired" in str(exc).lower() else "Invalid token"
         raise Unauthorized(message) from None
+    except (TypeError, ValueError, OverflowError):  # a time claim of the wrong shape
+        raise Unauthorized("Invalid token") from None
+    # `not <=` also refuses NaN.
+    if not issued_at <= time.time() + MAX_CLOCK_SKEW_SECONDS:
+        raise Unauthorized("Invalid token")
     if claims.get("type") != ACCESS_TYPE:
         raise Unauthorized("Invalid token")
     try:
