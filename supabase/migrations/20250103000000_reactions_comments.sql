@@ -78,13 +78,16 @@ $$;
 create function app.count_comments() returns trigger
 language plpgsql security definer set search_path = '' as $$
 begin
+  -- Lock order: always the comment row before the memory row. A soft delete locks its
+  -- comment and then the memory; a reply locking the memory before its parent could
+  -- deadlock with a concurrent delete of that parent.
   if tg_op = 'INSERT' then
-    if new.deleted_at is null then
-      update public.memories set comment_count = comment_count + 1 where id = new.memory_id;
-    end if;
     if new.parent_comment_id is not null then
       update public.memory_comments set reply_count = reply_count + 1
       where id = new.parent_comment_id;
+    end if;
+    if new.deleted_at is null then
+      update public.memories set comment_count = comment_count + 1 where id = new.memory_id;
     end if;
   elsif tg_op = 'UPDATE' then
     if old.deleted_at is null and new.deleted_at is not null then
@@ -134,6 +137,10 @@ create trigger memory_comments_guard before update on public.memory_comments
 for each row execute function app.guard_comment_update();
 
 -- Grants and policies ---------------------------------------------------------------------
+-- "The memory is visible to the caller" is a correlated exists: one primary-key probe of
+-- public.memories (under its own policy) per row. Written as `memory_id in (select id from
+-- public.memories)` it became a hashed subplan reading every visible memory of the family
+-- on every statement: 100 000 rows for a large family, for a single reaction.
 
 grant select, insert, delete on public.memory_reactions to authenticated;
 grant select, insert on public.memory_comments to authenticated;
@@ -146,31 +153,34 @@ alter table public.memory_comments enable row level security;
 alter table public.memory_comments force row level security;
 
 create policy memory_reactions_select on public.memory_reactions for select to authenticated
-using (memory_id in (select id from public.memories));
+using (exists (select 1 from public.memories m where m.id = memory_reactions.memory_id));
 
 create policy memory_reactions_insert on public.memory_reactions for insert to authenticated
 with check (
   user_id = (select auth.uid())
   and family_unit_id = (select app.current_family_id())
-  and memory_id in (select id from public.memories)
+  and exists (select 1 from public.memories m where m.id = memory_reactions.memory_id)
 );
 
 create policy memory_reactions_delete on public.memory_reactions for delete to authenticated
-using (user_id = (select auth.uid()) and memory_id in (select id from public.memories));
+using (
+  user_id = (select auth.uid())
+  and exists (select 1 from public.memories m where m.id = memory_reactions.memory_id)
+);
 
 create policy memory_comments_select on public.memory_comments for select to authenticated
-using (memory_id in (select id from public.memories));
+using (exists (select 1 from public.memories m where m.id = memory_comments.memory_id));
 
 create policy memory_comments_insert on public.memory_comments for insert to authenticated
 with check (
   user_id = (select auth.uid())
   and family_unit_id = (select app.current_family_id())
-  and memory_id in (select id from public.memories)
+  and exists (select 1 from public.memories m where m.id = memory_comments.memory_id)
 );
 
 create policy memory_comments_update on public.memory_comments for update to authenticated
 using (
-  memory_id in (select id from public.memories)
+  exists (select 1 from public.memories m where m.id = memory_comments.memory_id)
   and (user_id = (select auth.uid())
        or (select app.current_member_role()) in ('adult', 'grandparent'))
 );

@@ -1,3 +1,168 @@
-from fastapi import APIRouter
+"""The family feed, and reactions and comments on memories."""
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, status
+
+from app.api.deps import Context, CurrentUser, UserDb
+from app.schemas.common import error_responses
+from app.schemas.feed import (
+    Comment,
+    CommentCreate,
+    CommentUpdate,
+    FeedPage,
+    FeedQuery,
+    Reaction,
+    ReactionCreate,
+)
+from app.services import comment_service, feed_service, reaction_service
+from app.services.analytics_service import EventType
 
 router = APIRouter(prefix="/feed", tags=["feed"])
+
+
+@router.get("", responses=error_responses(401))
+async def get_feed(
+    query: Annotated[FeedQuery, Query()], actor: CurrentUser, db: UserDb, context: Context
+) -> FeedPage:
+    """Your family's published memories, best first by default.
+
+    `feed_score = 0.6 × time_score + 0.4 × engagement_score`, where time_score is 1.0 for
+    memories posted in the last 24 h, 0.7 within 7 days, 0.4 within 30 days, else 0.2,
+    and `engagement_score = min(log10(1 + reactions + 2 × comments) / 2, 1)`. Ties go to
+    the newer memory, then by id. `order_direction=asc` reverses the whole order (except
+    that undated memories stay last when ordering by `memory_date`).
+
+    Every media item carries signed `url` and `thumbnail_url` (null until the thumbnail
+    is ready), valid for an hour, so a page needs no further requests.
+    """
+    page = await feed_service.get_page(db, actor, query, storage=context.storage)
+    context.analytics.record(
+        EventType.FEED_VIEWED, actor=actor, page=query.page, items=len(page.items)
+    )
+    return page
+
+
+# Reactions ------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/memories/{memory_id}/reactions",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 404, 409),
+)
+async def create_reaction(
+    memory_id: UUID, body: ReactionCreate, actor: CurrentUser, db: UserDb, context: Context
+) -> Reaction:
+    """React to a memory: one of 👍 ❤️ 😂 😮 😢 🎉 🔥 💯, each at most once per member (409)."""
+    reaction = await reaction_service.create(db, actor, memory_id, body.emoji)
+    context.analytics.record(
+        EventType.REACTION_CREATED, actor=actor, memory_id=memory_id, reaction_id=reaction.id
+    )
+    return reaction
+
+
+@router.get("/memories/{memory_id}/reactions", responses=error_responses(401, 404))
+async def list_reactions(memory_id: UUID, actor: CurrentUser, db: UserDb) -> list[Reaction]:
+    """Every reaction on a memory, oldest first."""
+    return await reaction_service.list_for_memory(db, actor, memory_id)
+
+
+@router.delete(
+    "/memories/{memory_id}/reactions/{reaction_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 403, 404),
+)
+async def delete_reaction(
+    memory_id: UUID, reaction_id: UUID, actor: CurrentUser, db: UserDb, context: Context
+) -> None:
+    """Take back one of your own reactions (someone else's: 403)."""
+    await reaction_service.delete(db, actor, memory_id, reaction_id)
+    context.analytics.record(
+        EventType.REACTION_DELETED, actor=actor, memory_id=memory_id, reaction_id=reaction_id
+    )
+
+
+# Comments -------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/memories/{memory_id}/comments",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 401, 404),
+)
+async def create_comment(
+    memory_id: UUID, body: CommentCreate, actor: CurrentUser, db: UserDb, context: Context
+) -> Comment:
+    """Comment on a memory, or reply to a comment on it.
+
+    Threads go at most 3 levels below a top-level comment; a deeper reply, a reply to a
+    deleted comment or a parent on another memory is a 400.
+    """
+    comment = await comment_service.create(
+        db, actor, memory_id, body.content, body.parent_comment_id
+    )
+    context.analytics.record(
+        EventType.COMMENT_CREATED,
+        actor=actor,
+        memory_id=memory_id,
+        comment_id=comment.id,
+        parent_comment_id=comment.parent_comment_id,
+    )
+    return comment
+
+
+@router.get("/memories/{memory_id}/comments", responses=error_responses(401, 404))
+async def list_comments(
+    memory_id: UUID,
+    actor: CurrentUser,
+    db: UserDb,
+    include_replies: bool = True,
+    limit: Annotated[int, Query(ge=1, le=100, description="Top-level comments.")] = 50,
+) -> list[Comment]:
+    """Top-level comments oldest first, each with its replies nested (oldest first).
+
+    Deleted comments stay in their thread with content "[deleted]".
+    """
+    return await comment_service.list_threads(
+        db, actor, memory_id, include_replies=include_replies, limit=limit
+    )
+
+
+@router.put(
+    "/memories/{memory_id}/comments/{comment_id}",
+    responses=error_responses(401, 403, 404, 409),
+)
+async def update_comment(
+    memory_id: UUID,
+    comment_id: UUID,
+    body: CommentUpdate,
+    actor: CurrentUser,
+    db: UserDb,
+    context: Context,
+) -> Comment:
+    """Edit your own comment (only its author may; a deleted comment: 409)."""
+    comment = await comment_service.update(db, actor, memory_id, comment_id, body.content)
+    context.analytics.record(
+        EventType.COMMENT_UPDATED, actor=actor, memory_id=memory_id, comment_id=comment_id
+    )
+    return comment
+
+
+@router.delete(
+    "/memories/{memory_id}/comments/{comment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 403, 404),
+)
+async def delete_comment(
+    memory_id: UUID, comment_id: UUID, actor: CurrentUser, db: UserDb, context: Context
+) -> None:
+    """Delete a comment: your own (not as a child), or anyone's as an adult or grandparent.
+
+    The comment stays in its thread as "[deleted]"; deleting it again changes nothing.
+    """
+    if await comment_service.delete(db, actor, memory_id, comment_id):
+        context.analytics.record(
+            EventType.COMMENT_DELETED, actor=actor, memory_id=memory_id, comment_id=comment_id
+        )

@@ -1,0 +1,159 @@
+"""Feed, reaction and comment shapes (what OpenAPI shows for /feed)."""
+
+from datetime import date, datetime
+from typing import Annotated, Literal, Self
+from uuid import UUID
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+
+from app.schemas.common import NoNul
+from app.schemas.memories import MAX_TAG_LENGTH, MAX_TAGS, Media, Memory, MemoryAuthor
+
+Emoji = Literal["👍", "❤️", "😂", "😮", "😢", "🎉", "🔥", "💯"]
+OrderBy = Literal["feed_score", "created_at", "memory_date"]
+OrderDirection = Literal["desc", "asc"]
+
+MAX_SEARCH_LENGTH = 200
+SearchText = Annotated[str, StringConstraints(max_length=MAX_SEARCH_LENGTH), NoNul]
+
+CommentContent = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=5000),
+    NoNul,
+    Field(description="1–5 000 characters (surrounding whitespace is trimmed)."),
+]
+
+
+# Reactions ------------------------------------------------------------------------------------
+
+
+class ReactionCreate(BaseModel):
+    emoji: Emoji
+
+
+class Reaction(BaseModel):
+    id: UUID
+    memory_id: UUID
+    user_id: UUID
+    emoji: Emoji
+    created_at: datetime
+    updated_at: datetime
+
+
+# Comments -------------------------------------------------------------------------------------
+
+
+class CommentCreate(BaseModel):
+    content: CommentContent
+    parent_comment_id: UUID | None = Field(
+        default=None,
+        description="Reply to this comment (same memory; at most 3 levels below a top-level one).",
+    )
+
+
+class CommentUpdate(BaseModel):
+    content: CommentContent
+
+
+class Comment(BaseModel):
+    id: UUID
+    memory_id: UUID
+    user_id: UUID
+    author: MemoryAuthor
+    parent_comment_id: UUID | None
+    content: str = Field(description='"[deleted]" once the comment is deleted.')
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    reply_count: int = Field(description="Direct replies, deleted ones included.")
+    replies: list["Comment"] = Field(
+        default_factory=list, description="Direct replies, oldest first (nested)."
+    )
+
+
+# Feed -----------------------------------------------------------------------------------------
+
+
+class FeedQuery(BaseModel):
+    """GET /feed query parameters."""
+
+    user_id: UUID | None = Field(default=None, description="Only memories by this member.")
+    tags: Annotated[str, NoNul] | None = Field(
+        default=None,
+        description="Comma separated; a memory must carry all of them (case-insensitive).",
+    )
+    memory_date_from: date | None = Field(default=None, description="memory_date on or after.")
+    memory_date_to: date | None = Field(default=None, description="memory_date on or before.")
+    search_query: SearchText | None = Field(
+        default=None,
+        description="Words to find in title, description, location and tags (English "
+        'stemming: "picnics" finds "picnic"). Quotes, `or` and `-word` work as in web search.',
+    )
+    order_by: OrderBy = "feed_score"
+    order_direction: OrderDirection = "desc"
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    page_size: int = Field(default=20, ge=1, le=100)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        tags = [tag.strip().lower() for tag in value.split(",")]
+        tags = list(dict.fromkeys(tag for tag in tags if tag))
+        if len(tags) > MAX_TAGS:
+            raise ValueError(f"at most {MAX_TAGS} tags")
+        if any(len(tag) > MAX_TAG_LENGTH for tag in tags):
+            raise ValueError(f"each tag must be at most {MAX_TAG_LENGTH} characters")
+        return ",".join(tags) or None
+
+    @field_validator("search_query")
+    @classmethod
+    def _search(cls, value: str | None) -> str | None:
+        return (value or "").strip() or None
+
+    @model_validator(mode="after")
+    def _date_range(self) -> Self:
+        if (
+            self.memory_date_from is not None
+            and self.memory_date_to is not None
+            and self.memory_date_from > self.memory_date_to
+        ):
+            raise ValueError("memory_date_from must not be after memory_date_to")
+        return self
+
+    @property
+    def tag_list(self) -> list[str] | None:
+        return self.tags.split(",") if self.tags else None
+
+
+class FeedMedia(Media):
+    url: str | None = Field(description="Signed download URL of the original.")
+    thumbnail_url: str | None = Field(
+        description="Signed URL of the thumbnail; null until processing has completed."
+    )
+
+
+class FeedItem(Memory):
+    media: list[FeedMedia]  # type: ignore[assignment]
+    reaction_count: int
+    comment_count: int = Field(description="Comments that are not deleted.")
+    reactions_by_emoji: dict[str, int] = Field(examples=[{"❤️": 2, "👍": 1}])
+    user_reactions: list[Emoji] = Field(description="The caller's own reactions.")
+    top_comments: list[Comment] = Field(
+        description="Up to 3 newest top-level comments that are not deleted (no replies)."
+    )
+    feed_score: float
+
+
+class Pagination(BaseModel):
+    page: int
+    page_size: int
+    total_pages: int
+    has_more: bool
+
+
+class FeedPage(BaseModel):
+    items: list[FeedItem]
+    pagination: Pagination
+    total_count: int
