@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
+from urllib.parse import unquote_to_bytes
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +20,7 @@ from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 logger = logging.getLogger("timeless.access")
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+URL_NOT_UTF8 = "The URL is not valid UTF-8 once percent-decoded"
 
 
 class RequestContextMiddleware:
@@ -75,6 +77,14 @@ class RequestContextMiddleware:
                     body_rejected = True
                     return {"type": "http.disconnect"}
             return message
+
+        bad_part = _non_utf8_url_part(scope)
+        if bad_part is not None:
+            # A request validation error (SPEC: 422, FastAPI's list form).
+            error = {"loc": [bad_part], "msg": URL_NOT_UTF8, "type": "string_unicode"}
+            await _send_json(send_with_id, 422, {"detail": [error]})
+            self._record(scope, 422, started)
+            return
 
         limited = not scope["path"].startswith(self.unlimited_prefixes)
         declared = _content_length(scope) if limited else None
@@ -135,6 +145,21 @@ class RequestContextMiddleware:
         # Routers are included under the API prefix; the route itself knows only its own part.
         prefix = self.api_prefix if scope["path"].startswith(self.api_prefix + "/") else ""
         return prefix + str(route.path)
+
+
+def _non_utf8_url_part(scope: Scope) -> str | None:
+    """The part of the URL ("path" or "query") that is not UTF-8 once percent-decoded.
+
+    Otherwise the framework would quietly turn the bad bytes into U+FFFD and go on with a
+    value the client never sent.
+    """
+    parts = {"path": scope.get("raw_path") or b"", "query": scope.get("query_string") or b""}
+    for name, raw in parts.items():
+        try:
+            unquote_to_bytes(raw.decode("latin-1")).decode("utf-8")
+        except UnicodeDecodeError:
+            return name
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:

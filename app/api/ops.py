@@ -12,6 +12,7 @@ from app.api.deps import Context
 from app.db.migrate import pending_migrations
 from app.errors import Unauthorized
 from app.metrics import DB_POOL_CONNECTIONS, render
+from app.schemas.common import error_responses
 
 router = APIRouter(tags=["operations"])
 
@@ -40,7 +41,7 @@ async def ready(context: Context) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/metrics", response_class=Response, responses={401: {"description": "Bad token"}})
+@router.get("/metrics", response_class=Response, responses=error_responses(401))
 async def metrics(
     context: Context, authorization: Annotated[str | None, Header()] = None
 ) -> Response:

@@ -5,7 +5,7 @@ from uuid import UUID
 from pydantic import BaseModel, EmailStr, Field, StringConstraints
 
 from app.models.identity import Role
-from app.schemas.common import AvatarUrl, DisplayName
+from app.schemas.common import AvatarUrl, DisplayName, NoNul
 from app.services.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 Password = Annotated[
@@ -16,7 +16,9 @@ Password = Annotated[
         description=f"At least {MIN_PASSWORD_LENGTH} characters.",
     ),
 ]
-FamilyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+FamilyName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+]
 OpaqueToken = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 
@@ -89,6 +91,7 @@ class LoginRequest(BaseModel):
     email: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=320),
+        NoNul,
         Field(description="Email address, or a provisioned child's username."),
     ]
     password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]

@@ -2,11 +2,26 @@
 
 from typing import Annotated
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, StringConstraints
 
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+def _reject_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000: refuse it here (422), not as a 500 from the database.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+NoNul = AfterValidator(_reject_nul)
+"""For every client string that is stored or sent to the database."""
+
+DisplayName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul
+]
 AvatarUrl = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=2048, pattern=r"^https?://\S+$")
+    str,
+    StringConstraints(strip_whitespace=True, max_length=2048, pattern=r"^https?://\S+$"),
+    NoNul,
 ]
 
 

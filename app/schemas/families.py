@@ -5,6 +5,7 @@ from uuid import UUID
 from pydantic import BaseModel, EmailStr, StringConstraints
 
 from app.models.identity import Role
+from app.schemas.common import NoNul
 
 InvitableRole = Literal["adult", "teen", "child", "grandparent"]
 InviteStatus = Literal["pending", "accepted", "expired", "revoked"]
@@ -27,7 +28,9 @@ class Family(BaseModel):
 
 
 class FamilyUpdate(BaseModel):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+    ]
 
 
 class InviteCreate(BaseModel):

@@ -7,6 +7,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
 
 from app.models.identity import Role
+from app.schemas.common import NoNul
 
 MemoryStatus = Literal["draft", "published", "archived"]
 ProcessingStatus = Literal["pending", "processing", "completed", "failed"]
@@ -14,10 +15,14 @@ ProcessingStatus = Literal["pending", "processing", "completed", "failed"]
 MAX_TAGS = 20
 MAX_TAG_LENGTH = 50
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
-Description = Annotated[str, StringConstraints(max_length=10_000)]
-Location = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
-FileName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+]
+Description = Annotated[str, StringConstraints(max_length=10_000), NoNul]
+Location = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), NoNul]
+FileName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+]
 
 
 def normalize_tags(tags: list[str]) -> list[str]:
@@ -36,7 +41,7 @@ def normalize_tags(tags: list[str]) -> list[str]:
 
 
 Tags = Annotated[
-    list[str],
+    list[Annotated[str, NoNul]],
     AfterValidator(normalize_tags),
     Field(description="≤ 20 tags of ≤ 50 characters; trimmed, lower-cased, de-duplicated."),
 ]
@@ -85,7 +90,7 @@ class Memory(BaseModel):
 
 
 class MediaRef(BaseModel):
-    storage_path: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    storage_path: Annotated[str, StringConstraints(min_length=1, max_length=1024), NoNul]
     file_name: FileName
     mime_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     file_size: int | None = Field(

@@ -11,6 +11,9 @@ from app.services.analytics_service import EventType
 
 router = APIRouter(prefix="/memories", tags=["memories"])
 
+# The largest OFFSET PostgreSQL takes (bigint); beyond it, a 422 rather than a 500.
+MAX_OFFSET = 2**63 - 1
+
 
 @router.post(
     "",
@@ -37,7 +40,7 @@ async def list_memories(
     response: Response,
     status_filter: Annotated[MemoryStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[Memory]:
     """The family's memories you can see (and your own drafts), newest first.
 

@@ -27,6 +27,7 @@ from app.schemas.storage import (
     UploadUrlRequest,
 )
 from app.services import storage_service
+from app.services.media_files import ALLOWED_MIME_TYPES
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -90,7 +91,19 @@ async def get_media_url(
 
 _OBJECT = "/objects/{bucket}/{path:path}"
 _UPLOAD_ERRORS = error_responses(400, 403, 404, 409, 413, 415, 507)
-_DOWNLOAD_ERRORS = error_responses(400, 403, 404)
+_MEDIA_CONTENT: dict[str, dict[str, object]] = {mime: {} for mime in sorted(ALLOWED_MIME_TYPES)}
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"description": "The file, as its verified type", "content": _MEDIA_CONTENT},
+    206: {
+        "description": "The byte range(s) asked for with `Range`",
+        "content": {**_MEDIA_CONTENT, "multipart/byteranges": {}},
+    },
+    304: {"description": "Not modified: `If-None-Match` names the current `ETag`"},
+    **error_responses(400, 403, 404),
+    416: {"description": "The `Range` is past the end of the file", "content": {"text/plain": {}}},
+}
+# A malformed `Range` header is answered in plain text (by Starlette's FileResponse).
+_DOWNLOAD_RESPONSES[400] = {**_DOWNLOAD_RESPONSES[400], "content": {"text/plain": {}}}
 
 
 @router.put(_OBJECT, status_code=status.HTTP_201_CREATED, responses=_UPLOAD_ERRORS)
@@ -131,7 +144,7 @@ async def upload_object_form(
 @router.get(
     _OBJECT,
     response_class=FileResponse,
-    responses={200: {"content": {"image/jpeg": {}, "video/mp4": {}}}, **_DOWNLOAD_ERRORS},
+    responses=_DOWNLOAD_RESPONSES,
 )
 async def download_object(bucket: str, path: str, request: Request, context: Context) -> Response:
     """Download a file through a signed access URL; honours `Range` and `If-None-Match`."""
@@ -145,6 +158,8 @@ async def download_object(bucket: str, path: str, request: Request, context: Con
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "Referrer-Policy": "no-referrer",
+        # The server's own name for the object (a safe, fixed alphabet), never the client's.
+        "Content-Disposition": f'inline; filename="{path.rsplit("/", 1)[-1]}"',
     }
     if _etag_matches(request.headers.get("if-none-match"), download.etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
