@@ -123,16 +123,19 @@ using (
 -- Policies: media -----------------------------------------------------------------------
 -- Visible with its memory (the subquery is itself filtered by memories_select).
 
+-- Correlated exists: one index probe per row, where `memory_id in (select ...)` would scan
+-- every memory the caller can see on each statement.
 create policy memory_media_select on public.memory_media for select to authenticated
-using (memory_id in (select id from public.memories));
+using (exists (select 1 from public.memories m where m.id = memory_media.memory_id));
 
 -- Adding or removing media is editing the memory.
 create policy memory_media_insert on public.memory_media for insert to authenticated
 with check (
   family_unit_id = (select app.current_family_id())
-  and memory_id in (
-    select id from public.memories m
-    where m.family_unit_id = (select app.current_family_id())
+  and exists (
+    select 1 from public.memories m
+    where m.id = memory_media.memory_id
+      and m.family_unit_id = (select app.current_family_id())
       and (m.user_id = (select auth.uid())
            or (select app.current_member_role()) in ('adult', 'grandparent'))
   )
@@ -140,10 +143,11 @@ with check (
 
 create policy memory_media_delete on public.memory_media for delete to authenticated
 using (
-  memory_id in (
-    select id from public.memories m
-    where m.user_id = (select auth.uid())
-       or (select app.current_member_role()) in ('adult', 'grandparent')
+  exists (
+    select 1 from public.memories m
+    where m.id = memory_media.memory_id
+      and (m.user_id = (select auth.uid())
+           or (select app.current_member_role()) in ('adult', 'grandparent'))
   )
 );
 

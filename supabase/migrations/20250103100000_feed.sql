@@ -179,14 +179,6 @@ $$;
 revoke all on function app.matching_memory_ids(text, text[]) from public;
 grant execute on function app.matching_memory_ids(text, text[]) to authenticated, service_role;
 
--- Media of a visible memory ------------------------------------------------------------------
--- The same rewrite as the reaction and comment policies (20250103000000): a correlated
--- exists probes one memory per media row; `memory_id in (select id from public.memories)`
--- read every visible memory of the family for each statement that reads media, which
--- every feed page does through memory_details.
-alter policy memory_media_select on public.memory_media
-using (exists (select 1 from public.memories m where m.id = memory_media.memory_id));
-
 -- Comments as the API shows them -------------------------------------------------------------
 -- The comment endpoints and the feed's top_comments both read this view. A deleted
 -- comment keeps its place in the thread and shows "[deleted]". security_invoker: the
