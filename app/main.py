@@ -189,6 +189,9 @@ _DATABASE_OUTAGE: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
     asyncpg.AdminShutdownError,  # the session was ended by a shutdown or pg_terminate_backend
     asyncpg.CrashShutdownError,
+    # The driver's protocol state out of step with a connection the server has just cut
+    # ("cannot switch to state ...; another operation is in progress"); the pool drops it.
+    asyncpg.exceptions.InternalClientError,
     ConnectionError,
     TimeoutError,
 )
@@ -256,6 +259,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(asyncpg.CannotConnectNowError)
     @app.exception_handler(asyncpg.AdminShutdownError)
     @app.exception_handler(asyncpg.CrashShutdownError)
+    @app.exception_handler(asyncpg.exceptions.InternalClientError)
     @app.exception_handler(asyncpg.InterfaceError)
     @app.exception_handler(OSError)  # ConnectionError, TimeoutError and the rest
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:

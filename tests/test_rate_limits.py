@@ -163,4 +163,6 @@ async def test_unknown_user_costs_the_same_time_as_a_wrong_password(
         await timed(unique_email())
         known = statistics.median([await timed(email) for _ in range(5)])
         unknown = statistics.median([await timed(unique_email()) for _ in range(5)])
-    assert 0.5 < unknown / known < 2.0, (known, unknown)
+    # A shortcut for unknown accounts (no hash at all) would show a ratio near 0.02; the wide
+    # band keeps the test steady on a busy 2-core machine.
+    assert 0.25 < unknown / known < 4.0, (known, unknown)

