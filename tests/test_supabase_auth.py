@@ -754,31 +754,3 @@ def test_config_keeps_keys_out_of_its_repr_and_puts_them_in_the_right_headers():
     assert config.public_headers() == {"apikey": ANON_KEY}
     without_anon = SupabaseConfig(SUPABASE_URL, SERVICE_ROLE_KEY)
     assert without_anon.public_headers() == {"apikey": SERVICE_ROLE_KEY}
-
-
-async def test_storage_client_uses_the_service_key_and_the_shared_http_client():
-    # Shape of GET /storage/v1/bucket/{id}: supabase/storage src/http/routes/bucket/getBucket.ts.
-    supabase = Supabase(SupabaseConfig(SUPABASE_URL, SERVICE_ROLE_KEY, ANON_KEY))
-    try:
-        with respx.mock(assert_all_mocked=True) as router:
-            route = router.get(f"{SUPABASE_URL}/storage/v1/bucket/memories").mock(
-                return_value=httpx.Response(
-                    200,
-                    json={
-                        "id": "memories",
-                        "name": "memories",
-                        "owner": "",
-                        "public": False,
-                        "type": "STANDARD",
-                        "file_size_limit": 52428800,
-                        "allowed_mime_types": ["image/jpeg"],
-                        "created_at": "2025-01-05T00:00:00Z",
-                        "updated_at": "2025-01-05T00:00:00Z",
-                    },
-                )
-            )
-            bucket = await supabase.storage().get_bucket("memories")
-        assert bucket.id == "memories"
-        assert route.calls.last.request.headers["apikey"] == SERVICE_ROLE_KEY
-    finally:
-        await supabase.aclose()

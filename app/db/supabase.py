@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import httpx
 from pydantic import SecretStr
-from storage3 import AsyncStorageClient
 
 from app.config import Settings
 
@@ -79,13 +78,6 @@ class Supabase:
     @classmethod
     def from_settings(cls, settings: Settings) -> "Supabase":
         return cls(SupabaseConfig.from_settings(settings))
-
-    def storage(self) -> AsyncStorageClient:
-        """Supabase Storage with the service-role key, on the shared HTTP client."""
-        # storage3 wants the trailing slash (it would add it itself, with a warning).
-        return AsyncStorageClient(
-            f"{self.config.storage_url}/", self.config.service_headers(), http_client=self.http
-        )
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -16,14 +16,14 @@ server (the URLs handed to clients carry a Storage token for one object instead)
     DELETE /object/{bucket}   {"prefixes": [...]}   remove
     POST   /object/list/{bucket}   {"prefix", "limit", "offset", "sortBy"}   one folder's entries
 
-Why plain httpx rather than storage3 (the `supabase` package's Storage client, which would take
-the shared client: `Supabase.storage()`): storage3's `download` returns the whole object in
-memory, where we stream a video of up to 50 MiB to disk; and it turns HTTP errors into
-`StorageApiError` while timeouts pass through as httpx errors and odd bodies as KeyError or
-pydantic errors. Like the Auth provider (`app.services.supabase_auth`), we must tell "Supabase is
-down" (503) from "Supabase said no" (the matching 4xx) precisely; one `_send` and one
-classification (`storage_refusal`, `_refused`) do that for every call. Seven endpoints with
-documented shapes are simpler than wrapping the package's three kinds of failure.
+Why plain httpx rather than storage3 (the `supabase` package's Storage client): storage3's
+`download` returns the whole object in memory, where we stream a video of up to 50 MiB to disk;
+and it turns HTTP errors into `StorageApiError` while timeouts pass through as httpx errors and
+odd bodies as KeyError or pydantic errors. Like the Auth provider
+(`app.services.supabase_auth`), we must tell "Supabase is down" (503) from "Supabase said no"
+(the matching 4xx) precisely; one `_send` and one classification (`storage_refusal`, `_refused`)
+do that for every call. Seven endpoints with documented shapes are simpler than wrapping the
+package's three kinds of failure.
 
 How Storage says no (supabase/storage src/http/error-handler.ts, src/internal/errors/codes.ts):
 most refusals come as HTTP 400 with the real status in the body, e.g. a missing object is
