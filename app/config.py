@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     frontend_url: str = "http://localhost:5173"
     cors_origins: list[str] = Field(default_factory=lambda: ["http://localhost:5173"])
     log_level: str = "INFO"
+    # The API version this server serves, and so its prefix: /api/{api_version}. A new major
+    # version can be mounted beside it during a migration (see app.main.mount_api_version).
+    api_version: str = Field(default="v1", pattern=r"^v[1-9][0-9]*$")
 
     # Database. Empty means: start the built-in PostgreSQL in data_dir/pg.
     database_url: SecretStr | None = None
@@ -102,6 +105,10 @@ class Settings(BaseSettings):
     @property
     def storage_root(self) -> Path:
         return self.data_dir / "storage"
+
+    @property
+    def api_prefix(self) -> str:
+        return f"/api/{self.api_version}"
 
     @property
     def base_url(self) -> str:

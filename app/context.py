@@ -1,14 +1,26 @@
-"""What the running service holds for its lifetime, built once in the lifespan."""
+"""What the running service holds for its lifetime, built once in the lifespan.
 
-from dataclasses import dataclass, field
-from typing import Any
+Every field is typed: a route or job reads `context.storage`, `context.media`, ... and mypy
+knows what it gets. Which implementation sits behind each seam (built-in or Supabase) is
+decided once, here, in `build_context`; nothing else in the code knows.
+"""
 
+from dataclasses import dataclass
+
+from app.adapters.auth.local import LocalAuthProvider
+from app.adapters.auth.provider import AuthProvider
+from app.adapters.auth.supabase import SupabaseAccessTokens, SupabaseAuthProvider
+from app.adapters.passwords import Passwords
+from app.adapters.rate_limit import MemoryCounterStore, RateLimiter, RedisCounterStore
+from app.adapters.storage.base import StorageBackend
+from app.adapters.storage.local import LocalStorageBackend
+from app.adapters.storage.supabase import SupabaseStorageBackend
+from app.adapters.supabase.client import Supabase
+from app.adapters.supabase.tokens import SupabaseTokenVerifier
 from app.config import Settings
 from app.db.postgres import Database
 from app.services.analytics_service import AnalyticsRecorder
-from app.services.auth_providers import AuthProvider
-from app.services.rate_limit import MemoryCounterStore, RateLimiter
-from app.services.storage_backend import StorageBackend
+from app.services.media_processor import MediaProcessor
 
 
 @dataclass
@@ -17,10 +29,84 @@ class AppContext:
     database: Database
     auth_provider: AuthProvider
     analytics: AnalyticsRecorder
-    # Built-in files or Supabase Storage; chosen by build_context.
+    # Built-in files or Supabase Storage.
     storage: StorageBackend
-    rate_limiter: RateLimiter = field(
-        default_factory=lambda: RateLimiter(MemoryCounterStore(), enabled=False)
+    media: MediaProcessor
+    rate_limiter: RateLimiter
+    # The built-in store when it runs: its own signed-URL routes serve it (else None).
+    local_storage: LocalStorageBackend | None = None
+    # Supabase mode: one HTTP client for Auth, tokens and Storage (closed at shutdown), and
+    # Supabase Auth's access tokens accepted as bearer tokens beside ours.
+    supabase: Supabase | None = None
+    external_tokens: SupabaseAccessTokens | None = None
+
+    async def aclose(self) -> None:
+        await self.media.stop()
+        await self.analytics.stop()
+        if self.supabase is not None:
+            await self.supabase.aclose()
+        await self.database.close()
+
+
+async def build_context(settings: Settings) -> AppContext:
+    if settings.database_url is None:
+        raise RuntimeError("DATABASE_URL is not set (timeless serve starts the built-in one)")
+    database = await Database.connect(
+        settings.database_url.get_secret_value(),
+        pooler_mode=settings.database_pooler_mode,
+        min_size=settings.database_pool_min,
+        max_size=settings.database_pool_max,
+        command_timeout=settings.database_command_timeout,
     )
-    # Filled in by the features that need them (storage, analytics, token verifiers).
-    extras: dict[str, Any] = field(default_factory=dict)
+    analytics = AnalyticsRecorder(
+        database,
+        batch_size=settings.analytics_batch_size,
+        flush_interval=settings.analytics_flush_interval_seconds,
+        retention_days=settings.analytics_retention_days,
+    )
+    counters = RedisCounterStore(settings.redis_url) if settings.redis_url else MemoryCounterStore()
+    rate_limiter = RateLimiter(counters, enabled=settings.rate_limit_enabled)
+
+    supabase: Supabase | None = None
+    external_tokens: SupabaseAccessTokens | None = None
+    local_storage: LocalStorageBackend | None = None
+    auth_provider: AuthProvider
+    storage: StorageBackend
+    if settings.supabase_enabled:
+        # Accounts in Supabase Auth (its access tokens accepted too), files in Supabase Storage.
+        supabase = Supabase.from_settings(settings)
+        auth_provider = SupabaseAuthProvider(supabase)
+        verifier = SupabaseTokenVerifier(
+            supabase.config.url, jwt_secret=supabase.config.jwt_secret, http=supabase.http
+        )
+        external_tokens = SupabaseAccessTokens(verifier, supabase.config.url)
+        storage = SupabaseStorageBackend(supabase)
+    else:
+        passwords = Passwords(
+            time_cost=settings.password_hash_time_cost,
+            memory_kib=settings.password_hash_memory_kib,
+        )
+        auth_provider = LocalAuthProvider(database, passwords)
+        local_storage = storage = local_storage_backend(settings)
+    return AppContext(
+        settings=settings,
+        database=database,
+        auth_provider=auth_provider,
+        analytics=analytics,
+        storage=storage,
+        media=MediaProcessor(database, storage, analytics, settings),
+        rate_limiter=rate_limiter,
+        local_storage=local_storage,
+        supabase=supabase,
+        external_tokens=external_tokens,
+    )
+
+
+def local_storage_backend(settings: Settings) -> LocalStorageBackend:
+    """Files under settings.storage_root, served through URLs signed by this server."""
+    return LocalStorageBackend(
+        settings.storage_root,
+        bucket=settings.supabase_storage_bucket,
+        public_url=f"{settings.base_url}{settings.api_prefix}/storage/objects",
+        secret=settings.jwt_secret,
+    )

@@ -1,7 +1,7 @@
-"""Domain errors raised by services, mapped to HTTP by one handler in `app.main`.
+"""Domain errors raised by services, mapped to HTTP by one handler in `app.exception_handlers`.
 
-Services never import FastAPI: they raise these, and `main.domain_error_handler`
-turns each into the SPEC's status code and `{"detail": ...}` body.
+Services never import FastAPI: they raise these, and `exception_handlers.install`'s
+`domain_error` turns each into the status code of docs/api.md and its error body.
 """
 
 

@@ -80,7 +80,7 @@ class RequestContextMiddleware:
 
         bad_part = _non_utf8_url_part(scope)
         if bad_part is not None:
-            # A request validation error (SPEC: 422, FastAPI's list form).
+            # A request validation error (docs/api.md: 422, FastAPI's list form).
             error = {"loc": [bad_part], "msg": URL_NOT_UTF8, "type": "string_unicode"}
             await _send_json(send_with_id, 422, {"detail": [error]})
             self._record(scope, 422, started)

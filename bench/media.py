@@ -39,9 +39,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.adapters.media import process_file  # noqa: E402
 from app.db import embedded  # noqa: E402
 from app.db.migrate import migrate  # noqa: E402
-from app.services.media_files import process_file  # noqa: E402
 
 MiB = 1024 * 1024
 API = "/api/v1"

@@ -1,4 +1,4 @@
-"""Time app.services.media_files.process_file on realistic phone-sized inputs.
+"""Time app.adapters.media.images.process_file on realistic phone-sized inputs.
 
 Usage: python bench/media_thumbnails.py [--runs 9] [--no-pin] [--keep DIR]
 
@@ -27,7 +27,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.services.media_files import process_file
+from app.adapters.media import process_file
 
 PHOTO_SIZE = (4000, 3000)
 VIDEO_SIZE = (1920, 1080)

@@ -19,7 +19,7 @@ from app.db import embedded
 from app.db.migrate import migrate
 from app.db.postgres import init_connection
 from app.main import create_app
-from tests.factories import Factory
+from tests.helpers.factories import Factory
 
 
 @pytest.fixture(scope="session")

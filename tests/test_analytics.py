@@ -10,9 +10,8 @@ import pytest
 
 from app.db.postgres import Database
 from app.services.analytics_service import AnalyticsRecorder, EventType
-from tests.factories import PASSWORD, unique_email
-
-API = "/api/v1"
+from tests.helpers import API
+from tests.helpers.factories import PASSWORD, unique_email
 
 
 async def flushed_events(app, pg, family_id: str) -> list[tuple[str, str | None]]:

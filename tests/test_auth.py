@@ -1,4 +1,4 @@
-"""Every auth flow of the SPEC, against the real app and database."""
+"""Every auth flow of docs/api.md, against the real app and database."""
 
 import base64
 import json
@@ -8,9 +8,9 @@ import uuid
 import pytest
 from jose import jwt
 
-from tests.factories import PASSWORD, unique_email
+from tests.helpers import API
+from tests.helpers.factories import PASSWORD, unique_email
 
-API = "/api/v1"
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 

@@ -2,9 +2,8 @@
 
 import pytest
 
-from tests.factories import PASSWORD, unique_email
-
-API = "/api/v1"
+from tests.helpers import API
+from tests.helpers.factories import PASSWORD, unique_email
 
 
 async def _counts(pg) -> tuple[int, int, int, int]:

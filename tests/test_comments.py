@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from tests.feed_helpers import API, comment, counters, make_memory
+from tests.helpers.feed import API, comment, counters, make_memory
 
 
 def url(memory_id: str, comment_id: str | None = None) -> str:
@@ -241,7 +241,7 @@ async def test_delete_missing_comment_is_404(client, factory, pg):
     assert response.status_code == 404
 
 
-# The SPEC's permission table, transcribed (not read from rbac.PERMISSIONS):
+# The contract's permission table, transcribed (not read from rbac.PERMISSIONS):
 #   | React, comment, edit own comment | yes | yes | yes | yes |
 #   | Delete own comment               | yes | yes | no  | yes |
 #   | Delete any comment in family     | yes | no  | no  | yes |

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from tests.feed_helpers import comment, engage, feed, feed_ok, make_memory, react
+from tests.helpers.feed import comment, engage, feed, feed_ok, make_memory, react
 
-# The SPEC's formula, written out here on its own (never the project's function).
+# The contract's formula, written out here on its own (never the project's function).
 AGES = {
     "23h": timedelta(hours=23),
     "3d": timedelta(days=3),

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.feed_helpers import API, EMOJI, comment, counters, feed_ok, make_memory, react
+from tests.helpers.feed import API, EMOJI, comment, counters, feed_ok, make_memory, react
 
 # Counters under concurrency -------------------------------------------------------------------
 

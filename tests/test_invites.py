@@ -4,9 +4,8 @@ import asyncio
 import hashlib
 import uuid
 
-from tests.factories import PASSWORD, unique_email
-
-API = "/api/v1"
+from tests.helpers import API
+from tests.helpers.factories import PASSWORD, unique_email
 
 
 def _accept_body(email: str) -> dict:

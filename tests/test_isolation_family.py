@@ -2,7 +2,7 @@
 
 import uuid
 
-API = "/api/v1"
+from tests.helpers import API
 
 
 async def _snapshot(pg, family_id: str) -> list:

@@ -9,10 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from app.log import JsonFormatter, redact
-from tests import media_samples as samples
-from tests.factories import PASSWORD
-
-API = "/api/v1"
+from tests.helpers import API
+from tests.helpers import media_samples as samples
+from tests.helpers.factories import PASSWORD
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for app.services.media_files against real files generated on the fly."""
+"""Tests for app.adapters.media.images against real files generated on the fly."""
 
 from __future__ import annotations
 
@@ -17,16 +17,10 @@ import pillow_heif
 import pytest
 from PIL import ExifTags, Image, ImageCms
 
-from app.services import media_files
-from app.services.media_files import (
-    ALLOWED_MIME_TYPES,
-    EXTENSION_FOR_MIME,
-    MediaInfo,
-    MediaRejected,
-    mime_matches,
-    process_file,
-    sniff_mime,
-)
+from app.adapters.media import MediaInfo, MediaRejected, process_file
+from app.adapters.media import common as media_common
+from app.adapters.media.sniff import mime_matches, sniff_mime
+from app.models.media_types import ALLOWED_MIME_TYPES, EXTENSION_FOR_MIME
 
 RED = (220, 20, 20)
 BLUE = (20, 20, 220)
@@ -754,7 +748,7 @@ def test_failed_write_leaves_no_temp_file(
     def broken_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(media_files.os, "replace", broken_replace)
+    monkeypatch.setattr(media_common.os, "replace", broken_replace)
     # A server-side write failure is not the user's fault, so it is not a MediaRejected.
     with pytest.raises(OSError, match="disk on fire"):
         process_file(source, "image/png", thumb_dir / "a.jpg")

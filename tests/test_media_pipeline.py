@@ -11,10 +11,9 @@ import pytest
 from PIL import Image
 
 from app.metrics import MEDIA_PROCESSED
-from app.services import media_processor
 from app.services.media_processor import MediaProcessor
-from tests import media_samples as samples
-from tests.media_samples import API
+from tests.helpers import media_samples as samples
+from tests.helpers.media_samples import API
 
 
 @pytest.fixture
@@ -23,7 +22,7 @@ def bucket_dir(settings) -> Path:
 
 
 def processor(app) -> MediaProcessor:
-    return media_processor.from_context(app.state.context)
+    return app.state.context.media
 
 
 def assert_clean_thumbnail(data: bytes) -> Image.Image:

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.media_samples import API, create_memory
+from tests.helpers.media_samples import API, create_memory
 
 
 async def get_memory(client, member, memory_id: str):

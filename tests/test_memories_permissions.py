@@ -1,7 +1,7 @@
-"""Who may do what with memories, from the SPEC's table; and one family against another.
+"""Who may do what with memories, from the contract's table; and one family against another.
 
-The expectations come from the SPEC's permission table, transcribed below as text. The
-test never reads `app.services.rbac`, so a wrong table there makes these tests fail.
+The expectations come from the contract's permission table, transcribed below as text. The
+test never reads `app.models.rbac`, so a wrong table there makes these tests fail.
 """
 
 from collections.abc import Awaitable, Callable
@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests import media_samples as samples
-from tests.factories import Family, Member
-from tests.media_samples import API
+from tests.helpers import media_samples as samples
+from tests.helpers.factories import Family, Member
+from tests.helpers.media_samples import API
 
-# From SPEC.md, "Roles and permissions" — the memory rows, columns as in the SPEC.
-SPEC_TABLE = """
+# From docs/api.md, "Roles and permissions" — the memory rows, columns as in docs/api.md.
+CONTRACT_TABLE = """
 | Operation | adult | teen | child | grandparent |
 |---|---|---|---|---|
 | View family memories (published, archived) | yes | yes | yes | yes |
@@ -37,7 +37,7 @@ def _parse(table: str) -> dict[str, dict[str, bool]]:
     return allowed
 
 
-ALLOWED = _parse(SPEC_TABLE)
+ALLOWED = _parse(CONTRACT_TABLE)
 ROLES = ("adult", "teen", "child", "grandparent")
 
 
@@ -58,7 +58,7 @@ async def _snapshot(client, member: Member, memory_id: str) -> dict[str, Any] | 
     return body
 
 
-# One function per SPEC row: does the operation, returns (status codes, memory to re-check).
+# One function per contract row: does the operation, returns (statuses, memory to re-check).
 Operation = Callable[[Any, Family, Member], Awaitable[tuple[list[int], str | None]]]
 
 

@@ -1,7 +1,7 @@
 """`timeless seed-demo`: a demo family whose media went through the real pipeline."""
 
 from app.seed import DEMO_EMAILS, DEMO_PASSWORD, seed_demo
-from tests.media_samples import API
+from tests.helpers.media_samples import API
 
 
 async def test_seed_demo_creates_a_family_and_runs_again_without_harm(

@@ -2,7 +2,7 @@
 
 from prometheus_client.parser import text_string_to_metric_families
 
-API = "/api/v1"
+from tests.helpers import API
 
 
 async def test_ready_checks_database_and_migrations(client):

@@ -1,7 +1,7 @@
 """Role × operation matrix for the family, invite and account operations.
 
-The expectations are transcribed from SPEC.md's "Roles and permissions" table as
-literals here; they do not read app.services.rbac, so a wrong table in the code
+The expectations are transcribed from the "Roles and permissions" table of docs/api.md as
+literals here; they do not read app.models.rbac, so a wrong table in the code
 makes these tests fail.
 """
 
@@ -9,13 +9,13 @@ import uuid
 
 import pytest
 
-from tests.factories import Family, Member, unique_email
+from tests.helpers import API
+from tests.helpers.factories import Family, Member, unique_email
 
-API = "/api/v1"
 ROLES = ("adult", "teen", "child", "grandparent")
 
-# SPEC: | Operation | adult | teen | child | grandparent |
-SPEC_TABLE = {
+# docs/api.md: | Operation | adult | teen | child | grandparent |
+CONTRACT_TABLE = {
     "update_family": {"adult": True, "teen": False, "child": False, "grandparent": True},
     "provision_child": {"adult": True, "teen": False, "child": False, "grandparent": False},
     "create_pet": {"adult": True, "teen": False, "child": False, "grandparent": True},
@@ -25,8 +25,8 @@ SPEC_TABLE = {
     "view_family": {"adult": True, "teen": True, "child": True, "grandparent": True},
     "view_analytics": {"adult": True, "teen": False, "child": False, "grandparent": True},
 }
-# SPEC: "Invite members | yes (any role but pet) | no | no | yes (adult, teen, grandparent)"
-SPEC_INVITABLE = {
+# docs/api.md: "Invite members | yes (any role but pet) | no | no | yes (adult, teen, grandparent)"
+CONTRACT_INVITABLE = {
     "adult": {"adult", "teen", "child", "grandparent"},
     "teen": set(),
     "child": set(),
@@ -83,7 +83,7 @@ async def _member_count(client, family: Family) -> int:
     return len(response.json()["members"])
 
 
-CASES = [(op, role) for op in SPEC_TABLE for role in ROLES]
+CASES = [(op, role) for op in CONTRACT_TABLE for role in ROLES]
 
 
 @pytest.mark.parametrize(("operation", "role"), CASES, ids=[f"{o}-{r}" for o, r in CASES])
@@ -91,7 +91,7 @@ async def test_role_matrix(client, factory, operation, role):
     family = await factory.family(list(ROLES))
     actor = family.by_role(role)
     response, applied = await _operation(client, factory, family, actor, operation)
-    if SPEC_TABLE[operation][role]:
+    if CONTRACT_TABLE[operation][role]:
         assert response.status_code in (200, 201, 204), response.text
         assert applied
     else:
@@ -116,7 +116,7 @@ async def test_invite_matrix(client, factory, pg, inviter_role, invited_role):
         f"{API}/invites", json={"email": email, "role": invited_role}, headers=inviter.headers
     )
     stored = await pg.fetchval("select count(*) from public.invitations where email = $1", email)
-    if invited_role in SPEC_INVITABLE[inviter_role]:
+    if invited_role in CONTRACT_INVITABLE[inviter_role]:
         assert response.status_code == 201, response.text
         assert stored == 1
     else:
@@ -133,7 +133,7 @@ async def test_nobody_can_invite_a_pet(client, factory, role):
         headers=family.by_role(role).headers,
     )
     # Roles that may invite learn the role is invalid; the others are refused outright.
-    assert response.status_code == (422 if SPEC_INVITABLE[role] else 403)
+    assert response.status_code == (422 if CONTRACT_INVITABLE[role] else 403)
 
 
 async def test_last_adult_cannot_be_removed(client, factory):

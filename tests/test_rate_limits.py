@@ -11,9 +11,9 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.factories import PASSWORD, unique_email
+from tests.helpers import API
+from tests.helpers.factories import PASSWORD, unique_email
 
-API = "/api/v1"
 _ip_counter = itertools.count(1)
 
 

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.feed_helpers import API, EMOJI, counters, make_memory, react
+from tests.helpers.feed import API, EMOJI, counters, make_memory, react
 
 
 def url(memory_id: str, reaction_id: str | None = None) -> str:

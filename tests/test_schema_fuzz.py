@@ -39,8 +39,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests import media_samples as samples
 from tests.attacks.helpers import ROLES, World, build_world, openapi_schema, operations
+from tests.helpers import media_samples as samples
 
 DOCUMENT = openapi_schema()
 SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)

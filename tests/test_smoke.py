@@ -1,7 +1,7 @@
 async def test_health(client):
     response = await client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "api_version": "v1"}
     assert response.headers["x-request-id"]
 
 

@@ -16,10 +16,9 @@ import pytest
 
 from app.errors import Invalid
 from app.main import create_app
-from app.services import media_processor
-from tests import media_samples as samples
 from tests.conftest import make_settings
-from tests.media_samples import API
+from tests.helpers import media_samples as samples
+from tests.helpers.media_samples import API
 
 MiB = 1024 * 1024
 
@@ -730,7 +729,7 @@ async def test_orphan_sweep_removes_only_old_unreferenced_files(
     for path in old_files:
         os.utime(path, (long_ago, long_ago))
 
-    removed = await media_processor.from_context(app.state.context).sweep_orphans()
+    removed = await app.state.context.media.sweep_orphans()
 
     assert removed >= 2
     assert not (bucket_dir / abandoned["storage_path"]).exists()

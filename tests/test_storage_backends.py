@@ -64,11 +64,12 @@ import pytest
 import respx
 from jose import JWTError, jwt
 
-from app.db.supabase import Supabase, SupabaseConfig
+from app.adapters.storage.base import StorageBackend, UploadTarget
+from app.adapters.storage.local import LocalStorageBackend
+from app.adapters.storage.supabase import SupabaseStorageBackend
+from app.adapters.supabase.client import Supabase, SupabaseConfig
 from app.errors import DomainError, Invalid, NotFound
-from app.services.storage_backend import LocalStorageBackend, StorageBackend, UploadTarget
-from app.services.supabase_storage import SupabaseStorageBackend
-from tests.supabase_fixtures import ANON_KEY, SERVICE_ROLE_KEY, SUPABASE_URL
+from tests.helpers.supabase_fixtures import ANON_KEY, SERVICE_ROLE_KEY, SUPABASE_URL
 
 STORAGE_URL = f"{SUPABASE_URL}/storage/v1"
 BUCKET = "memories"

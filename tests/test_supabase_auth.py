@@ -18,21 +18,22 @@ import pytest
 import respx
 from fastapi import FastAPI
 
-from app.db.supabase import Supabase, SupabaseConfig
-from app.errors import Conflict, ServiceUnavailable
-from app.main import create_app
-from app.services import auth_service
-from app.services.auth_service import INVALID_LOGIN
-from app.services.supabase_auth import (
+from app.adapters.auth.supabase import (
     CHILD_EMAIL_DOMAIN,
     SupabaseAccessTokens,
     SupabaseAuthProvider,
     child_login_email,
 )
-from app.services.supabase_tokens import SupabaseTokenVerifier
+from app.adapters.supabase.client import Supabase, SupabaseConfig
+from app.adapters.supabase.tokens import SupabaseTokenVerifier
+from app.errors import Conflict, ServiceUnavailable
+from app.main import create_app
+from app.services import session_service
+from app.services.session_service import INVALID_LOGIN
 from tests.conftest import make_settings
-from tests.factories import PASSWORD, unique_email
-from tests.supabase_fixtures import (
+from tests.helpers import API
+from tests.helpers.factories import PASSWORD, unique_email
+from tests.helpers.supabase_fixtures import (
     ANON_KEY,
     AUTH_URL,
     SERVICE_ROLE_KEY,
@@ -43,8 +44,6 @@ from tests.supabase_fixtures import (
     SigningKey,
     gotrue_error,
 )
-
-API = "/api/v1"
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -84,11 +83,12 @@ def gotrue(pg: asyncpg.Pool, signing_key: SigningKey) -> Iterator[FakeGoTrue]:
 @pytest.fixture
 def fresh_verifier(supabase_app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     """A verifier that has not fetched the JWKS yet, as in a newly started process."""
-    supabase: Supabase = supabase_app.state.context.extras["supabase"]
+    supabase = supabase_app.state.context.supabase
+    assert supabase is not None
     verifier = SupabaseTokenVerifier(SUPABASE_URL, jwt_secret=None, http=supabase.http)
-    monkeypatch.setitem(
-        supabase_app.state.context.extras,
-        "external_token_verifier",
+    monkeypatch.setattr(
+        supabase_app.state.context,
+        "external_tokens",
         SupabaseAccessTokens(verifier, SUPABASE_URL),
     )
 
@@ -459,7 +459,7 @@ async def test_failure_after_the_profile_deletes_the_account_too(
     async def tokens_fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("token issuance broke")
 
-    monkeypatch.setattr(auth_service, "_issue_tokens", tokens_fail)
+    monkeypatch.setattr(session_service, "issue_tokens", tokens_fail)
     email, family_name = unique_email("late"), f"Late {uuid.uuid4().hex}"
     response = await supabase_client.post(
         f"{API}/auth/register/adult",
@@ -729,8 +729,8 @@ async def test_supabase_settings_select_the_supabase_provider_and_close_its_clie
     async with application.router.lifespan_context(application):
         context = application.state.context
         assert isinstance(context.auth_provider, SupabaseAuthProvider)
-        assert isinstance(context.extras["external_token_verifier"], SupabaseAccessTokens)
-        http = context.extras["supabase"].http
+        assert isinstance(context.external_tokens, SupabaseAccessTokens)
+        http = context.supabase.http
         assert not http.is_closed
     assert http.is_closed
 
@@ -738,8 +738,8 @@ async def test_supabase_settings_select_the_supabase_provider_and_close_its_clie
 def test_built_in_settings_keep_the_built_in_provider(app: FastAPI):
     context = app.state.context
     assert not isinstance(context.auth_provider, SupabaseAuthProvider)
-    assert "external_token_verifier" not in context.extras
-    assert "supabase" not in context.extras
+    assert context.external_tokens is None
+    assert context.supabase is None
 
 
 def test_config_keeps_keys_out_of_its_repr_and_puts_them_in_the_right_headers():

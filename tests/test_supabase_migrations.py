@@ -17,9 +17,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from app.adapters.auth.supabase import child_login_email
 from app.db.migrate import available_migrations, migrate
-from app.services.supabase_auth import child_login_email
-from tests.supabase_fixtures import (
+from tests.helpers.supabase_fixtures import (
     SUPABASE_AUTH_UID_BODY,
     create_supabase_like_database,
     drop_supabase_like_database,
@@ -27,7 +27,7 @@ from tests.supabase_fixtures import (
 
 SUPABASE_DIR = Path(__file__).resolve().parents[1] / "supabase"
 SEED = SUPABASE_DIR / "seed.sql"
-SPEC_MEDIA_TYPES = {
+CONTRACT_MEDIA_TYPES = {
     "image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/heif",
     "video/mp4", "video/webm", "video/quicktime",
 }  # fmt: skip
@@ -110,7 +110,7 @@ async def test_the_memories_bucket_is_private_with_the_specs_limits(conn: asyncp
     assert bucket["name"] == "memories"
     assert bucket["public"] is False
     assert bucket["file_size_limit"] == 50 * 1024 * 1024
-    assert set(bucket["allowed_mime_types"]) == SPEC_MEDIA_TYPES
+    assert set(bucket["allowed_mime_types"]) == CONTRACT_MEDIA_TYPES
 
 
 # --- the storage read policy ---------------------------------------------------------------------

@@ -24,7 +24,13 @@ import pytest
 import respx
 from fastapi import FastAPI
 
-from app.db.supabase import Supabase, SupabaseConfig
+from app.adapters.storage.local import LocalStorageBackend
+from app.adapters.storage.supabase import (
+    SIGNED_UPLOAD_URL_SECONDS,
+    UNAVAILABLE,
+    SupabaseStorageBackend,
+)
+from app.adapters.supabase.client import Supabase, SupabaseConfig
 from app.errors import (
     Conflict,
     NotFound,
@@ -33,17 +39,11 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.main import create_app
-from app.services import media_processor
-from app.services.storage_backend import LocalStorageBackend
-from app.services.supabase_storage import (
-    SIGNED_UPLOAD_URL_SECONDS,
-    UNAVAILABLE,
-    SupabaseStorageBackend,
-)
-from tests import media_samples as samples
 from tests.conftest import make_settings
-from tests.factories import Factory, Member
-from tests.supabase_fixtures import (
+from tests.helpers import API
+from tests.helpers import media_samples as samples
+from tests.helpers.factories import Factory, Member
+from tests.helpers.supabase_fixtures import (
     ANON_KEY,
     SERVICE_ROLE_KEY,
     SUPABASE_SETTINGS,
@@ -63,7 +63,6 @@ from tests.test_storage_backends import (
     supabase_client,
 )
 
-API = "/api/v1"
 SIGNED_DOWNLOAD_PREFIX = f"{STORAGE_URL}/object/sign/{BUCKET}/"
 
 
@@ -794,7 +793,7 @@ async def test_files_left_by_a_removal_during_an_outage_go_with_the_orphan_sweep
     referenced = {kept["storage_path"], kept["thumbnail_path"]}
     for path in {*left_over, *referenced, abandoned["storage_path"]}:
         storage.age(path, 2 * 86400)
-    removed = await media_processor.from_context(supabase_app.state.context).sweep_orphans()
+    removed = await supabase_app.state.context.media.sweep_orphans()
 
     assert removed == 3
     assert not (left_over | {abandoned["storage_path"]}) & set(storage.objects)

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwt
 
-from app.services import supabase_tokens
-from app.services.supabase_tokens import (
+from app.adapters.supabase import tokens as supabase_tokens
+from app.adapters.supabase.tokens import (
     InvalidSupabaseToken,
     SupabaseClaims,
     SupabaseTokenVerifier,

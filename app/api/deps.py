@@ -15,13 +15,15 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.adapters import rate_limit, tokens
 from app.context import AppContext
 from app.db.postgres import Connection, Database
 from app.errors import Invalid, NotFound, Unauthorized
 from app.log import family_id_var, user_id_var
+from app.models import rbac
 from app.models.identity import Actor
-from app.services import auth_service, rate_limit, rbac, tokens
-from app.services.rbac import Permission
+from app.models.rbac import Permission
+from app.services import session_service
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /auth/login.")
 
@@ -55,14 +57,14 @@ async def _user_session(
         raise Unauthorized("Not authenticated")
     claims = await _verify_token(context, credentials.credentials)
     async with context.database.user_session(claims.database_claims()) as db:
-        actor = await auth_service.load_actor(db, claims)
+        actor = await session_service.load_actor(db, claims)
         user_id_var.set(str(actor.id))
         family_id_var.set(str(actor.family_unit_id))
         yield UserSession(db, actor)
 
 
 async def _verify_token(context: AppContext, token: str) -> tokens.AccessClaims:
-    external = context.extras.get("external_token_verifier")
+    external = context.external_tokens
     if external is not None:
         claims: tokens.AccessClaims | None = await external(token)
         if claims is not None:

@@ -20,9 +20,9 @@ SWAGGER_STATIC_PATH = "/static/swagger-ui"
 
 
 @router.get("/health")
-async def health() -> dict[str, str]:
-    """Liveness: the process answers. Touches no database."""
-    return {"status": "ok"}
+async def health(request: Request) -> dict[str, str]:
+    """Liveness: the process answers, and which API version it serves. Touches no database."""
+    return {"status": "ok", "api_version": request.app.state.settings.api_version}
 
 
 @router.get("/health/ready", responses={503: {"description": "Not ready"}})

@@ -6,7 +6,10 @@ from pydantic import BaseModel, EmailStr, Field, StringConstraints
 
 from app.models.identity import Role
 from app.schemas.common import AvatarUrl, DisplayName, NoNul
-from app.services.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+
+# Long enough to resist guessing; capped so hashing a submitted password stays cheap.
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 256
 
 Password = Annotated[
     str,
@@ -27,6 +30,14 @@ class Tokens(BaseModel):
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(description="Access token lifetime in seconds.", examples=[900])
+
+
+class SignedIn(BaseModel):
+    """A new login's tokens, and whose they are (for the caller's own records)."""
+
+    tokens: Tokens
+    user_id: UUID
+    family_unit_id: UUID
 
 
 class RegisterRequest(BaseModel):

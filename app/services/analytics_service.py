@@ -20,9 +20,10 @@ from uuid import UUID
 
 from app.db.postgres import Connection, Database
 from app.metrics import ANALYTICS_DROPPED, BACKGROUND_QUEUE_DEPTH
+from app.models import rbac
 from app.models.identity import Actor
-from app.services import rbac
-from app.services.rbac import Permission
+from app.models.rbac import Permission
+from app.schemas.analytics import AnalyticsSummary
 
 logger = logging.getLogger(__name__)
 
@@ -257,14 +258,16 @@ order by d.day
 """
 
 
-async def summary(db: Connection, actor: Actor, *, days: int) -> dict[str, Any]:
+async def summary(db: Connection, actor: Actor, *, days: int) -> AnalyticsSummary:
     rbac.require(actor, Permission.VIEW_ANALYTICS)
     totals = await db.fetchrow(_SUMMARY_TOTALS, days)
     contributors = await db.fetch(_SUMMARY_CONTRIBUTORS, days)
     daily = await db.fetch(_SUMMARY_DAILY, days)
-    return {
-        "days": days,
-        **dict(totals),
-        "top_contributors": [dict(row) for row in contributors],
-        "daily": [dict(row) for row in daily],
-    }
+    return AnalyticsSummary.model_validate(
+        {
+            "days": days,
+            **dict(totals),
+            "top_contributors": [dict(row) for row in contributors],
+            "daily": [dict(row) for row in daily],
+        }
+    )

@@ -13,10 +13,10 @@ import asyncpg
 
 from app.db.postgres import Connection
 from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.models import rbac
 from app.models.identity import Actor
+from app.models.rbac import Permission
 from app.schemas.feed import Comment
-from app.services import rbac
-from app.services.rbac import Permission
 
 # Depth 0 is a top-level comment; the database refuses depth > 3 as well.
 MAX_DEPTH = 3

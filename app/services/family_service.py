@@ -1,13 +1,14 @@
 """The family: its name, its members (people and pets), and removing a member."""
 
-from typing import Any
 from uuid import UUID
 
 from app.db.postgres import Connection
 from app.errors import Conflict, NotFound
+from app.models import rbac
 from app.models.identity import Actor
-from app.services import rbac
-from app.services.rbac import Permission
+from app.models.rbac import Permission
+from app.schemas.auth import PetOut
+from app.schemas.families import Family
 
 _FAMILY = """
 select id, name, created_by, created_at from public.family_units
@@ -36,15 +37,15 @@ _REMOVE_MEMBER = "select app.remove_family_member($1)"
 _REMOVE_PET = "delete from public.pet_profiles where id = $1 returning id"
 
 
-async def get_family(db: Connection, actor: Actor) -> dict[str, Any]:
+async def get_family(db: Connection, actor: Actor) -> Family:
     family = await db.fetchrow(_FAMILY)
     if family is None:
         raise NotFound("Family not found")
     members = [dict(row) for row in await db.fetch(_MEMBERS)]
-    return {**dict(family), "members": members}
+    return Family.model_validate({**dict(family), "members": members})
 
 
-async def rename(db: Connection, actor: Actor, name: str) -> dict[str, Any]:
+async def rename(db: Connection, actor: Actor, name: str) -> Family:
     rbac.require(actor, Permission.UPDATE_FAMILY)
     await db.execute(_RENAME, name)
     return await get_family(db, actor)
@@ -52,10 +53,12 @@ async def rename(db: Connection, actor: Actor, name: str) -> dict[str, Any]:
 
 async def create_pet(
     db: Connection, actor: Actor, *, display_name: str, avatar_url: str | None
-) -> dict[str, Any]:
+) -> PetOut:
     rbac.require(actor, Permission.CREATE_PET)
     row = await db.fetchrow(_NEW_PET, actor.family_unit_id, display_name, avatar_url, actor.id)
-    return dict(row)
+    return PetOut(
+        pet_id=row["id"], display_name=row["display_name"], family_unit_id=row["family_unit_id"]
+    )
 
 
 async def remove_member(db: Connection, actor: Actor, member_id: UUID) -> None:

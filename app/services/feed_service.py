@@ -19,15 +19,15 @@ import time
 from enum import Enum, auto
 from typing import Any
 
+from app.adapters.storage.base import StorageBackend
 from app.db.postgres import Connection
 from app.metrics import FEED_BUILD
+from app.models import rbac
 from app.models.identity import Actor
+from app.models.rbac import Permission
 from app.schemas.feed import FeedItem, FeedPage, FeedQuery, OrderBy, OrderDirection, Pagination
-from app.services import rbac
-from app.services.rbac import Permission
-from app.services.storage_backend import StorageBackend
 
-# Long enough to scroll a page and come back to it; the SPEC's default for access URLs.
+# Long enough to scroll a page and come back to it; the contract's default for access URLs.
 MEDIA_URL_EXPIRES_IN = 3600
 
 # The statements ---------------------------------------------------------------------------

@@ -4,22 +4,23 @@ Tokens are 32 random bytes shown once; only their SHA-256 is stored. A pending
 invite past `expires_at` is reported (and, when touched, stored) as `expired`.
 """
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
 
 import asyncpg
 
+from app.adapters.auth.provider import AuthProvider
+from app.adapters.tokens import hash_token, new_opaque_token
 from app.config import Settings
 from app.db.postgres import Connection, Database
 from app.errors import Conflict, Invalid, NotFound
+from app.models import rbac
 from app.models.identity import Actor, Role
-from app.services import auth_service, rbac
-from app.services.auth_providers import AuthProvider
-from app.services.auth_service import NewMember, Registration
-from app.services.tokens import hash_token, new_opaque_token
+from app.schemas.auth import Registered
+from app.schemas.families import Invite, InviteCreated, InviteLookup
+from app.services import account_service
+from app.services.account_service import NewMember
 
 _EXPIRE_STALE_FOR_EMAIL = """
 update public.invitations set status = 'expired'
@@ -68,20 +69,13 @@ _NOT_VALID_REASONS = {
 }
 
 
-@dataclass(frozen=True)
-class CreatedInvite:
-    invite: dict[str, Any]
-    token: str
-    invite_link: str
-
-
 def invite_link(settings: Settings, token: str) -> str:
     return f"{settings.frontend_url.rstrip('/')}/accept-invite?{urlencode({'token': token})}"
 
 
 async def create(
     db: Connection, settings: Settings, actor: Actor, *, email: str, role: Role
-) -> CreatedInvite:
+) -> InviteCreated:
     rbac.require_can_invite(actor, role)
     email = email.strip().lower()
     token = new_opaque_token()
@@ -100,12 +94,14 @@ async def create(
             )
     except asyncpg.UniqueViolationError:
         raise Conflict("A pending invite for this email already exists") from None
-    return CreatedInvite(dict(row), token, invite_link(settings, token))
+    return InviteCreated.model_validate(
+        {**dict(row), "token": token, "invite_link": invite_link(settings, token)}
+    )
 
 
-async def list_invites(db: Connection, actor: Actor, *, status: str | None) -> list[dict[str, Any]]:
+async def list_invites(db: Connection, actor: Actor, *, status: str | None) -> list[Invite]:
     rbac.require(actor, rbac.Permission.INVITE_MEMBERS)
-    return [dict(row) for row in await db.fetch(_LIST_INVITES, status)]
+    return [Invite.model_validate(dict(row)) for row in await db.fetch(_LIST_INVITES, status)]
 
 
 async def revoke(db: Connection, actor: Actor, invite_id: UUID) -> None:
@@ -118,7 +114,7 @@ async def revoke(db: Connection, actor: Actor, invite_id: UUID) -> None:
     raise Conflict(f"Only a pending invite can be revoked; this one is {current_status}")
 
 
-async def lookup(database: Database, token: str) -> dict[str, Any]:
+async def lookup(database: Database, token: str) -> InviteLookup:
     async with database.system_session() as db:
         row = await db.fetchrow(_BY_TOKEN, hash_token(token))
     if row is None:
@@ -126,8 +122,9 @@ async def lookup(database: Database, token: str) -> dict[str, Any]:
     preview = {key: row[key] for key in ("id", "email", "role", "family_name", "expires_at")}
     preview["status"] = row["status"]
     if row["status"] != "pending":
-        return {"valid": False, "invite": preview, "reason": _NOT_VALID_REASONS[row["status"]]}
-    return {"valid": True, "invite": preview}
+        reason = _NOT_VALID_REASONS[row["status"]]
+        return InviteLookup.model_validate({"valid": False, "invite": preview, "reason": reason})
+    return InviteLookup.model_validate({"valid": True, "invite": preview})
 
 
 async def accept(
@@ -140,12 +137,12 @@ async def accept(
     password: str,
     display_name: str,
     require_role: Role | None = None,
-) -> Registration:
+) -> Registered:
     """Join the inviting family. Single use: the invite row is locked until done.
 
     `email` must match the invite's; a child registering may leave it out.
     """
-    async with auth_service.account_creation(database, provider) as creation:
+    async with account_service.account_creation(database, provider) as creation:
         db = creation.db
         invite = await db.fetchrow(_LOCK_BY_TOKEN, hash_token(token))
         if invite is None:
@@ -155,14 +152,14 @@ async def accept(
         role = Role(invite["role"])
         if require_role is not None and role is not require_role:
             raise Invalid(f"This invite is for a {role.value}, not a {require_role.value}")
-        given_email = auth_service.normalize_email(email)
+        given_email = account_service.normalize_email(email)
         if given_email is not None and given_email != invite["email"]:
             raise Invalid("Email does not match the invitation")
         if given_email is None and role is not Role.CHILD:
             raise Invalid("Email is required")
         # A child joining without an email logs in with a username, as provisioned ones do.
         username = (
-            await auth_service.new_child_username(database, display_name)
+            await account_service.new_child_username(database, display_name)
             if given_email is None
             else None
         )
@@ -175,4 +172,4 @@ async def accept(
         )
         user_id = await creation.create(member, password)
         await db.execute(_MARK_ACCEPTED, invite["id"], user_id)
-        return await auth_service.registration_for_new_member(db, settings, user_id, member)
+        return await account_service.registration_for_new_member(db, settings, user_id, member)

@@ -29,20 +29,17 @@ from functools import partial
 from pathlib import Path
 from uuid import UUID
 
+from app.adapters.media import MediaInfo, MediaRejected, process_file
+from app.adapters.storage.base import StorageBackend
 from app.config import Settings
-from app.context import AppContext
 from app.db.postgres import Database
 from app.errors import NotFound
 from app.metrics import BACKGROUND_QUEUE_DEPTH, MEDIA_PROCESSED, MEDIA_PROCESSING_SECONDS
 from app.services import storage_service
 from app.services.analytics_service import AnalyticsRecorder, EventType
-from app.services.media_files import MediaInfo, MediaRejected, process_file
-from app.services.memory_service import thumbnail_path_for
-from app.services.storage_backend import StorageBackend
+from app.services.media_paths import thumbnail_path_for
 
 logger = logging.getLogger(__name__)
-
-EXTRAS_KEY = "media_processor"
 
 
 @dataclass(frozen=True)
@@ -301,8 +298,3 @@ async def _every(interval: float, job: Callable[[], Awaitable[int]], name: str) 
             await job()
         except Exception:
             logger.exception("background job failed", extra={"job": name})
-
-
-def from_context(context: AppContext) -> MediaProcessor:
-    processor: MediaProcessor = context.extras[EXTRAS_KEY]
-    return processor

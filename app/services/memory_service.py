@@ -4,26 +4,24 @@ Every query runs on the caller's RLS connection, so the database decides visibil
 (drafts only for their author, nothing of another family). The service adds the rules
 that need a clear answer: 404 for what the caller cannot see, 403 for what their role may
 not do (`rbac`), 400 for an impossible status change, 413 for the size limits.
-
-Where a memory's files live is decided here too: `{family_unit_id}/{memory_id}/{media_id}.{ext}`
-with the thumbnail `{media_id}_thumb.jpg` beside it.
+Where a memory's files live is `app.services.media_paths`.
 """
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from app.adapters.storage.base import StorageBackend
 from app.config import Settings
 from app.db.postgres import Connection
-from app.errors import Conflict, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.errors import Conflict, Invalid, NotFound, PayloadTooLarge
+from app.models import rbac
 from app.models.identity import Actor
+from app.models.media_types import EXTENSION_FOR_MIME
+from app.models.rbac import Permission
 from app.schemas.memories import Media, MediaRef, Memory, MemoryCreate, MemoryStatus, MemoryUpdate
-from app.services import rbac
-from app.services.media_files import ALLOWED_MIME_TYPES, EXTENSION_FOR_MIME
-from app.services.rbac import Permission
-from app.services.storage_backend import StorageBackend
+from app.services.media_paths import normalize_mime, parse_media_path, thumbnail_path_for
 
 MEMORY_NOT_FOUND = "Memory not found"
 
@@ -51,65 +49,6 @@ class Removed:
 
     storage_paths: list[str]
     media_count: int
-
-
-# Where files live --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MediaPath:
-    family_unit_id: UUID
-    memory_id: UUID
-    media_id: UUID
-    extension: str
-
-
-_MEDIA_PATH = re.compile(
-    r"^(?P<family>[0-9a-f-]{36})/(?P<memory>[0-9a-f-]{36})/(?P<media>[0-9a-f-]{36})"
-    r"\.(?P<extension>[a-z0-9]{1,5})$"
-)
-_THUMBNAIL_SUFFIX = "_thumb.jpg"
-
-
-def media_object_path(family_unit_id: UUID, memory_id: UUID, media_id: UUID, mime: str) -> str:
-    return f"{family_unit_id}/{memory_id}/{media_id}.{EXTENSION_FOR_MIME[mime]}"
-
-
-def thumbnail_path_for(storage_path: str) -> str:
-    return storage_path.rsplit(".", 1)[0] + _THUMBNAIL_SUFFIX
-
-
-def parse_media_path(path: str) -> MediaPath:
-    """The ids in a server-built object path; Invalid (400) for anything else."""
-    match = _MEDIA_PATH.match(path)
-    try:
-        if match is None:
-            raise ValueError(path)
-        ids = [UUID(match[name]) for name in ("family", "memory", "media")]
-        # Only the canonical spelling, so one object has exactly one path.
-        if [str(value) for value in ids] != [match["family"], match["memory"], match["media"]]:
-            raise ValueError(path)
-    except ValueError:
-        raise Invalid(
-            "Invalid storage path: expected {family_unit_id}/{memory_id}/{media_id}.{ext}"
-        ) from None
-    return MediaPath(ids[0], ids[1], ids[2], match["extension"])
-
-
-def check_media_file_path(path: str) -> None:
-    """Invalid (400) unless `path` is a media object or a media object's thumbnail."""
-    if path.endswith(_THUMBNAIL_SUFFIX):
-        path = path.removesuffix(_THUMBNAIL_SUFFIX) + ".jpg"
-    parse_media_path(path)
-
-
-def normalize_mime(mime_type: str) -> str:
-    """The bare, lower-cased type of an allowed MIME type; 415 for anything else."""
-    mime = mime_type.split(";", 1)[0].strip().lower()
-    if mime not in ALLOWED_MIME_TYPES:
-        allowed = ", ".join(sorted(ALLOWED_MIME_TYPES))
-        raise UnsupportedMediaType(f"Unsupported file type {mime!r}; allowed: {allowed}")
-    return mime
 
 
 # Reading -----------------------------------------------------------------------------------
@@ -170,10 +109,13 @@ async def load_for_edit(db: Connection, actor: Actor, memory_id: UUID) -> Memory
 
 # Creating and editing ----------------------------------------------------------------------
 
+# Values travel as one JSON object of named fields ($1), read with the table's own row type:
+# no list of eight positional values to keep in step with the column list.
 _INSERT = """
 insert into public.memories
   (family_unit_id, user_id, title, description, memory_date, location, tags, status)
-values ($1, $2, $3, $4, $5, $6, $7, $8)
+select family_unit_id, user_id, title, description, memory_date, location, tags, status
+from jsonb_populate_record(null::public.memories, $1::jsonb)
 returning id
 """
 # Taken before a change so concurrent edits of one memory queue up instead of overwriting
@@ -184,11 +126,13 @@ from public.memories where id = $1
 for update
 """
 _UPDATE = """
-update public.memories
-set title = $2, description = $3, memory_date = $4, location = $5, tags = $6, status = $7,
-    modified_by = $8, updated_at = now()
-where id = $1
-returning id
+update public.memories m
+set title = v.title, description = v.description, memory_date = v.memory_date,
+    location = v.location, tags = v.tags, status = v.status, modified_by = v.modified_by,
+    updated_at = now()
+from jsonb_populate_record(null::public.memories, $2::jsonb) v
+where m.id = $1
+returning m.id
 """
 
 
@@ -203,18 +147,22 @@ async def create(db: Connection, actor: Actor, body: MemoryCreate) -> Memory:
             "POST /storage/upload-url with its id and register each file with "
             "POST /memories/{id}/media"
         )
-    memory_id = await db.fetchval(
-        _INSERT,
-        actor.family_unit_id,
-        actor.id,
-        body.title,
-        body.description,
-        body.memory_date,
-        body.location,
-        body.tags or [],
-        body.status,
-    )
+    values = body.model_dump(include={"title", "description", "memory_date", "location", "status"})
+    values.update(family_unit_id=actor.family_unit_id, user_id=actor.id, tags=body.tags or [])
+    memory_id = await db.fetchval(_INSERT, _json_values(values))
     return await get(db, actor, memory_id)
+
+
+def _json_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Dates and ids as JSON strings, for jsonb_populate_record."""
+    return {
+        key: value.isoformat()
+        if isinstance(value, date)
+        else str(value)
+        if isinstance(value, UUID)
+        else value
+        for key, value in values.items()
+    }
 
 
 async def update(
@@ -231,18 +179,8 @@ async def update(
         ALLOWED_TRANSITIONS
     ):
         raise Invalid(f"A {current['status']} memory cannot become {new_status}")
-    values: dict[str, Any] = {**dict(current), **changes}
-    await db.execute(
-        _UPDATE,
-        memory_id,
-        values["title"],
-        values["description"],
-        values["memory_date"],
-        values["location"],
-        values["tags"],
-        values["status"],
-        actor.id,
-    )
+    values: dict[str, Any] = {**dict(current), **changes, "modified_by": actor.id}
+    await db.execute(_UPDATE, memory_id, _json_values(values))
     return await get(db, actor, memory_id), len(changes)
 
 
@@ -283,7 +221,8 @@ _MEMORY_BYTES = "select coalesce(sum(file_size), 0) from public.memory_media whe
 _INSERT_MEDIA = """
 insert into public.memory_media
   (id, memory_id, family_unit_id, storage_bucket, storage_path, file_name, mime_type, file_size)
-values ($1, $2, $3, $4, $5, $6, $7, $8)
+select id, memory_id, family_unit_id, storage_bucket, storage_path, file_name, mime_type, file_size
+from jsonb_populate_record(null::public.memory_media, $1::jsonb)
 on conflict do nothing
 returning id, memory_id, storage_path, storage_bucket, file_name, mime_type, file_size, width,
           height, duration, thumbnail_path, processing_status, metadata, created_at, updated_at
@@ -337,17 +276,17 @@ async def add_media(
             f"({used} used, this file is {stored.size})"
         )
 
-    row = await db.fetchrow(
-        _INSERT_MEDIA,
-        path.media_id,
-        memory_id,
-        memory.family_unit_id,
-        storage.bucket,
-        ref.storage_path,
-        ref.file_name,
-        mime,
-        stored.size,
-    )
+    media = {
+        "id": path.media_id,
+        "memory_id": memory_id,
+        "family_unit_id": memory.family_unit_id,
+        "storage_bucket": storage.bucket,
+        "storage_path": ref.storage_path,
+        "file_name": ref.file_name,
+        "mime_type": mime,
+        "file_size": stored.size,
+    }
+    row = await db.fetchrow(_INSERT_MEDIA, _json_values(media))
     if row is None:
         raise Conflict("This file is already registered")
     return Media.model_validate(dict(row))

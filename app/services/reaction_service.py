@@ -11,10 +11,10 @@ import asyncpg
 
 from app.db.postgres import Connection
 from app.errors import Conflict, Forbidden, NotFound
+from app.models import rbac
 from app.models.identity import Actor
+from app.models.rbac import Permission
 from app.schemas.feed import Emoji, Reaction
-from app.services import rbac
-from app.services.rbac import Permission
 
 # Selecting the memory under RLS doubles as the visibility check: no row, no insert.
 _INSERT = """

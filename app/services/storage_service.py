@@ -1,38 +1,29 @@
-"""Storage: upload URLs for a memory's files, receiving and serving them (built-in storage),
-access URLs for what the caller can see, and removing files that nothing references.
+"""Storage: upload URLs for a memory's files, access URLs for what the caller can see, and
+removing files that nothing references. What the built-in store's own signed URLs accept and
+serve is `app.services.object_service`.
 
 Who may do what is decided with the memory (`memory_service.load_for_edit`, and row level
 security on `memory_media` for reading): a URL is only ever signed for an object of a
 memory the caller can see, or an upload into a memory they may edit.
 """
 
-import asyncio
 import logging
-import os
-import stat
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from functools import partial
-from pathlib import Path
 from uuid import UUID, uuid4
 
-from PIL import Image
-
-from app.config import Settings
-from app.db.postgres import Connection, Database
-from app.errors import Conflict, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
-from app.models.identity import Actor
-from app.schemas.storage import AccessUrlOut, MediaVariant, UploadedObject, UploadUrlOut
-from app.services import memory_service, rbac
-from app.services.media_files import EXTENSION_FOR_MIME, SNIFF_BYTES, mime_matches, sniff_mime
-from app.services.rbac import Permission
-from app.services.storage_backend import (
-    LocalStorageBackend,
+from app.adapters.storage.base import (
     StorageBackend,
     check_object_path,
-    etag_for,
 )
+from app.config import Settings
+from app.db.postgres import Connection, Database
+from app.errors import Conflict, NotFound, PayloadTooLarge
+from app.models import rbac
+from app.models.identity import Actor
+from app.models.rbac import Permission
+from app.schemas.storage import AccessUrlOut, MediaVariant, UploadUrlOut
+from app.services import media_paths, memory_service
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +45,7 @@ async def create_upload_url(
 ) -> UploadUrlOut:
     """A signed URL to upload one file into a memory the caller may edit."""
     memory = await memory_service.load_for_edit(db, actor, memory_id)
-    mime = memory_service.normalize_mime(mime_type)
+    mime = media_paths.normalize_mime(mime_type)
     if file_size is not None and file_size > settings.max_file_bytes:
         raise PayloadTooLarge(f"A file may be at most {settings.max_file_bytes} bytes")
     room = settings.max_memory_bytes - await memory_service.media_bytes(db, memory_id)
@@ -64,7 +55,7 @@ async def create_upload_url(
             f"({max(room, 0)} bytes left)"
         )
     media_id = uuid4()
-    path = memory_service.media_object_path(memory.family_unit_id, memory.id, media_id, mime)
+    path = media_paths.media_object_path(memory.family_unit_id, memory.id, media_id, mime)
     # The URL itself carries the limit, so the upload stops at the first byte too many.
     max_bytes = min(settings.max_file_bytes, room)
     target = await storage.create_upload_url(
@@ -79,146 +70,6 @@ async def create_upload_url(
         headers=target.headers,
         max_bytes=max_bytes,
     )
-
-
-# Receiving uploads (built-in storage) ------------------------------------------------------
-
-
-async def receive_upload(
-    storage: StorageBackend,
-    settings: Settings,
-    *,
-    bucket: str,
-    path: str,
-    params: Mapping[str, str],
-    content_type: str | None,
-    content_length: int | None,
-    chunks: AsyncIterator[bytes],
-) -> UploadedObject:
-    """Store the bytes sent to a signed upload URL, or refuse them and keep nothing.
-
-    400 bad path or empty file, 403 bad/expired signature, 409 already uploaded,
-    413 over the URL's limit (or a decompression bomb), 415 not the declared type.
-    """
-    local = _built_in(storage, bucket)
-    memory_service.parse_media_path(path)
-    grant = local.verify_upload(path, params)
-    if content_type is not None:
-        sent = content_type.split(";", 1)[0].strip().lower()
-        if sent not in (grant.mime_type, "application/octet-stream"):
-            raise UnsupportedMediaType(
-                f"Content-Type {sent} differs from {grant.mime_type}, the type this URL is for"
-            )
-    if content_length is not None and content_length > grant.max_bytes:
-        raise PayloadTooLarge(f"The file is larger than {grant.max_bytes} bytes")
-    stored = await local.receive(
-        path,
-        _checked_type(chunks, grant.mime_type),
-        max_bytes=grant.max_bytes,
-        inspect=partial(_inspect_image, grant.mime_type, settings.max_image_pixels),
-    )
-    return UploadedObject(storage_path=path, file_size=stored.size)
-
-
-async def _checked_type(chunks: AsyncIterator[bytes], declared: str) -> AsyncIterator[bytes]:
-    """Pass the bytes through, refusing (415) as soon as the first ones show another type."""
-    head = b""
-    async for chunk in chunks:
-        if len(head) < SNIFF_BYTES:
-            head += chunk[: SNIFF_BYTES - len(head)]
-            if len(head) == SNIFF_BYTES:
-                _check_type(head, declared)
-        yield chunk
-    if 0 < len(head) < SNIFF_BYTES:
-        _check_type(head, declared)
-
-
-def _check_type(head: bytes, declared: str) -> None:
-    sniffed = sniff_mime(head)
-    if sniffed is None:
-        raise UnsupportedMediaType(
-            f"The file is not a supported photo or video (it was declared {declared})"
-        )
-    if not mime_matches(declared, sniffed):
-        raise UnsupportedMediaType(f"The file's content is {sniffed}, not {declared} as declared")
-
-
-_PILLOW_FORMATS = {
-    "image/jpeg": "JPEG",
-    "image/png": "PNG",
-    "image/gif": "GIF",
-    "image/webp": "WEBP",
-    "image/heic": "HEIF",
-    "image/heif": "HEIF",
-}
-
-
-def _inspect_image(mime: str, max_pixels: int, file: Path) -> None:
-    """Refuse, before it is kept, an image that would explode when decoded.
-
-    Only the header is read (cheap); the full decode and everything else happens in the
-    media processor. Videos are probed there too.
-    """
-    pillow_format = _PILLOW_FORMATS.get(mime)
-    if pillow_format is None:
-        return
-    try:
-        with Image.open(file, formats=[pillow_format]) as image:
-            width, height = image.size
-    except Image.DecompressionBombError:
-        raise PayloadTooLarge("The picture has too many pixels to be processed") from None
-    except Exception:
-        raise Invalid("The image is corrupt or cannot be read") from None
-    if width * height > max_pixels:
-        raise PayloadTooLarge(
-            f"The picture has too many pixels to be processed ({width}x{height}; "
-            f"at most {max_pixels // 1_000_000} megapixels)"
-        )
-
-
-# Serving downloads (built-in storage) ------------------------------------------------------
-
-_CONTENT_TYPES = {extension: mime for mime, extension in EXTENSION_FOR_MIME.items()}
-
-
-@dataclass(frozen=True)
-class Download:
-    file: Path
-    stat: os.stat_result
-    etag: str
-    content_type: str
-    max_age: int
-
-
-async def open_download(
-    storage: StorageBackend, *, bucket: str, path: str, params: Mapping[str, str]
-) -> Download:
-    """The file behind a signed download URL: 400 bad path, 403 bad signature, 404 gone."""
-    local = _built_in(storage, bucket)
-    memory_service.check_media_file_path(path)
-    remaining = local.verify_download(path, params)
-    file = local.local_file(path)
-    try:
-        st = await asyncio.to_thread(file.stat)
-    except (FileNotFoundError, NotADirectoryError):
-        raise NotFound(FILE_NOT_FOUND) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise NotFound(FILE_NOT_FOUND)
-    extension = path.rsplit(".", 1)[-1]
-    return Download(
-        file=file,
-        stat=st,
-        etag=etag_for(st),
-        content_type=_CONTENT_TYPES.get(extension, "application/octet-stream"),
-        max_age=remaining,
-    )
-
-
-def _built_in(storage: StorageBackend, bucket: str) -> LocalStorageBackend:
-    # With Supabase Storage the client talks to Supabase directly; these routes do not exist.
-    if not isinstance(storage, LocalStorageBackend) or bucket != storage.bucket:
-        raise NotFound("Not found")
-    return storage
 
 
 # Access URLs -------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 -- docs/feed.md explains the query that uses them.
 
 -- Score ------------------------------------------------------------------------------------
--- SPEC: feed_score = 0.6 × time_score + 0.4 × engagement_score.
+-- docs/api.md: feed_score = 0.6 × time_score + 0.4 × engagement_score.
 -- No `set search_path` on these: a SET clause stops the planner from inlining a SQL
 -- function (and with it from using indexes on the inlined expression). They are plain
 -- invoker functions, so a caller's search_path can give them nothing the caller lacks.

@@ -11,7 +11,7 @@
 -- supabase-js; it admits only the member's own family's folder, and only objects of memories
 -- the member can see (drafts of others stay invisible).
 --
--- Object layout (SPEC, Storage): {family_unit_id}/{memory_id}/{media_id}.{ext}, thumbnail
+-- Object layout (docs/api.md, Storage): {family_unit_id}/{memory_id}/{media_id}.{ext}, thumbnail
 -- {media_id}_thumb.jpg beside it.
 
 -- 1. Is this object a file of a memory the caller can see? ---------------------------------
@@ -37,7 +37,7 @@ revoke all on function app.memory_object_visible(text) from public;
 grant execute on function app.memory_object_visible(text) to authenticated, service_role;
 
 -- 2. The bucket and its read policy (Supabase only) ------------------------------------------
--- Private; its limits repeat the SPEC's (50 MiB a file, the accepted media types) so Storage
+-- Private; its limits repeat the contract's (50 MiB a file, the accepted media types) so Storage
 -- itself refuses what the API would. Re-applied if the bucket already exists, so a bucket made
 -- public by hand becomes private again.
 

@@ -19,11 +19,11 @@ import asyncpg
 import httpx
 
 from app.main import create_app
-from tests import media_samples as samples
 from tests.conftest import make_settings
-from tests.factories import Factory, Family, Member
+from tests.helpers import API
+from tests.helpers import media_samples as samples
+from tests.helpers.factories import Factory, Family, Member
 
-API = "/api/v1"
 ROLES = ("adult", "teen", "child", "grandparent")
 
 

@@ -1,6 +1,6 @@
 """Object-level authorization: every id-taking endpoint × another family's ids × every role.
 
-SPEC: "A resource in another family is indistinguishable from a missing one: 404, never 403,
+docs/api.md: "A resource in another family is indistinguishable from a missing one: 404, never 403,
 never its data." So for each endpoint with an id in its path (enumerated from the app's own
 OpenAPI document, so a new endpoint is covered, or fails `test_every_id_taking_endpoint_is_
 mapped` until it is), every role of family A presents family B's real ids and must get:
@@ -32,7 +32,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests import media_samples as samples
 from tests.attacks.helpers import (
     API,
     ROLES,
@@ -42,7 +41,8 @@ from tests.attacks.helpers import (
     operations,
     snapshot,
 )
-from tests.factories import PASSWORD
+from tests.helpers import media_samples as samples
+from tests.helpers.factories import PASSWORD
 
 SCHEMA = openapi_schema()
 SIGNED_OBJECTS = f"{API}/storage/objects/{{bucket}}/{{path}}"
@@ -55,7 +55,7 @@ def params(path: str) -> list[str]:
 
 
 # A real id of each kind, from a world. An invite token is itself a permission (whoever holds
-# it may look the invite up and accept it: SPEC), so the attack puts the invite's *id* where
+# it may look the invite up and accept it: docs/api.md), so the attack puts the invite's *id* where
 # the token goes — what a member of another family might learn — and the control the token.
 ID_OF: dict[str, Callable[[World, bool], str]] = {
     "memory_id": lambda world, control: world.memory["id"],
@@ -168,7 +168,7 @@ def test_every_id_taking_endpoint_is_mapped(app):
         assert not unknown, f"{method} {path}: map {unknown} to a real id in ID_OF"
         schema = body_schema(method, path)
         assert schema is None or schema in BODIES, f"{method} {path}: add {schema} to BODIES"
-    # The resources the SPEC singles out are all among them.
+    # The resources the contract singles out are all among them.
     covered = {path for _, path in ID_OPERATIONS}
     for needle in (
         "/memories/{memory_id}",

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from app.middleware import URL_NOT_UTF8
-from tests import media_samples as samples
 from tests.attacks.helpers import API
-from tests.factories import Factory, Member, unique_email
+from tests.helpers import media_samples as samples
+from tests.helpers.factories import Factory, Member, unique_email
 
 MiB = 1024 * 1024
 
@@ -137,7 +137,7 @@ async def test_invalid_utf8_in_a_json_body_is_422(client, pg, adult, body):
         content=body,
         headers={**adult.headers, "Content-Type": "application/json"},
     )
-    # Malformed JSON like any other: the SPEC's 422 list form.
+    # Malformed JSON like any other: the contract's 422 list form.
     assert_clean_4xx(response, 422)
     # (A UTF-8-encoded surrogate gets as far as the field, which refuses it.)
     assert response.json()["detail"][0]["type"] in ("json_invalid", "string_unicode")

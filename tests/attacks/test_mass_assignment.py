@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from jose import jwt
 
-from tests import media_samples as samples
 from tests.attacks.helpers import API, openapi_schema, operations
-from tests.factories import PASSWORD, Factory, Member, unique_email
+from tests.helpers import media_samples as samples
+from tests.helpers.factories import PASSWORD, Factory, Member, unique_email
 
 SCHEMA = openapi_schema()
 LONG_AGO = "2001-01-01T00:00:00Z"

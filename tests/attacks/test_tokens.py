@@ -1,6 +1,6 @@
 """Attacks on bearer tokens: forged, confused, stale, replayed and orphaned tokens → 401.
 
-Every refusal is the SPEC's 401: `WWW-Authenticate: Bearer` and a string `detail`. Each
+Every refusal is the contract's 401: `WWW-Authenticate: Bearer` and a string `detail`. Each
 forged token is checked to be otherwise well-formed, so that the one thing wrong with it is
 what the test is about (the `control_*` tests show the same recipe with the real key works).
 """
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from jose import jwt
 
 from tests.attacks.helpers import API
-from tests.factories import Factory, Member
+from tests.helpers.factories import Factory, Member
 
 ME = f"{API}/auth/me"
 

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests import media_samples as samples
 from tests.attacks.helpers import API
-from tests.factories import Factory, Member
+from tests.helpers import media_samples as samples
+from tests.helpers.factories import Factory, Member
 
 SAFE_TYPES = {
     "image/jpeg",

@@ -27,13 +27,13 @@ import asyncpg
 import httpx
 import pytest
 
-from app import main
-from tests.factories import Factory, Member
+from app import exception_handlers
 from tests.faults.server import ApiServer, EmbeddedPostgres
+from tests.helpers import API
+from tests.helpers.factories import Factory, Member
 
 pytestmark = pytest.mark.faults
 
-API = "/api/v1"
 EMOJI = ["👍", "❤️", "😂", "😮", "😢", "🎉", "🔥", "💯"]
 MEMORY_POSTERS = 5
 REACTORS = 3
@@ -321,4 +321,4 @@ def _raised_while_handling(error: BaseException, cause: BaseException) -> BaseEx
     ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
 )
 def test_which_errors_count_as_a_database_outage(error: BaseException, outage: bool) -> None:
-    assert main._is_database_outage(error) is outage
+    assert exception_handlers.is_database_outage(error) is outage

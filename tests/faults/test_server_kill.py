@@ -21,9 +21,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.factories import Factory
 from tests.faults.server import ApiServer, EmbeddedPostgres
-from tests.media_samples import create_memory, picture, register, send_bytes, upload_url
+from tests.helpers.factories import Factory
+from tests.helpers.media_samples import create_memory, picture, register, send_bytes, upload_url
 
 pytestmark = pytest.mark.faults
 

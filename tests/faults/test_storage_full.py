@@ -28,10 +28,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.services import storage_backend
-from tests.factories import Factory, Member
+from app.adapters.storage import local as storage_backend
 from tests.faults.server import ApiServer, EmbeddedPostgres
-from tests.media_samples import create_memory, jpeg, register, upload_url
+from tests.helpers.factories import Factory, Member
+from tests.helpers.media_samples import create_memory, jpeg, register, upload_url
 
 pytestmark = pytest.mark.faults
 

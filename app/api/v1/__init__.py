@@ -1,0 +1,9 @@
+"""Version 1 of the API: every router, under one `router` that `app.main` mounts at /api/v1."""
+
+from fastapi import APIRouter
+
+from app.api.v1 import analytics, auth, families, feed, invites, memories, storage
+
+router = APIRouter()
+for _module in (auth, families, invites, memories, storage, feed, analytics):
+    router.include_router(_module.router)

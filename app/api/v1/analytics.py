@@ -4,10 +4,10 @@ from fastapi import APIRouter, Depends, Query
 
 from app.api.deps import UserDb, require
 from app.models.identity import Actor
+from app.models.rbac import Permission
 from app.schemas.analytics import AnalyticsSummary
 from app.schemas.common import error_responses
 from app.services import analytics_service
-from app.services.rbac import Permission
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
 
@@ -25,4 +25,4 @@ async def family_summary(
     Counts are of what still exists: a deleted memory or reaction, or a deleted
     comment, no longer counts on the day it was created.
     """
-    return AnalyticsSummary(**await analytics_service.summary(db, actor, days=days))
+    return await analytics_service.summary(db, actor, days=days)

@@ -2,6 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 
+from app.adapters import rate_limit
 from app.api.deps import (
     Context,
     CurrentUser,
@@ -10,8 +11,9 @@ from app.api.deps import (
     limit_per_ip,
     require,
 )
-from app.context import AppContext
+from app.api.registration import record_joined
 from app.models.identity import FOUNDER_ROLES, Actor, Role
+from app.models.rbac import Permission
 from app.schemas.auth import (
     ChildRegisterRequest,
     LoginRequest,
@@ -28,47 +30,15 @@ from app.schemas.auth import (
     Tokens,
 )
 from app.schemas.common import error_responses
-from app.services import auth_service, family_service, invite_service, rate_limit
+from app.services import account_service, family_service, invite_service, session_service
 from app.services.analytics_service import EventType
-from app.services.auth_service import IssuedTokens, Registration
-from app.services.rbac import Permission
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-def _tokens(issued: IssuedTokens) -> Tokens:
-    return Tokens(
-        access_token=issued.access_token,
-        refresh_token=issued.refresh_token,
-        expires_in=issued.expires_in,
-    )
-
-
-def record_joined(context: AppContext, registration: Registration) -> None:
-    """Analytics for a member who joined an existing family through an invite."""
-    for event_type in (EventType.USER_REGISTERED, EventType.INVITE_ACCEPTED):
-        context.analytics.record(
-            event_type,
-            user_id=registration.user_id,
-            family_unit_id=registration.family_unit_id,
-            role=registration.role.value,
-        )
-
-
-def registered(registration: Registration) -> Registered:
-    return Registered(
-        user_id=registration.user_id,
-        email=registration.email,
-        role=registration.role,
-        family_unit_id=registration.family_unit_id,
-        tokens=_tokens(registration.tokens),
-        username=registration.username,
-    )
-
-
 def _register_founder_endpoint(role: Role):  # type: ignore[no-untyped-def]
     async def register(body: RegisterRequest, context: Context) -> Registered:
-        registration = await auth_service.register_founder(
+        registration = await account_service.register_founder(
             context.database,
             context.auth_provider,
             context.settings,
@@ -85,7 +55,7 @@ def _register_founder_endpoint(role: Role):  # type: ignore[no-untyped-def]
             role=role.value,
             founded_family=True,
         )
-        return registered(registration)
+        return registration
 
     register.__doc__ = f"Register as a {role.value}, founding a new family with you as creator."
     return register
@@ -127,7 +97,7 @@ async def register_child(body: ChildRegisterRequest, context: Context) -> Regist
             require_role=Role.CHILD,
         )
     record_joined(context, registration)
-    return registered(registration)
+    return registration
 
 
 @router.post(
@@ -142,7 +112,7 @@ async def provision_child(
     context: Context,
 ) -> ProvisionedChild:
     """Create a child account in your family; the generated password is shown only here."""
-    child = await auth_service.provision_child(
+    child = await account_service.provision_child(
         db,
         context.database,
         context.auth_provider,
@@ -151,13 +121,7 @@ async def provision_child(
         email=body.email,
     )
     context.analytics.record(EventType.CHILD_PROVISIONED, actor=actor, child_id=child.user_id)
-    return ProvisionedChild(
-        user_id=child.user_id,
-        username=child.username,
-        password=child.password,
-        display_name=child.display_name,
-        family_unit_id=child.family_unit_id,
-    )
+    return child
 
 
 @router.post(
@@ -173,10 +137,8 @@ async def register_pet(
     pet = await family_service.create_pet(
         db, actor, display_name=body.display_name, avatar_url=body.avatar_url
     )
-    context.analytics.record(EventType.PET_CREATED, actor=actor, pet_id=pet["id"])
-    return PetOut(
-        pet_id=pet["id"], display_name=pet["display_name"], family_unit_id=pet["family_unit_id"]
-    )
+    context.analytics.record(EventType.PET_CREATED, actor=actor, pet_id=pet.pet_id)
+    return pet
 
 
 @router.post("/login", responses=error_responses(401, 429), dependencies=[limit_per_ip("login")])
@@ -185,7 +147,7 @@ async def login(body: LoginRequest, context: Context) -> Tokens:
     async with failed_attempts_limited(
         context, "login", body.email, rate_limit.FAILED_LOGINS_PER_ACCOUNT
     ):
-        issued = await auth_service.login(
+        issued = await session_service.login(
             context.database,
             context.auth_provider,
             context.settings,
@@ -195,7 +157,7 @@ async def login(body: LoginRequest, context: Context) -> Tokens:
     context.analytics.record(
         EventType.USER_LOGGED_IN, user_id=issued.user_id, family_unit_id=issued.family_unit_id
     )
-    return _tokens(issued)
+    return issued.tokens
 
 
 @router.post(
@@ -203,10 +165,10 @@ async def login(body: LoginRequest, context: Context) -> Tokens:
 )
 async def refresh(body: RefreshRequest, context: Context) -> Tokens:
     """Exchange a refresh token (single use) for a new pair."""
-    issued = await auth_service.refresh(
+    issued = await session_service.refresh(
         context.database, context.settings, refresh_token=body.refresh_token
     )
-    return _tokens(issued)
+    return issued.tokens
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401))
@@ -214,18 +176,18 @@ async def logout(
     actor: CurrentUser, db: UserDb, context: Context, body: LogoutRequest | None = None
 ) -> None:
     """End this login: its refresh token and the presented access token stop working."""
-    await auth_service.logout(db, actor, refresh_token=body.refresh_token if body else None)
+    await session_service.logout(db, actor, refresh_token=body.refresh_token if body else None)
     context.analytics.record(EventType.USER_LOGGED_OUT, actor=actor)
 
 
 @router.get("/me", responses=error_responses(401))
 async def me(actor: CurrentUser, db: UserDb) -> Profile:
     """Your profile."""
-    return Profile(**await auth_service.get_profile(db, actor))
+    return await account_service.get_profile(db, actor)
 
 
 @router.patch("/me", responses=error_responses(401))
 async def update_me(body: ProfileUpdate, actor: CurrentUser, db: UserDb) -> Profile:
     """Change your display name or avatar (role and family cannot be changed here)."""
     changes = body.model_dump(exclude_unset=True)
-    return Profile(**await auth_service.update_profile(db, actor, changes))
+    return await account_service.update_profile(db, actor, changes)

@@ -5,10 +5,10 @@ from fastapi import APIRouter, Depends, status
 
 from app.api.deps import CurrentUser, UserDb, require
 from app.models.identity import Actor
+from app.models.rbac import Permission
 from app.schemas.common import error_responses
 from app.schemas.families import Family, FamilyUpdate
 from app.services import family_service
-from app.services.rbac import Permission
 
 router = APIRouter(prefix="/families", tags=["families"])
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/families", tags=["families"])
 @router.get("/me", responses=error_responses(401))
 async def get_my_family(actor: CurrentUser, db: UserDb) -> Family:
     """Your family and its members, pets included."""
-    return Family(**await family_service.get_family(db, actor))
+    return await family_service.get_family(db, actor)
 
 
 @router.patch("/me", responses=error_responses(401, 403))
@@ -26,7 +26,7 @@ async def rename_family(
     db: UserDb,
 ) -> Family:
     """Rename your family."""
-    return Family(**await family_service.rename(db, actor, body.name))
+    return await family_service.rename(db, actor, body.name)
 
 
 @router.delete(

@@ -3,15 +3,16 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, status
 
+from app.adapters import rate_limit
 from app.api.deps import Context, UserDb, failed_attempts_limited, limit_per_ip, require
-from app.api.v1.auth import record_joined, registered
+from app.api.registration import record_joined
 from app.models.identity import Actor, Role
+from app.models.rbac import Permission
 from app.schemas.auth import AcceptInviteRequest, Registered
 from app.schemas.common import error_responses
 from app.schemas.families import Invite, InviteCreate, InviteCreated, InviteLookup, InviteStatus
-from app.services import invite_service, rate_limit
+from app.services import invite_service
 from app.services.analytics_service import EventType
-from app.services.rbac import Permission
 
 router = APIRouter(prefix="/invites", tags=["invites"])
 
@@ -28,9 +29,9 @@ async def create_invite(
         db, context.settings, actor, email=body.email, role=Role(body.role)
     )
     context.analytics.record(
-        EventType.INVITE_CREATED, actor=actor, invite_id=created.invite["id"], role=body.role
+        EventType.INVITE_CREATED, actor=actor, invite_id=created.id, role=body.role
     )
-    return InviteCreated(**created.invite, token=created.token, invite_link=created.invite_link)
+    return created
 
 
 @router.get("", responses=error_responses(401, 403))
@@ -38,7 +39,7 @@ async def list_invites(
     actor: Inviter, db: UserDb, status: InviteStatus | None = None
 ) -> list[Invite]:
     """Your family's invites, newest first (tokens are never shown again)."""
-    return [Invite(**row) for row in await invite_service.list_invites(db, actor, status=status)]
+    return await invite_service.list_invites(db, actor, status=status)
 
 
 @router.get(
@@ -46,7 +47,7 @@ async def list_invites(
 )
 async def lookup_invite(token: InviteToken, context: Context) -> InviteLookup:
     """Check an invite before accepting it (no sign-in needed)."""
-    return InviteLookup(**await invite_service.lookup(context.database, token))
+    return await invite_service.lookup(context.database, token)
 
 
 @router.post(
@@ -72,7 +73,7 @@ async def accept_invite(
             display_name=body.display_name,
         )
     record_joined(context, registration)
-    return registered(registration)
+    return registration
 
 
 @router.delete(

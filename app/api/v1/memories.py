@@ -6,7 +6,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 from app.api.deps import Context, CurrentUser, UserDb
 from app.schemas.common import error_responses
 from app.schemas.memories import Media, MediaRef, Memory, MemoryCreate, MemoryStatus, MemoryUpdate
-from app.services import media_processor, memory_service, storage_service
+from app.services import memory_service, storage_service
 from app.services.analytics_service import EventType
 
 router = APIRouter(prefix="/memories", tags=["memories"])
@@ -113,7 +113,7 @@ async def add_media(
     media = await memory_service.add_media(
         db, actor, memory_id, body, context.storage, context.settings
     )
-    tasks.add_task(media_processor.from_context(context).process, [media.id])
+    tasks.add_task(context.media.process, [media.id])
     return media
 
 

@@ -1,36 +1,28 @@
-"""Storage endpoints: upload and access URLs, and (built-in storage) the signed objects.
+"""Storage endpoints: upload and access URLs for a member's own family's files.
 
-The `/storage/objects/...` routes take no bearer token: the signature in the URL is the
-permission, so an `<img src>` works. They are exempt from the 1 MiB JSON body limit (see
-`app.main.UNLIMITED_BODY_PREFIXES`); uploads stream to disk under their own limit.
+Where the bytes then go depends on the storage: Supabase Storage, or the built-in store's
+signed object routes (`app.api.storage_objects`).
 """
 
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.responses import FileResponse
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect
+from fastapi import APIRouter, Query
 
 from app.api.deps import Context, CurrentUser, UserDb
-from app.errors import Invalid
 from app.schemas.common import error_responses
 from app.schemas.storage import (
     MAX_ACCESS_SECONDS,
     MIN_ACCESS_SECONDS,
     AccessUrlOut,
     MediaVariant,
-    UploadedObject,
     UploadUrlOut,
     UploadUrlRequest,
 )
 from app.services import storage_service
-from app.services.media_files import ALLOWED_MIME_TYPES
 
 if TYPE_CHECKING:
-    from python_multipart.multipart import MultipartCallbacks
+    pass
 
 router = APIRouter(prefix="/storage", tags=["storage"])
 
@@ -85,172 +77,3 @@ async def get_media_url(
     return await storage_service.media_url(
         db, actor, context.storage, media_id, variant, expires_in
     )
-
-
-# Signed objects (built-in storage) ---------------------------------------------------------
-
-_OBJECT = "/objects/{bucket}/{path:path}"
-_UPLOAD_ERRORS = error_responses(400, 403, 404, 409, 413, 415, 507)
-_MEDIA_CONTENT: dict[str, dict[str, object]] = {mime: {} for mime in sorted(ALLOWED_MIME_TYPES)}
-_DOWNLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"description": "The file, as its verified type", "content": _MEDIA_CONTENT},
-    206: {
-        "description": "The byte range(s) asked for with `Range`",
-        "content": {**_MEDIA_CONTENT, "multipart/byteranges": {}},
-    },
-    304: {"description": "Not modified: `If-None-Match` names the current `ETag`"},
-    **error_responses(400, 403, 404),
-    416: {"description": "The `Range` is past the end of the file", "content": {"text/plain": {}}},
-}
-# A malformed `Range` header is answered in plain text (by Starlette's FileResponse).
-_DOWNLOAD_RESPONSES[400] = {**_DOWNLOAD_RESPONSES[400], "content": {"text/plain": {}}}
-
-
-@router.put(_OBJECT, status_code=status.HTTP_201_CREATED, responses=_UPLOAD_ERRORS)
-async def upload_object(
-    bucket: str, path: str, request: Request, context: Context
-) -> UploadedObject:
-    """Upload the raw bytes of a file to a signed upload URL (built-in storage)."""
-    length = request.headers.get("content-length")
-    return await storage_service.receive_upload(
-        context.storage,
-        context.settings,
-        bucket=bucket,
-        path=path,
-        params=request.query_params,
-        content_type=request.headers.get("content-type"),
-        content_length=int(length) if length and length.isdigit() else None,
-        chunks=_body(request),
-    )
-
-
-@router.post(_OBJECT, status_code=status.HTTP_201_CREATED, responses=_UPLOAD_ERRORS)
-async def upload_object_form(
-    bucket: str, path: str, request: Request, context: Context
-) -> UploadedObject:
-    """Upload a file to a signed upload URL as a multipart form with the field `file`."""
-    return await storage_service.receive_upload(
-        context.storage,
-        context.settings,
-        bucket=bucket,
-        path=path,
-        params=request.query_params,
-        content_type=None,
-        content_length=None,
-        chunks=_form_file(request),
-    )
-
-
-@router.get(
-    _OBJECT,
-    response_class=FileResponse,
-    responses=_DOWNLOAD_RESPONSES,
-)
-async def download_object(bucket: str, path: str, request: Request, context: Context) -> Response:
-    """Download a file through a signed access URL; honours `Range` and `If-None-Match`."""
-    download = await storage_service.open_download(
-        context.storage, bucket=bucket, path=path, params=request.query_params
-    )
-    headers = {
-        "ETag": download.etag,
-        # Private: the bytes are the family's; no shared cache may keep them.
-        "Cache-Control": f"private, max-age={download.max_age}, immutable",
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-        "Referrer-Policy": "no-referrer",
-        # The server's own name for the object (a safe, fixed alphabet), never the client's.
-        "Content-Disposition": f'inline; filename="{path.rsplit("/", 1)[-1]}"',
-    }
-    if _etag_matches(request.headers.get("if-none-match"), download.etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return FileResponse(
-        download.file, media_type=download.content_type, headers=headers, stat_result=download.stat
-    )
-
-
-# HEAD answers like GET without the body (FileResponse sends headers only).
-router.add_api_route(_OBJECT, download_object, methods=["HEAD"], include_in_schema=False)
-
-
-def _etag_matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    candidates = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
-    return "*" in candidates or etag in candidates
-
-
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in request.stream():
-            yield chunk
-    except ClientDisconnect:
-        raise Invalid("The upload was interrupted before it was complete") from None
-
-
-async def _form_file(request: Request) -> AsyncIterator[bytes]:
-    """The bytes of the form field `file`, as they arrive (the body is never held whole)."""
-    content_type, options = parse_options_header(request.headers.get("content-type"))
-    boundary = options.get(b"boundary")
-    if content_type != b"multipart/form-data" or not boundary:
-        raise Invalid("Expected a multipart/form-data body with a field named 'file'")
-    form = _FileField()
-    parser = MultipartParser(boundary, form.callbacks())
-    try:
-        async for chunk in _body(request):
-            parser.write(chunk)
-            while form.pending:
-                yield form.pending.pop(0)
-        parser.finalize()
-    except MultipartParseError:
-        raise Invalid("The multipart form is malformed") from None
-    if not form.found:
-        raise Invalid("The form has no field named 'file'")
-
-
-class _FileField:
-    """Multipart parser callbacks keeping the data of the first part named `file`."""
-
-    def __init__(self) -> None:
-        self.pending: list[bytes] = []
-        self.found = False
-        self._in_file = False
-        self._header_name = b""
-        self._header_value = b""
-        self._disposition = b""
-
-    def callbacks(self) -> "MultipartCallbacks":
-        return {
-            "on_part_begin": self._part_begin,
-            "on_header_field": self._header_field,
-            "on_header_value": self._header_value_data,
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-        }
-
-    def _part_begin(self) -> None:
-        self._disposition = b""
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_name += data[start:end]
-
-    def _header_value_data(self, data: bytes, start: int, end: int) -> None:
-        self._header_value += data[start:end]
-
-    def _header_end(self) -> None:
-        if self._header_name.lower() == b"content-disposition":
-            self._disposition = self._header_value
-        self._header_name, self._header_value = b"", b""
-
-    def _headers_finished(self) -> None:
-        _, params = parse_options_header(self._disposition)
-        self._in_file = params.get(b"name") == b"file" and not self.found
-        self.found = self.found or self._in_file
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._in_file:
-            self.pending.append(bytes(data[start:end]))
-
-    def _part_end(self) -> None:
-        self._in_file = False

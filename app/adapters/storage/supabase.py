@@ -20,7 +20,7 @@ Why plain httpx rather than storage3 (the `supabase` package's Storage client): 
 `download` returns the whole object in memory, where we stream a video of up to 50 MiB to disk;
 and it turns HTTP errors into `StorageApiError` while timeouts pass through as httpx errors and
 odd bodies as KeyError or pydantic errors. Like the Auth provider
-(`app.services.supabase_auth`), we must tell "Supabase is down" (503) from "Supabase said no"
+(`app.adapters.auth.supabase`), we must tell "Supabase is down" (503) from "Supabase said no"
 (the matching 4xx) precisely; one `_send` and one classification (`storage_refusal`, `_refused`)
 do that for every call. Seven endpoints with documented shapes are simpler than wrapping the
 package's three kinds of failure.
@@ -59,7 +59,8 @@ import anyio
 import httpx
 from jose import JWTError, jwt
 
-from app.db.supabase import Supabase
+from app.adapters.storage.base import ObjectStat, UploadTarget, check_object_path
+from app.adapters.supabase.client import Supabase
 from app.errors import (
     Conflict,
     DomainError,
@@ -69,7 +70,6 @@ from app.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
-from app.services.storage_backend import ObjectStat, UploadTarget, check_object_path
 
 logger = logging.getLogger(__name__)
 

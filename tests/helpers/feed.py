@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.factories import Member
+from tests.helpers import API
+from tests.helpers.factories import Member
 
-API = "/api/v1"
 EMOJI = ["👍", "❤️", "😂", "😮", "😢", "🎉", "🔥", "💯"]
 
 _INSERT_MEMORY = """

@@ -13,8 +13,8 @@ stateful (they store the session in the client and, in `supabase.Client`, switch
 other sub-clients send to the signed-in user's token), which is wrong for one server-side client
 shared by every request; and we must tell "Supabase is down" (503) from "Supabase said no" (a 4xx
 of ours) precisely, which the package folds into AuthRetryableError / AuthApiError. Four
-endpoints with explicit status handling are simpler than working around both. Storage still goes
-through the package (`app.db.supabase.Supabase.storage`).
+endpoints with explicit status handling are simpler than working around both. Storage is plain
+httpx too, over the same client (`app.adapters.storage.supabase`); the package is not a dependency.
 
 Error bodies come in two shapes depending on the GoTrue version, and both are understood:
 `{"code": 422, "error_code": "email_exists", "msg": "..."}` (and with the 2024-01-01 API version
@@ -31,15 +31,15 @@ from uuid import UUID
 
 import httpx
 
-from app.db.supabase import Supabase
-from app.errors import Conflict, ServiceUnavailable, Unauthorized, UnprocessableInput
-from app.services.supabase_tokens import (
+from app.adapters.supabase.client import Supabase
+from app.adapters.supabase.tokens import (
     InvalidSupabaseToken,
     SupabaseTokenVerifier,
     SupabaseUnavailable,
     looks_like_supabase_token,
 )
-from app.services.tokens import AccessClaims
+from app.adapters.tokens import AccessClaims
+from app.errors import Conflict, ServiceUnavailable, Unauthorized, UnprocessableInput
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def _user_id(response: httpx.Response, operation: str) -> UUID:
 
 
 class SupabaseAccessTokens:
-    """The `external_token_verifier`: a Supabase access token as a bearer token.
+    """`context.external_tokens`: a Supabase access token as a bearer token.
 
     Returns None for tokens that do not claim to come from this project's Auth server, so the
     backend's own decoder handles them. A Supabase token is verified locally (JWKS or the legacy

@@ -1,33 +1,9 @@
-"""Where accounts and passwords live: the `AuthProvider` seam.
+"""The built-in `AuthProvider`: argon2id hashes in `auth.users` of our own database."""
 
-`LocalAuthProvider` keeps argon2id hashes in `auth.users` of our own database.
-The Supabase provider (app.services.supabase_auth) keeps them in Supabase Auth.
-Either way the backend issues its own tokens; nothing else knows which one runs.
-
-`create_user` commits on its own (for Supabase it is a remote call), so callers
-follow the same pattern with both providers: create the account, then write the
-profile, and `delete_user` if that second step fails, leaving no orphan.
-"""
-
-from typing import Protocol
 from uuid import UUID
 
+from app.adapters.passwords import Passwords
 from app.db.postgres import Database
-from app.services.passwords import Passwords
-
-
-class AuthProvider(Protocol):
-    async def create_user(self, *, email: str | None, username: str | None, password: str) -> UUID:
-        """Create the account; raise Conflict if the email is taken."""
-
-    async def delete_user(self, user_id: UUID) -> None:
-        """Undo `create_user` (compensation when the profile could not be written)."""
-
-    async def check_password(
-        self, *, user_id: UUID | None, email: str | None, username: str | None, password: str
-    ) -> bool:
-        """True if the password is right. With no user, spend the same time and say no."""
-
 
 _INSERT_USER = """
 insert into auth.users (email, encrypted_password, raw_user_meta_data)

@@ -19,9 +19,9 @@ import httpx
 import pillow_heif
 from PIL import ExifTags, Image, ImageDraw
 
-from tests.factories import Member
+from tests.helpers import API
+from tests.helpers.factories import Member
 
-API = "/api/v1"
 RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
 
 

@@ -1,7 +1,7 @@
 """The Supabase project this backend talks to: URLs, API keys and one HTTP client.
 
 Built once in `build_context` when `settings.supabase_enabled` and kept in
-`context.extras["supabase"]`; the Auth provider, the access-token verifier and the Storage
+`context.supabase`; the Auth provider, the access-token verifier and the Storage
 backend share it, so there is one connection pool to Supabase and one place that knows which
 key goes into which header. `aclose()` runs at shutdown.
 

@@ -6,9 +6,6 @@ from functools import cached_property
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-MIN_PASSWORD_LENGTH = 10
-MAX_PASSWORD_LENGTH = 256
-
 
 class Passwords:
     def __init__(self, *, time_cost: int, memory_kib: int):

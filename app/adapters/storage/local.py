@@ -1,8 +1,4 @@
-"""Where the bytes of photos and videos live: the StorageBackend interface and the built-in one.
-
-`StorageBackend` is deliberately small so Supabase Storage can implement it too (signed
-upload URL, stat, signed download URLs, download/upload a file, remove, list). Nothing
-outside this module knows which backend runs.
+"""The built-in storage: files on this server's disk, served through URLs it signs.
 
 `LocalStorageBackend` keeps objects as files under `<storage_root>/<bucket>/<path>` and
 serves them itself through URLs signed with an HMAC key derived from the JWT secret.
@@ -16,25 +12,21 @@ are resolved and checked to stay inside the bucket folder before any file is tou
 """
 
 import asyncio
-import base64
 import contextlib
 import errno
-import hashlib
-import hmac
 import os
-import re
 import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import quote, urlencode
 
 import anyio
 
+from app.adapters.storage.base import ObjectStat, UploadTarget, check_object_path
+from app.adapters.storage.signing import DOWNLOAD, UPLOAD, UploadGrant, UrlSigner, expiry
 from app.errors import (
     Conflict,
     Forbidden,
@@ -44,122 +36,12 @@ from app.errors import (
     PayloadTooLarge,
 )
 
+# Uploads in progress ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class UploadTarget:
-    """Where and how the client sends the bytes of one file."""
-
-    url: str
-    method: str
-    headers: dict[str, str]
-    expires_in: int
-
-
-@dataclass(frozen=True)
-class ObjectStat:
-    path: str
-    size: int
-    modified_at: datetime
-    etag: str
-
-
-class StorageBackend(Protocol):
-    """The object store for media files, one bucket."""
-
-    bucket: str
-
-    async def create_upload_url(
-        self, path: str, *, mime_type: str, max_bytes: int, expires_in: int
-    ) -> UploadTarget:
-        """A URL the client sends the file to directly, valid for `expires_in` seconds."""
-        ...
-
-    async def stat(self, path: str) -> ObjectStat | None:
-        """Size and age of a stored object, or None when there is none."""
-        ...
-
-    async def signed_download_urls(
-        self, paths: Sequence[str], *, expires_in: int
-    ) -> dict[str, str]:
-        """One expiring download URL per path, signed in one call (a feed page at a time)."""
-        ...
-
-    async def download_to(self, path: str, dest: Path) -> None:
-        """Copy an object into a local file (for the media processor); NotFound if missing."""
-        ...
-
-    async def upload_file(self, path: str, src: Path, content_type: str) -> None:
-        """Store a local file as an object (thumbnails), replacing any previous one."""
-        ...
-
-    async def remove(self, paths: Sequence[str]) -> None:
-        """Delete objects; paths that do not exist are ignored."""
-        ...
-
-    def list_objects(self, older_than: datetime) -> AsyncIterator[str]:
-        """Every object last written before `older_than` (for the orphan sweep)."""
-        ...
-
-
-# Object paths -----------------------------------------------------------------------------
-
-_MAX_PATH_LENGTH = 1024
-# Non-empty segments of [A-Za-z0-9._-], none of them "." or "..": one expression, because the
-# feed checks every path of a page (about 50) before signing it.
-_SAFE_SEGMENT = r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]+"
-_SAFE_PATH = re.compile(rf"{_SAFE_SEGMENT}(?:/{_SAFE_SEGMENT})*")
-
-
-def check_object_path(path: str) -> str:
-    """Return `path` if it is a safe relative object path, else raise Invalid (400)."""
-    if len(path) > _MAX_PATH_LENGTH or _SAFE_PATH.fullmatch(path) is None:
-        raise Invalid("Invalid storage path")
-    return path
-
-
-# Signed URLs ------------------------------------------------------------------------------
-
-_UPLOAD = "upload"
-_DOWNLOAD = "download"
 # Uploads are kept in a hidden folder of the bucket until complete; the orphan sweep lists
 # them like any other unreferenced object, so an abandoned upload is removed in time too.
 INCOMING_DIR = ".incoming"
 _WRITE_BUFFER_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class UploadGrant:
-    """What a valid upload URL allows: one object, of this type, up to this size."""
-
-    path: str
-    mime_type: str
-    max_bytes: int
-
-
-class UrlSigner:
-    """HMAC-SHA256 over (operation, bucket, path, expiry, bound values)."""
-
-    # Domain separation: this key signs storage URLs only, never anything the JWT key signs.
-    _CONTEXT = b"timeless-love/storage-url/v1"
-
-    def __init__(self, secret: str):
-        self._key = hmac.new(secret.encode(), self._CONTEXT, hashlib.sha256).digest()
-
-    def sign(self, *parts: str) -> str:
-        # No part can contain "\n": paths are checked, the rest are ours or numbers.
-        digest = hmac.digest(self._key, "\n".join(parts).encode(), "sha256")
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-    def verify(self, signature: str, *parts: str) -> bool:
-        return hmac.compare_digest(self.sign(*parts), signature)
-
-
-def _expiry(expires_in: int, now: float) -> int:
-    # Rounded up to a step (at most a quarter of the lifetime, at most 5 minutes) so that the
-    # same object signed again a moment later gets the same URL and the browser cache works.
-    step = max(1, min(300, expires_in // 4))
-    deadline = int(now) + expires_in
-    return -(-deadline // step) * step
 
 
 _INVALID_LINK = "Invalid or expired link"
@@ -184,7 +66,7 @@ class LocalStorageBackend:
         check_object_path(path)
         expires = int(time.time()) + expires_in
         signature = self._signer.sign(
-            _UPLOAD, self.bucket, path, str(expires), mime_type, str(max_bytes)
+            UPLOAD, self.bucket, path, str(expires), mime_type, str(max_bytes)
         )
         query = {
             "expires": expires,
@@ -215,11 +97,11 @@ class LocalStorageBackend:
     async def signed_download_urls(
         self, paths: Sequence[str], *, expires_in: int
     ) -> dict[str, str]:
-        expires = _expiry(expires_in, time.time())
+        expires = expiry(expires_in, time.time())
         urls = {}
         for path in paths:
             check_object_path(path)
-            signature = self._signer.sign(_DOWNLOAD, self.bucket, path, str(expires))
+            signature = self._signer.sign(DOWNLOAD, self.bucket, path, str(expires))
             # Both values are URL-safe as they are (a number; base64url), so no encoding pass.
             urls[path] = f"{self._object_url(path)}?expires={expires}&signature={signature}"
         return urls
@@ -283,7 +165,7 @@ class LocalStorageBackend:
             expires, mime_type = params["expires"], params["type"]
             max_bytes, signature = params["max_bytes"], params["signature"]
             valid = self._signer.verify(
-                signature, _UPLOAD, self.bucket, path, expires, mime_type, max_bytes
+                signature, UPLOAD, self.bucket, path, expires, mime_type, max_bytes
             )
             if not valid or int(expires) < time.time():
                 raise Forbidden(_INVALID_LINK)
@@ -295,7 +177,7 @@ class LocalStorageBackend:
         """Seconds the download URL stays valid, or Forbidden (403)."""
         try:
             expires, signature = params["expires"], params["signature"]
-            valid = self._signer.verify(signature, _DOWNLOAD, self.bucket, path, expires)
+            valid = self._signer.verify(signature, DOWNLOAD, self.bucket, path, expires)
             remaining = int(expires) - int(time.time())
         except (KeyError, ValueError):
             raise Forbidden(_INVALID_LINK) from None

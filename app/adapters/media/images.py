@@ -1,0 +1,181 @@
+"""Photos: header checks, decoding (Pillow, pillow-heif) and thumbnails, upright and in sRGB.
+
+Everything here is synchronous and CPU/IO bound on purpose: callers run it off the event loop.
+Every decoder is pinned to the sniffed format so a file cannot be re-interpreted as something
+else by a library's own probing.
+"""
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+import pillow_heif
+from PIL import Image, ImageCms
+
+from app.adapters.media.common import MediaInfo, MediaRejected, check_pixels, fit
+from app.errors import Invalid, PayloadTooLarge
+from app.models.media_types import PILLOW_FORMAT
+
+pillow_heif.register_heif_opener()
+
+# Only these formats can hold animations we care about; MPO (multi-picture JPEG) and HEIF
+# image collections are not animations, so their extra pictures are not counted as frames.
+_ANIMATED_FORMATS: Final = frozenset({"GIF", "WEBP", "PNG"})
+
+_WHITE: Final = (255, 255, 255)
+
+_ORIENTATION_TAG: Final = 0x0112
+_TRANSPOSE_FOR_ORIENTATION: Final[Mapping[int, Image.Transpose]] = MappingProxyType(
+    {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }
+)
+_SIXTEEN_BIT_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+# Images
+
+
+def process_image(
+    source: Path, mime: str, max_pixels: int, thumb_size: int
+) -> tuple[MediaInfo, Image.Image]:
+    pillow_format = PILLOW_FORMAT[mime]
+    try:
+        with Image.open(source, formats=[pillow_format]) as im:
+            width, height = im.size
+            check_pixels(width, height, max_pixels)
+            frame_count = _image_frame_count(im)
+            orientation = _exif_orientation(im)
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
+            icc_profile = im.info.get("icc_profile")
+            _draft_for_thumbnail(im, thumb_size)
+            im.load()
+            thumb = _thumbnail_from_image(im, thumb_size, orientation, icc_profile)
+    except MediaRejected:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise MediaRejected("the image dimensions are too large") from exc
+    except Exception as exc:
+        # Pillow and libheif signal corrupt input with a zoo of types (OSError, SyntaxError,
+        # ValueError, EOFError, struct.error, ...); all of them mean the same thing to a user.
+        raise MediaRejected("the image is corrupt, truncated or cannot be decoded") from exc
+    info = MediaInfo(
+        mime_type=mime,
+        width=width,
+        height=height,
+        duration=None,
+        codec=None,
+        frame_count=frame_count,
+    )
+    return info, thumb
+
+
+def _image_frame_count(im: Image.Image) -> int:
+    if im.format not in _ANIMATED_FORMATS:
+        return 1
+    # Pillow counts GIF/APNG frames by walking block headers without decoding pixels, and WebP
+    # reads the count from the demuxer, so this stays cheap even for large animations.
+    return int(getattr(im, "n_frames", 1))
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:
+        # A mangled EXIF block is common (editors, messengers) and not a reason to refuse a photo.
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _draft_for_thumbnail(im: Image.Image, thumb_size: int) -> None:
+    # draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale (and pillow_heif pick an embedded
+    # preview); asking for twice the final size matches Image.thumbnail's reducing_gap=2 quality.
+    target_w, target_h = fit(im.width, im.height, thumb_size)
+    im.draft(None, (target_w * 2, target_h * 2))
+
+
+def _thumbnail_from_image(
+    im: Image.Image, thumb_size: int, orientation: int, icc_profile: bytes | None
+) -> Image.Image:
+    frame = _normalise_mode(im)
+    # Resizing before transposing is equivalent for a square box and avoids rotating megapixels.
+    frame.thumbnail((thumb_size, thumb_size), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    transpose = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
+    if transpose is not None:
+        frame = frame.transpose(transpose)
+    rgb = _flatten_to_rgb(frame)
+    return _to_srgb(rgb, icc_profile)
+
+
+def _normalise_mode(im: Image.Image) -> Image.Image:
+    if im.mode in _SIXTEEN_BIT_MODES:
+        # Pillow clips 16-bit greys into 8 bits instead of scaling them, which turns them white.
+        return im.convert("I").point(lambda value: value / 256).convert("L")
+    has_transparency = "transparency" in im.info
+    if im.mode in _ALPHA_MODES or has_transparency:
+        return im.convert("RGBA")
+    if im.mode in ("RGB", "L"):
+        return im.copy()
+    # Palette images resize with NEAREST and CMYK has no sensible resampling; go to RGB first.
+    return im.convert("RGB")
+
+
+def _flatten_to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGBA":
+        background = Image.new("RGB", im.size, _WHITE)
+        background.paste(im, mask=im.getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def _to_srgb(im: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    # The thumbnail ships without a profile, so wide-gamut sources (Display P3 from iPhones)
+    # would look washed out unless the pixels are converted to sRGB first.
+    if not icc_profile:
+        return im
+    try:
+        source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        if source_profile.profile.xcolor_space.strip() != "RGB":
+            return im
+        # Built per call: LittleCMS profile handles are not documented as safe to share between
+        # the worker threads that run this module, and creating one costs microseconds.
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        converted = ImageCms.profileToProfile(im, source_profile, srgb, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        # A broken profile only costs colour accuracy; the pixels themselves are fine.
+        return im
+    return converted if converted is not None else im
+
+
+def check_image_header(mime: str, max_pixels: int, file: Path) -> None:
+    """Refuse, before it is kept, an image that would explode when decoded.
+
+    Only the header is read (cheap); the full decode and everything else happens in the
+    media processor. Videos are probed there too. Raises the API's errors: this runs while an
+    upload is received.
+    """
+    pillow_format = PILLOW_FORMAT.get(mime)
+    if pillow_format is None:
+        return
+    try:
+        with Image.open(file, formats=[pillow_format]) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        raise PayloadTooLarge("The picture has too many pixels to be processed") from None
+    except Exception:
+        raise Invalid("The image is corrupt or cannot be read") from None
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"The picture has too many pixels to be processed ({width}x{height}; "
+            f"at most {max_pixels // 1_000_000} megapixels)"
+        )
