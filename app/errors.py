@@ -6,51 +6,71 @@ Services never import FastAPI: they raise these, and `exception_handlers.install
 
 
 class DomainError(Exception):
+    """A rule said no. `code` is the stable, documented name a client branches on
+    (docs/api.md, "Errors"); `extra` adds named fields to the body (e.g. `media_id`)."""
+
     status_code = 400
     default_detail = "Bad request"
+    default_code = "bad_request"
 
-    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None,
+    ):
         self.detail = detail or self.default_detail
+        self.code = code or self.default_code
         self.headers = headers
+        self.extra = extra or {}
         super().__init__(self.detail)
 
 
 class Invalid(DomainError):
     status_code = 400
     default_detail = "Invalid request"
+    default_code = "bad_request"
 
 
 class Unauthorized(DomainError):
     status_code = 401
     default_detail = "Could not validate credentials"
+    default_code = "not_authenticated"
 
-    def __init__(self, detail: str | None = None):
-        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+    def __init__(self, detail: str | None = None, *, code: str | None = None):
+        super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
 
 
 class Forbidden(DomainError):
     status_code = 403
     default_detail = "Operation not permitted"
+    default_code = "forbidden"
 
 
 class NotFound(DomainError):
     status_code = 404
     default_detail = "Not found"
+    default_code = "not_found"
 
 
 class Conflict(DomainError):
     status_code = 409
     default_detail = "Conflict"
+    default_code = "conflict"
 
 
 class PayloadTooLarge(DomainError):
     status_code = 413
     default_detail = "Payload too large"
+    default_code = "payload_too_large"
 
 
 class UnsupportedMediaType(DomainError):
     status_code = 415
     default_detail = "Unsupported media type"
+    default_code = "unsupported_media_type"
 
 
 class UnprocessableInput(DomainError):
@@ -58,11 +78,13 @@ class UnprocessableInput(DomainError):
 
     status_code = 422
     default_detail = "Unprocessable input"
+    default_code = "validation_failed"
 
 
 class RateLimited(DomainError):
     status_code = 429
     default_detail = "Too many requests"
+    default_code = "rate_limited"
 
     def __init__(self, retry_after_seconds: int):
         super().__init__(
@@ -74,8 +96,10 @@ class RateLimited(DomainError):
 class ServiceUnavailable(DomainError):
     status_code = 503
     default_detail = "Service temporarily unavailable"
+    default_code = "service_unavailable"
 
 
 class InsufficientStorage(DomainError):
     status_code = 507
     default_detail = "Storage is full; the upload was not kept"
+    default_code = "storage_full"

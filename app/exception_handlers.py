@@ -71,9 +71,8 @@ def is_database_outage(exc: BaseException) -> bool:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+        body = {"detail": exc.detail, "code": exc.code, "request_id": request_id_var.get()}
+        return JSONResponse({**exc.extra, **body}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

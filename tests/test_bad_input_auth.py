@@ -87,7 +87,8 @@ async def test_duplicate_email_any_case_is_409(client, pg, variant):
     before = await _counts(pg)
     response = await client.post(f"{API}/auth/register/teen", json=_register_body(email=again))
     assert response.status_code == 409
-    assert response.json() == {"detail": "An account with this email already exists"}
+    assert response.json()["detail"] == "An account with this email already exists"
+    assert response.json()["code"] == "conflict"
     assert await _counts(pg) == before
 
 

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 
 def _reject_nul(value: str) -> str:
@@ -26,7 +26,15 @@ AvatarUrl = Annotated[
 
 
 class ErrorOut(BaseModel):
+    """Every error body (docs/api.md, "Errors"): a sentence for people, a code for programs."""
+
     detail: str
+    code: str | None = Field(
+        default=None,
+        description="Stable snake_case name a client can branch on.",
+        examples=["not_found"],
+    )
+    request_id: str | None = Field(default=None, description="Quote it when reporting a problem.")
 
 
 class ValidationErrorItem(BaseModel):
