@@ -1,0 +1,306 @@
+"""HTTP ceilings: the project's cheapest routes against a bare FastAPI app, measured with wrk.
+
+(Named so, not http.py, which would shadow the standard library's http package.)
+
+Usage: python bench/http_ceilings.py [--duration 8] [--connections 8] [--workers 1,2] [--write-docs]
+
+wrk (a C load generator, Debian package `wrk`: `apt-get install wrk`) drives each endpoint
+with 1 thread and N connections for the given time, one after the other, in one run:
+
+- a bare FastAPI app in the same virtualenv returning {"status": "ok"} (bench/bare_app.py),
+- GET /health (touches nothing but the middleware stack),
+- GET /api/v1/auth/me (token check, one RLS transaction, one row),
+- GET /api/v1/feed?page_size=20 (20 published memories, each with a processed photo),
+
+each against one uvicorn process with N workers, on the built-in PostgreSQL created afresh in a
+temporary folder. It prints a table and the ratios against issue #15's targets: health ≥ 70 %
+of the bare app, /auth/me ≥ 50 % of /health, the feed ≥ 50 % of /auth/me, and how each scales
+from 1 to 2 workers. A Python load generator would take CPU from the server on a 2-core
+machine; wrk takes a fraction of one core. With --write-docs the "## HTTP ceilings" section
+of docs/performance.md is replaced by the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "bench password 123"
+JWT_SECRET = "bench-secret-key-that-is-long-enough-0123456789abcdef"
+FEED_ITEMS = 20
+TARGETS = {"health": 0.70, "me": 0.50, "feed": 0.50}
+
+
+@dataclass
+class Result:
+    name: str
+    workers: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def start_bare(port: int, workers: int) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT)
+    wait_for(f"http://127.0.0.1:{port}/health", process)
+    return process
+
+
+def start_project(port: int, workers: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    """`timeless serve` as an operator runs it (built-in PostgreSQL, access log on)."""
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "production",
+        "JWT_SECRET_KEY": JWT_SECRET,
+        "DATA_DIR": str(data_dir),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "RATE_LIMIT_ENABLED": "false",  # all the load comes from one address
+        "PASSWORD_HASH_TIME_COST": "1",
+        "PASSWORD_HASH_MEMORY_KIB": "8192",
+    }
+    env.pop("DATABASE_URL", None)
+    command = [
+        sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers),
+    ]  # fmt: skip
+    log = (data_dir / "server.log").open("ab")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+    wait_for(f"http://127.0.0.1:{port}/health/ready", process)
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def photo_bytes(index: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (1200, 900), ((index * 37) % 256, 90, 160)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def seed_family(base: str) -> str:
+    """A family with FEED_ITEMS published memories, each with a processed photo; a token."""
+    api = f"{base}/api/v1"
+    with httpx.Client(timeout=60) as client:
+        response = client.post(
+            f"{api}/auth/register/adult",
+            json={
+                "email": f"bench-http-{time.time_ns()}@example.com",
+                "password": PASSWORD,
+                "display_name": "Bench",
+                "family_name": "Bench family",
+            },
+        )
+        response.raise_for_status()
+        token = response.json()["tokens"]["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        media_ids = []
+        for index in range(FEED_ITEMS):
+            memory = client.post(
+                f"{api}/memories",
+                json={"title": f"Memory {index}", "status": "published", "tags": ["bench"]},
+                headers=auth,
+            )
+            memory.raise_for_status()
+            memory_id = memory.json()["id"]
+            body = photo_bytes(index)
+            target = client.post(
+                f"{api}/storage/upload-url",
+                json={
+                    "memory_id": memory_id,
+                    "file_name": f"p{index}.jpg",
+                    "mime_type": "image/jpeg",
+                    "file_size": len(body),
+                },
+                headers=auth,
+            )
+            target.raise_for_status()
+            upload = target.json()
+            client.request(
+                upload["method"], upload["upload_url"], content=body, headers=upload["headers"]
+            ).raise_for_status()
+            media = client.post(
+                f"{api}/memories/{memory_id}/media",
+                json={
+                    "storage_path": upload["storage_path"],
+                    "file_name": f"p{index}.jpg",
+                    "mime_type": "image/jpeg",
+                    "file_size": len(body),
+                },
+                headers=auth,
+            )
+            media.raise_for_status()
+            media_ids.append(media.json()["id"])
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            feed = client.get(f"{api}/feed?page_size={FEED_ITEMS}", headers=auth).json()
+            statuses = [m["processing_status"] for item in feed["items"] for m in item["media"]]
+            if len(statuses) == FEED_ITEMS and all(s == "completed" for s in statuses):
+                return token
+            time.sleep(0.5)
+    raise RuntimeError("the photos were not processed in time")
+
+
+_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(
+    name: str, url: str, workers: int, duration: int, connections: int, token: str | None
+) -> Result:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    if token:
+        command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])  # type: ignore[index]
+    latencies = {m[1]: float(m[2]) * _UNIT_MS[m[3]] for m in _LATENCY.finditer(output)}
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return Result(
+        name, workers, rps, latencies["50"], latencies["99"], int(errors[1]) if errors else 0
+    )
+
+
+def measure(workers: int, duration: int, connections: int) -> list[Result]:
+    results = []
+    bare_port, port = free_port(), free_port()
+    bare = start_bare(bare_port, workers)
+    try:
+        bare_url = f"http://127.0.0.1:{bare_port}/health"
+        results.append(run_wrk("bare FastAPI", bare_url, workers, duration, connections, None))
+    finally:
+        stop(bare)
+    data_dir = Path(tempfile.mkdtemp(prefix="tl-bench-"))
+    project = start_project(port, workers, data_dir)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        token = seed_family(base)
+        feed = f"/api/v1/feed?page_size={FEED_ITEMS}"
+        for path, auth in (("/health", None), ("/api/v1/auth/me", token), (feed, token)):
+            result = run_wrk(f"GET {path}", base + path, workers, duration, connections, auth)
+            results.append(result)
+    finally:
+        stop(project)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return results
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| workers | endpoint | req/s | p50 | p99 | non-2xx |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.workers} | {r.name} | {r.rps:,.0f} | {r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms "
+            f"| {r.errors} |"
+        )
+    return "\n".join(lines)
+
+
+def ratios(results: list[Result]) -> str:
+    lines = []
+    by_workers: dict[int, list[Result]] = {}
+    for r in results:
+        by_workers.setdefault(r.workers, []).append(r)
+    for workers, rows in sorted(by_workers.items()):
+        bare, health, me, feed = rows
+        checks = (
+            ("/health vs bare FastAPI", health.rps / bare.rps, TARGETS["health"]),
+            ("/auth/me vs /health", me.rps / health.rps, TARGETS["me"]),
+            ("feed vs /auth/me", feed.rps / me.rps, TARGETS["feed"]),
+        )
+        for label, value, target in checks:
+            verdict = "meets" if value >= target else "below"
+            lines.append(
+                f"- {workers} worker(s): {label}: {value:.0%} (target ≥ {target:.0%}: {verdict})"
+            )
+    if 1 in by_workers and 2 in by_workers:
+        for one, two in zip(by_workers[1], by_workers[2], strict=True):
+            lines.append(f"- 2 workers / 1 worker, {one.name}: {two.rps / one.rps:.2f}×")
+    return "\n".join(lines)
+
+
+def write_docs(text: str) -> None:
+    path = ROOT / "docs" / "performance.md"
+    current = path.read_text()
+    section = f"## HTTP ceilings\n\n{text}\n"
+    pattern = re.compile(r"## HTTP ceilings\n.*?(?=\n## |\Z)", re.S)
+    updated = pattern.sub(section, current) if pattern.search(current) else f"{current}\n{section}"
+    path.write_text(updated)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workers", default="1,2", help="comma separated, e.g. 1,2")
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk (Debian/Ubuntu)")
+    results: list[Result] = []
+    for workers in (int(w) for w in args.workers.split(",")):
+        results.extend(measure(workers, args.duration, args.connections))
+    machine = (
+        f"{platform.node()}: {os.cpu_count()} CPUs, {platform.machine()}, "
+        f"Python {platform.python_version()}"
+    )
+    command = "python bench/http_ceilings.py " + " ".join(sys.argv[1:])
+    text = (
+        f"Machine: {machine}. Command: `{command}`. wrk -t1 -c{args.connections} "
+        f"-d{args.duration}s per row, one row after the other; the server and PostgreSQL on "
+        f"the same 2 cores as wrk.\n\n{table(results)}\n\n{ratios(results)}"
+    )
+    print(text)
+    if args.write_docs:
+        write_docs(text)
+
+
+if __name__ == "__main__":
+    main()
