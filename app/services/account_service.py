@@ -5,6 +5,7 @@ explicitly named system session; everything a signed-in member does runs on the
 member's RLS connection handed in by the router.
 """
 
+import dataclasses
 import secrets
 import unicodedata
 from collections.abc import AsyncIterator
@@ -154,21 +155,14 @@ async def register_founder(
     async with account_creation(database, provider) as creation:
         user_id = await creation.create(member, password)
         family_id = await creation.db.fetchval(_FAMILY_OF, user_id)
-        signed_in = await session_service.issue_tokens(
-            creation.db, settings, user_id=user_id, role=role, family_unit_id=family_id
-        )
-    return Registered(
-        user_id=user_id,
-        email=email_normalized,
-        role=role,
-        family_unit_id=family_id,
-        tokens=signed_in.tokens,
-    )
+        founder = dataclasses.replace(member, family_unit_id=family_id)
+        return await registration_for_new_member(creation.db, settings, user_id, founder)
 
 
 async def registration_for_new_member(
     db: Connection, settings: Settings, user_id: UUID, member: NewMember
 ) -> Registered:
+    """The new member's first login, and what the client is told about their account."""
     assert member.family_unit_id is not None
     signed_in = await session_service.issue_tokens(
         db, settings, user_id=user_id, role=member.role, family_unit_id=member.family_unit_id
