@@ -83,6 +83,25 @@ class Settings(BaseSettings):
     analytics_flush_interval_seconds: float = 1.0
     analytics_batch_size: int = 200
 
+    # Mail. Without SMTP_URL: development and test write each message to the log (and to
+    # data_dir/mail); production refuses what must send mail (503 mail_unavailable).
+    smtp_url: SecretStr | None = None
+    # STARTTLS after connecting to an smtp:// server (smtps:// is TLS from the start).
+    smtp_starttls: bool = True
+    smtp_timeout_seconds: float = 20.0
+    mail_from: str = "Timeless Love <no-reply@timeless.invalid>"
+    # The outbox sender: how often it looks for due mail (<= 0 turns it off), and the
+    # exponential backoff between attempts at one message (base, doubled each time, capped).
+    mail_poll_interval_seconds: float = 5.0
+    mail_retry_base_seconds: float = 10.0
+    mail_retry_max_seconds: float = 900.0
+    mail_outbox_retention_days: int = 30
+
+    # Accounts.
+    password_reset_ttl_seconds: int = 30 * 60
+    # A login's last_used_at moves on refresh, and on access at most once per this interval.
+    session_touch_interval_seconds: int = 300
+
     # Operations.
     metrics_token: SecretStr | None = None
     redis_url: str | None = None

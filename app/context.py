@@ -9,7 +9,12 @@ from dataclasses import dataclass
 
 from app.adapters.auth.local import LocalAuthProvider
 from app.adapters.auth.provider import AuthProvider
-from app.adapters.auth.supabase import SupabaseAccessTokens, SupabaseAuthProvider
+from app.adapters.auth.supabase import (
+    SupabaseAccessTokens,
+    SupabaseAuthProvider,
+    SupabaseRecovery,
+)
+from app.adapters.mail import LogMailer, Mailer, SmtpConfig, SmtpMailer
 from app.adapters.passwords import Passwords
 from app.adapters.rate_limit import MemoryCounterStore, RateLimiter, RedisCounterStore
 from app.adapters.storage.base import StorageBackend
@@ -17,9 +22,10 @@ from app.adapters.storage.local import LocalStorageBackend
 from app.adapters.storage.supabase import SupabaseStorageBackend
 from app.adapters.supabase.client import Supabase
 from app.adapters.supabase.tokens import SupabaseTokenVerifier
-from app.config import Settings
+from app.config import Environment, Settings
 from app.db.postgres import Database
 from app.services.analytics_service import AnalyticsRecorder
+from app.services.mail_outbox import MailOutbox
 from app.services.media_processor import MediaProcessor
 
 
@@ -33,14 +39,19 @@ class AppContext:
     storage: StorageBackend
     media: MediaProcessor
     rate_limiter: RateLimiter
+    # Mail queued by actions, sent in the background (SMTP, or the log in development).
+    outbox: MailOutbox
     # The built-in store when it runs: its own signed-URL routes serve it (else None).
     local_storage: LocalStorageBackend | None = None
     # Supabase mode: one HTTP client for Auth, tokens and Storage (closed at shutdown), and
     # Supabase Auth's access tokens accepted as bearer tokens beside ours.
     supabase: Supabase | None = None
     external_tokens: SupabaseAccessTokens | None = None
+    # Supabase mode: password reset is Supabase Auth's.
+    recovery: SupabaseRecovery | None = None
 
     async def aclose(self) -> None:
+        await self.outbox.stop()
         await self.media.stop()
         await self.analytics.stop()
         if self.supabase is not None:
@@ -69,6 +80,7 @@ async def build_context(settings: Settings) -> AppContext:
 
     supabase: Supabase | None = None
     external_tokens: SupabaseAccessTokens | None = None
+    recovery: SupabaseRecovery | None = None
     local_storage: LocalStorageBackend | None = None
     auth_provider: AuthProvider
     storage: StorageBackend
@@ -80,6 +92,7 @@ async def build_context(settings: Settings) -> AppContext:
             supabase.config.url, jwt_secret=supabase.config.jwt_secret, http=supabase.http
         )
         external_tokens = SupabaseAccessTokens(verifier, supabase.config.url)
+        recovery = SupabaseRecovery(supabase)
         storage = SupabaseStorageBackend(supabase)
     else:
         passwords = Passwords(
@@ -96,10 +109,26 @@ async def build_context(settings: Settings) -> AppContext:
         storage=storage,
         media=MediaProcessor(database, storage, analytics, settings),
         rate_limiter=rate_limiter,
+        outbox=MailOutbox(database, build_mailer(settings), settings),
         local_storage=local_storage,
         supabase=supabase,
         external_tokens=external_tokens,
+        recovery=recovery,
     )
+
+
+def build_mailer(settings: Settings) -> Mailer | None:
+    """SMTP when SMTP_URL is set; else the log in development and test; else none at all."""
+    if settings.smtp_url is not None and settings.smtp_url.get_secret_value():
+        config = SmtpConfig.from_url(
+            settings.smtp_url.get_secret_value(),
+            starttls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout_seconds,
+        )
+        return SmtpMailer(config, settings.mail_from)
+    if settings.environment is Environment.PRODUCTION:
+        return None  # mail is refused where it is required (503 mail_unavailable)
+    return LogMailer(settings.data_dir / "mail", settings.mail_from)
 
 
 def local_storage_backend(settings: Settings) -> LocalStorageBackend:

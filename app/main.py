@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.context = context
         context.analytics.start()
         context.media.start()
+        context.outbox.start()
         try:
             yield
         finally:

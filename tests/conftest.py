@@ -59,6 +59,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "password_hash_memory_kib": 1024,
         "rate_limit_enabled": False,
         "media_sweep_interval_seconds": 3600.0,
+        # Tests send queued mail themselves (`context.outbox.send_due()`), so no background
+        # sender of one app takes mail another test's app is about to deliver.
+        "mail_poll_interval_seconds": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

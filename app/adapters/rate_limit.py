@@ -1,5 +1,5 @@
 """Rate limits for the endpoints an attacker would hammer: login, registration, refresh,
-invite lookup and acceptance. Counted per client IP and per account.
+invite lookup and acceptance, password reset and change. Counted per client IP and per account.
 
 Fixed windows: a counter per (rule, subject, window start) that expires with the
 window. In-process by default; with REDIS_URL set the counters live in Redis, so
@@ -115,9 +115,16 @@ PER_IP = {
     "refresh": Limit(60, 60),
     "invite_lookup": Limit(30, 60),
     "invite_accept": Limit(10, 600),
+    "password_reset": Limit(20, 3600),
+    "password_reset_confirm": Limit(10, 600),
 }
 # Failed logins per account: after 10 in 15 minutes the account is held for the window,
 # whoever tries; the same answer for an account that does not exist.
 FAILED_LOGINS_PER_ACCOUNT = Limit(10, 900)
+# Reset links asked for one address (counted whether or not it has an account, so the
+# answer is the same for both); wrong current passwords per account (password guessing
+# with a stolen access token is held like failed logins).
+RESETS_PER_EMAIL = Limit(5, 3600)
+FAILED_PASSWORD_CHANGES_PER_ACCOUNT = Limit(10, 900)
 # Attempts per invite token (guessing a token is hopeless, but replays are not).
 ACCEPTS_PER_INVITE = Limit(5, 600)

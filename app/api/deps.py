@@ -57,7 +57,9 @@ async def _user_session(
         raise Unauthorized("Not authenticated")
     claims = await _verify_token(context, credentials.credentials)
     async with context.database.user_session(claims.database_claims()) as db:
-        actor = await session_service.load_actor(db, claims)
+        actor = await session_service.load_actor(
+            db, claims, touch_after_seconds=context.settings.session_touch_interval_seconds
+        )
         user_id_var.set(str(actor.id))
         family_id_var.set(str(actor.family_unit_id))
         yield UserSession(db, actor)

@@ -130,3 +130,30 @@ class Profile(BaseModel):
 class ProfileUpdate(BaseModel):
     display_name: DisplayName | None = None
     avatar_url: AvatarUrl | None = None
+
+
+class Session(BaseModel):
+    """One login of the caller's account (GET /auth/sessions)."""
+
+    id: UUID
+    created_at: datetime
+    last_used_at: datetime = Field(
+        description="Moves on every refresh, and at most every few minutes on access."
+    )
+    user_agent: str | None
+    current: bool = Field(description="The login whose access token made this request.")
+
+
+class PasswordChange(BaseModel):
+    current_password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+    new_password: Password
+
+
+class PasswordResetRequest(BaseModel):
+    email: EmailStr
+
+
+class PasswordResetConfirm(BaseModel):
+    # Ours are 43 characters; a Supabase recovery token (a JWT) is longer.
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    new_password: Password

@@ -2,7 +2,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, EmailStr, StringConstraints
+from pydantic import BaseModel, EmailStr, Field, StringConstraints
 
 from app.models.identity import Role
 from app.schemas.common import NoNul
@@ -36,6 +36,11 @@ class FamilyUpdate(BaseModel):
 class InviteCreate(BaseModel):
     email: EmailStr
     role: InvitableRole
+    send_email: bool = Field(
+        default=False,
+        description="Also mail the invite link to the address (503 mail_unavailable if no "
+        "mail server is configured).",
+    )
 
 
 class Invite(BaseModel):

@@ -19,8 +19,9 @@ from app.models import rbac
 from app.models.identity import Actor, Role
 from app.schemas.auth import Registered
 from app.schemas.families import Invite, InviteCreated, InviteLookup
-from app.services import account_service
+from app.services import account_service, mail_templates
 from app.services.account_service import NewMember
+from app.services.mail_outbox import MailOutbox, new_message_id
 
 _EXPIRE_STALE_FOR_EMAIL = """
 update public.invitations set status = 'expired'
@@ -74,9 +75,18 @@ def invite_link(settings: Settings, token: str) -> str:
 
 
 async def create(
-    db: Connection, settings: Settings, actor: Actor, *, email: str, role: Role
+    db: Connection,
+    settings: Settings,
+    actor: Actor,
+    *,
+    email: str,
+    role: Role,
+    outbox: MailOutbox | None = None,
 ) -> InviteCreated:
+    """Create an invite; with an `outbox`, also mail it (queued in this same transaction)."""
     rbac.require_can_invite(actor, role)
+    if outbox is not None:
+        outbox.require_available()  # refused before anything is written
     email = email.strip().lower()
     token = new_opaque_token()
     expires_at = datetime.now(UTC) + timedelta(days=settings.invite_ttl_days)
@@ -94,9 +104,33 @@ async def create(
             )
     except asyncpg.UniqueViolationError:
         raise Conflict("A pending invite for this email already exists") from None
-    return InviteCreated.model_validate(
+    created = InviteCreated.model_validate(
         {**dict(row), "token": token, "invite_link": invite_link(settings, token)}
     )
+    if outbox is not None:
+        await _queue_invite_mail(db, settings, actor, created)
+    return created
+
+
+_FAMILY_NAME = "select name from public.family_units where id = (select app.current_family_id())"
+_QUEUE_INVITE_MAIL = "select app.queue_invite_mail($1, $2, $3, $4, $5)"
+
+
+async def _queue_invite_mail(
+    db: Connection, settings: Settings, actor: Actor, created: InviteCreated
+) -> None:
+    mail = mail_templates.invite(
+        inviter=actor.display_name,
+        family=await db.fetchval(_FAMILY_NAME),
+        role=created.role,
+        link=created.invite_link,
+        expires=created.expires_at.astimezone(UTC).strftime("%d %B %Y, %H:%M UTC"),
+    )
+    queued = await db.fetchval(
+        _QUEUE_INVITE_MAIL, created.id, new_message_id(settings), mail.subject, mail.text, mail.html
+    )
+    if not queued:  # the invite was made in this very transaction: a bug if so
+        raise RuntimeError("the invite just created could not be mailed")
 
 
 async def list_invites(db: Connection, actor: Actor, *, status: str | None) -> list[Invite]:

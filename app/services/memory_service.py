@@ -203,10 +203,10 @@ async def delete(db: Connection, actor: Actor, memory_id: UUID) -> Removed:
     if not rows:  # row level security refused
         raise NotFound(MEMORY_NOT_FOUND)
     paths = [row["storage_path"] for row in rows if row["storage_path"] is not None]
-    return Removed(storage_paths=_with_thumbnails(paths), media_count=len(paths))
+    return Removed(storage_paths=with_thumbnails(paths), media_count=len(paths))
 
 
-def _with_thumbnails(paths: list[str]) -> list[str]:
+def with_thumbnails(paths: list[str]) -> list[str]:
     # The thumbnail's path is derived, not read, so one written by a processor that is still
     # running when the row goes is removed as well.
     return [p for path in paths for p in (path, thumbnail_path_for(path))]
@@ -298,4 +298,4 @@ async def remove_media(db: Connection, actor: Actor, memory_id: UUID, media_id: 
     path = await db.fetchval(_DELETE_MEDIA, media_id, memory_id)
     if path is None:
         raise NotFound("Media not found")
-    return Removed(storage_paths=_with_thumbnails([path]), media_count=1)
+    return Removed(storage_paths=with_thumbnails([path]), media_count=1)

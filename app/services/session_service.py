@@ -12,17 +12,23 @@ from app.adapters.auth.provider import AuthProvider
 from app.adapters.tokens import AccessClaims, hash_token, issue_access_token, new_opaque_token
 from app.config import Settings
 from app.db.postgres import Connection, Database
-from app.errors import Unauthorized
+from app.errors import Invalid, NotFound, Unauthorized
 from app.models.identity import Actor, Role
-from app.schemas.auth import SignedIn, Tokens
+from app.schemas.auth import Session, SignedIn, Tokens
 
 INVALID_LOGIN = "Invalid email/username or password"
 INVALID_REFRESH = "Invalid or expired refresh token"
+WRONG_CURRENT_PASSWORD = "The current password is not right"
+SESSION_NOT_FOUND = "Login not found"
+# Kept as sent, cut to what the column holds.
+MAX_USER_AGENT = 512
 
 
 # Sessions and tokens ----------------------------------------------------------------
 
-_NEW_SESSION = "insert into app.auth_sessions (user_id) values ($1) returning id"
+_NEW_SESSION = """
+insert into app.auth_sessions (user_id, user_agent) values ($1, $2) returning id
+"""
 _NEW_REFRESH_TOKEN = """
 insert into app.refresh_tokens (session_id, token_hash, expires_at) values ($1, $2, $3)
 """
@@ -36,9 +42,10 @@ async def issue_tokens(
     role: Role,
     family_unit_id: UUID,
     session_id: UUID | None = None,
+    user_agent: str | None = None,
 ) -> SignedIn:
     if session_id is None:
-        session_id = await db.fetchval(_NEW_SESSION, user_id)
+        session_id = await db.fetchval(_NEW_SESSION, user_id, clean_user_agent(user_agent))
     refresh_token = new_opaque_token()
     expires_at = datetime.now(UTC) + timedelta(seconds=settings.refresh_token_ttl_seconds)
     await db.execute(_NEW_REFRESH_TOKEN, session_id, hash_token(refresh_token), expires_at)
@@ -67,8 +74,22 @@ where email = $1 or username = $1
 """
 
 
+def clean_user_agent(user_agent: str | None) -> str | None:
+    """What GET /auth/sessions shows: printable, at most MAX_USER_AGENT characters."""
+    if not user_agent:
+        return None
+    printable = "".join(ch for ch in user_agent if ch.isprintable())
+    return printable[:MAX_USER_AGENT] or None
+
+
 async def login(
-    database: Database, provider: AuthProvider, settings: Settings, *, login: str, password: str
+    database: Database,
+    provider: AuthProvider,
+    settings: Settings,
+    *,
+    login: str,
+    password: str,
+    user_agent: str | None = None,
 ) -> SignedIn:
     identifier = login.strip().lower()
     async with database.system_session() as db:
@@ -88,6 +109,7 @@ async def login(
             user_id=candidate["id"],
             role=Role(candidate["role"]),
             family_unit_id=candidate["family_unit_id"],
+            user_agent=user_agent,
         )
 
 
@@ -101,13 +123,19 @@ where t.token_hash = $1
 for update of t, s
 """
 _ROTATE = "update app.refresh_tokens set rotated_at = now() where id = $1"
+_TOUCH_ON_REFRESH = """
+update app.auth_sessions set last_used_at = now(), user_agent = coalesce($2, user_agent)
+where id = $1
+"""
 _REVOKE_SESSION = """
 update app.auth_sessions set revoked_at = now(), revoked_reason = $2
 where id = $1 and revoked_at is null
 """
 
 
-async def refresh(database: Database, settings: Settings, *, refresh_token: str) -> SignedIn:
+async def refresh(
+    database: Database, settings: Settings, *, refresh_token: str, user_agent: str | None = None
+) -> SignedIn:
     """Exchange a refresh token for a new pair, once.
 
     Presenting a token that was already exchanged means two parties hold it: the
@@ -123,6 +151,7 @@ async def refresh(database: Database, settings: Settings, *, refresh_token: str)
                 reused = True
             elif row["expires_at"] > datetime.now(UTC):
                 await db.execute(_ROTATE, row["id"])
+                await db.execute(_TOUCH_ON_REFRESH, row["session_id"], clean_user_agent(user_agent))
                 return await issue_tokens(
                     db,
                     settings,
@@ -151,9 +180,95 @@ async def logout(db: Connection, actor: Actor, *, refresh_token: str | None) -> 
         await db.execute(_REVOKE_SESSION_OF_REFRESH_TOKEN, hash_token(refresh_token))
 
 
+# Every login of an account ----------------------------------------------------------------
+
+# The caller's logins that can still be used: not ended, and with a refresh token alive.
+_SESSIONS = """
+select s.id, s.created_at, s.last_used_at, s.user_agent
+from app.auth_sessions s
+where s.user_id = (select auth.uid()) and s.revoked_at is null
+  and exists (select 1 from app.refresh_tokens t
+              where t.session_id = s.id and t.rotated_at is null and t.expires_at > now())
+order by s.created_at desc, s.id
+"""
+# The RLS policy limits these to the caller's own sessions as well.
+_END_OWN_SESSION = """
+update app.auth_sessions set revoked_at = now(), revoked_reason = 'ended by its owner'
+where id = $1 and user_id = (select auth.uid()) and revoked_at is null
+returning id
+"""
+_END_ALL_SESSIONS = """
+update app.auth_sessions set revoked_at = now(), revoked_reason = $3
+where user_id = $1 and revoked_at is null and ($2::uuid is null or id <> $2)
+"""
+_PROFILE_LOGIN = "select email, username from public.user_profiles where id = $1"
+
+
+async def list_sessions(db: Connection, actor: Actor) -> list[Session]:
+    rows = await db.fetch(_SESSIONS)
+    return [
+        Session.model_validate({**dict(row), "current": row["id"] == actor.session_id})
+        for row in rows
+    ]
+
+
+async def end_session(db: Connection, actor: Actor, session_id: UUID) -> None:
+    """End one of the caller's logins (maybe this one); another member's is a 404."""
+    if await db.fetchval(_END_OWN_SESSION, session_id) is None:
+        raise NotFound(SESSION_NOT_FOUND)
+
+
+async def end_all_sessions(
+    db: Connection, user_id: UUID, *, reason: str, keep: UUID | None = None
+) -> None:
+    """End every login of the account (but `keep`): its access and refresh tokens die."""
+    await db.execute(_END_ALL_SESSIONS, user_id, keep, reason)
+
+
+async def logout_all(db: Connection, actor: Actor) -> None:
+    await end_all_sessions(db, actor.id, reason="logout everywhere")
+
+
+async def change_password(
+    db: Connection,
+    provider: AuthProvider,
+    actor: Actor,
+    *,
+    current_password: str,
+    new_password: str,
+) -> None:
+    """Replace the password; every other login ends, this one stays.
+
+    A wrong current password is a 400 (`invalid_credentials`), not a 401: the session that
+    asked is fine, and a client must not take it for one that ended.
+    """
+    profile = await db.fetchrow(_PROFILE_LOGIN, actor.id)
+    ok = await provider.check_password(
+        user_id=actor.id,
+        email=profile["email"] if profile else None,
+        username=profile["username"] if profile else None,
+        password=current_password,
+    )
+    if not ok:
+        raise Invalid(WRONG_CURRENT_PASSWORD, code="invalid_credentials")
+    await provider.set_password(actor.id, new_password)
+    # A Supabase token names no login of ours: then every one of ours ends.
+    await end_all_sessions(db, actor.id, reason="password changed", keep=actor.session_id)
+
+
 # The signed-in member ----------------------------------------------------------------------
 
+# The member, and (at most once per $2 seconds) the login's last_used_at moved on. SKIP
+# LOCKED: a request never waits for another request of the same login just to touch it.
 _LOAD_ACTOR = """
+with touched as (
+  update app.auth_sessions set last_used_at = now()
+  where id = (select s.id from app.auth_sessions s
+              where s.id = $1 and s.revoked_at is null
+                and s.last_used_at < now() - make_interval(secs => $2)
+              for update skip locked)
+  returning id
+)
 select p.id, p.family_unit_id, p.role, p.display_name
 from public.user_profiles p
 where p.id = (select auth.uid())
@@ -164,9 +279,11 @@ where p.id = (select auth.uid())
 """
 
 
-async def load_actor(db: Connection, claims: AccessClaims) -> Actor:
+async def load_actor(
+    db: Connection, claims: AccessClaims, *, touch_after_seconds: float = 300
+) -> Actor:
     """The member as the database knows them now; 401 if removed or logged out."""
-    row = await db.fetchrow(_LOAD_ACTOR, claims.session_id)
+    row = await db.fetchrow(_LOAD_ACTOR, claims.session_id, touch_after_seconds)
     if row is None:
         # No session id: a Supabase Auth token, whose account has no (or no longer a) profile.
         raise Unauthorized(

@@ -13,6 +13,16 @@ returning id
 _DELETE_USER = "delete from auth.users where id = $1"
 _PASSWORD_HASH = "select encrypted_password from auth.users where id = $1"
 _TOUCH_SIGN_IN = "update auth.users set last_sign_in_at = now() where id = $1"
+_SET_PASSWORD = """
+update auth.users set encrypted_password = $2, updated_at = now() where id = $1
+"""
+# The row stays for the profile's foreign key; nothing that identifies or admits remains.
+_CLOSE = """
+update auth.users
+set email = null, encrypted_password = null, raw_user_meta_data = '{}'::jsonb,
+    updated_at = now()
+where id = $1
+"""
 
 
 class LocalAuthProvider:
@@ -29,6 +39,15 @@ class LocalAuthProvider:
     async def delete_user(self, user_id: UUID) -> None:
         async with self._database.system_session() as db:
             await db.execute(_DELETE_USER, user_id)
+
+    async def set_password(self, user_id: UUID, password: str) -> None:
+        password_hash = await self._passwords.hash(password)
+        async with self._database.system_session() as db:
+            await db.execute(_SET_PASSWORD, user_id, password_hash)
+
+    async def close_account(self, user_id: UUID) -> None:
+        async with self._database.system_session() as db:
+            await db.execute(_CLOSE, user_id)
 
     async def check_password(
         self, *, user_id: UUID | None, email: str | None, username: str | None, password: str

@@ -24,3 +24,13 @@ class AuthProvider(Protocol):
         self, *, user_id: UUID | None, email: str | None, username: str | None, password: str
     ) -> bool:
         """True if the password is right. With no user, spend the same time and say no."""
+
+    async def set_password(self, user_id: UUID, password: str) -> None:
+        """Replace the account's password (commits on its own, like `create_user`)."""
+
+    async def close_account(self, user_id: UUID) -> None:
+        """End the account for good: no password, no email, no sign-in; idempotent.
+
+        The account's row stays (as a Supabase soft delete does) because the member's
+        profile, and what they left with the family, still refer to its id.
+        """

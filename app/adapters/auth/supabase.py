@@ -1,18 +1,23 @@
 """Supabase Auth behind the `AuthProvider` seam, and Supabase access tokens as bearer tokens.
 
 Accounts and passwords live in Supabase Auth (GoTrue); profiles, families and the backend's own
-tokens stay where they are. Four GoTrue REST endpoints are used:
+tokens stay where they are. These GoTrue REST endpoints are used:
 
     POST   /auth/v1/admin/users                 create a confirmed account   (service-role key)
-    DELETE /auth/v1/admin/users/{id}            remove it again              (service-role key)
+    DELETE /auth/v1/admin/users/{id}            remove it again; with {"should_soft_delete":
+                                                true}, close a departed member's account
+    PUT    /auth/v1/admin/users/{id}            set a new password           (service-role key)
     POST   /auth/v1/token?grant_type=password   check a password             (public key)
-    POST   /auth/v1/logout?scope=local          close the session that check opened
+    POST   /auth/v1/logout?scope=local|global   close the session that check opened; end
+                                                every session after a reset
+    POST   /auth/v1/recover                     mail a password-reset link   (public key)
+    PUT    /auth/v1/user                        set the password with the link's token
 
 Why plain httpx rather than the `supabase` package's Auth client: its sign-in methods are
 stateful (they store the session in the client and, in `supabase.Client`, switch the headers the
 other sub-clients send to the signed-in user's token), which is wrong for one server-side client
 shared by every request; and we must tell "Supabase is down" (503) from "Supabase said no" (a 4xx
-of ours) precisely, which the package folds into AuthRetryableError / AuthApiError. Four
+of ours) precisely, which the package folds into AuthRetryableError / AuthApiError. A few
 endpoints with explicit status handling are simpler than working around both. Storage is plain
 httpx too, over the same client (`app.adapters.storage.supabase`); the package is not a dependency.
 
@@ -176,6 +181,36 @@ class SupabaseAuthProvider:
         )
         raise ServiceUnavailable(UNAVAILABLE, headers=_RETRY_AFTER)
 
+    async def set_password(self, user_id: UUID, password: str) -> None:
+        response = await self._send(
+            "PUT",
+            f"/admin/users/{user_id}",
+            "set a password",
+            json={"password": password},
+            headers=self._admin,
+        )
+        if response.is_success:
+            return
+        error = gotrue_error(response)
+        if error.code == "weak_password" or (error.status == 422 and "password" in error.message):
+            raise UnprocessableInput(f"Password rejected: {error.message or 'too weak'}")
+        raise self._unavailable(error, "set a password")
+
+    async def close_account(self, user_id: UUID) -> None:
+        # GoTrue's soft delete (internal/api/admin.go adminUserDelete, models.User
+        # SoftDeleteUser): email and phone obfuscated, password, tokens, identities, sessions
+        # and refresh tokens gone, deleted_at set; the row stays for the profile's key.
+        response = await self._send(
+            "DELETE",
+            f"/admin/users/{user_id}",
+            "close an account",
+            json={"should_soft_delete": True},
+            headers=self._admin,
+        )
+        if response.is_success or response.status_code == 404:  # 404: already gone
+            return
+        raise self._unavailable(gotrue_error(response), "close an account")
+
     async def check_password(
         self, *, user_id: UUID | None, email: str | None, username: str | None, password: str
     ) -> bool:
@@ -297,6 +332,83 @@ def _user_id(response: httpx.Response, operation: str) -> UUID:
         logger.warning("Supabase Auth answered without a user id", extra={"operation": operation})
         raise ServiceUnavailable(UNAVAILABLE, headers=_RETRY_AFTER)
     return user_id
+
+
+class SupabaseRecovery:
+    """Password reset by Supabase Auth: it mails the link and keeps the token.
+
+    `request` asks GoTrue to mail a recovery link (`POST /recover`, which answers 200 `{}`
+    for unknown addresses too, internal/api/recover.go). The link signs the person in to
+    Supabase and lands on `redirect_to` with a recovery access token, which the client sends
+    to our confirm endpoint; `confirm` sets the password with it (`PUT /user`,
+    internal/api/user.go UserUpdate) and then ends every Supabase session of the account
+    (`POST /logout?scope=global`). Our own logins are ended by the caller.
+    """
+
+    def __init__(self, supabase: Supabase) -> None:
+        self._config = supabase.config
+        self._http = supabase.http
+
+    async def request(self, email: str, redirect_to: str) -> None:
+        if email.endswith(f"@{CHILD_EMAIL_DOMAIN}"):
+            return  # a provisioned child's synthetic address: nobody reads it
+        response = await self._send(
+            "POST",
+            "/recover",
+            params={"redirect_to": redirect_to},
+            json={"email": email},
+            headers=self._config.public_headers(),
+        )
+        if response.is_success:
+            return
+        error = gotrue_error(response)
+        if error.status < 500 and error.status not in (401, 403):
+            # A refusal about this address (429 over_email_send_rate_limit exists only for
+            # known accounts; 422 for an address GoTrue finds invalid): the caller's answer
+            # must not differ, so it is logged and swallowed.
+            logger.info(
+                "Supabase Auth did not send a recovery mail",
+                extra={"status": error.status, "error_code": error.code},
+            )
+            return
+        raise _recovery_unavailable(error)
+
+    async def confirm(self, token: str, password: str) -> UUID | None:
+        """The account whose password is now `password`; None for a token GoTrue refuses."""
+        headers = {**self._config.public_headers(), "Authorization": f"Bearer {token}"}
+        response = await self._send("PUT", "/user", json={"password": password}, headers=headers)
+        if not response.is_success:
+            error = gotrue_error(response)
+            if error.code == "weak_password":
+                raise UnprocessableInput(f"Password rejected: {error.message or 'too weak'}")
+            if error.code == "same_password":
+                raise UnprocessableInput("Choose a password different from the current one")
+            if error.status in (400, 401, 403, 404):
+                return None  # bad_jwt, session_not_found, user_not_found, ...
+            raise _recovery_unavailable(error)
+        user_id = _user_id(response, "set a password")
+        try:
+            await self._http.post(
+                f"{self._config.auth_url}/logout", params={"scope": "global"}, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            logger.warning("Could not end Supabase sessions", extra={"error": type(exc).__name__})
+        return user_id
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, f"{self._config.auth_url}{path}", **kwargs)
+        except httpx.HTTPError as exc:
+            logger.warning("Supabase Auth unreachable", extra={"error": type(exc).__name__})
+            raise ServiceUnavailable(UNAVAILABLE, headers=_RETRY_AFTER) from None
+
+
+def _recovery_unavailable(error: GoTrueError) -> ServiceUnavailable:
+    logger.warning(
+        "Supabase Auth failed a password reset",
+        extra={"status": error.status, "error_code": error.code},
+    )
+    return ServiceUnavailable(UNAVAILABLE, headers=_RETRY_AFTER)
 
 
 class SupabaseAccessTokens:

@@ -1,6 +1,7 @@
-from typing import Annotated
+from typing import Annotated, Literal
+from uuid import UUID
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Response, status
 
 from app.adapters import rate_limit
 from app.api.deps import (
@@ -18,6 +19,9 @@ from app.schemas.auth import (
     ChildRegisterRequest,
     LoginRequest,
     LogoutRequest,
+    PasswordChange,
+    PasswordResetConfirm,
+    PasswordResetRequest,
     PetOut,
     PetRequest,
     Profile,
@@ -27,13 +31,24 @@ from app.schemas.auth import (
     RefreshRequest,
     Registered,
     RegisterRequest,
+    Session,
     Tokens,
 )
 from app.schemas.common import error_responses
-from app.services import account_service, family_service, invite_service, session_service
+from app.services import (
+    account_service,
+    departure_service,
+    family_service,
+    invite_service,
+    password_reset_service,
+    session_service,
+    storage_service,
+)
 from app.services.analytics_service import EventType
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+UserAgent = Annotated[str | None, Header(include_in_schema=False)]
 
 
 def _register_founder_endpoint(role: Role):  # type: ignore[no-untyped-def]
@@ -142,7 +157,7 @@ async def register_pet(
 
 
 @router.post("/login", responses=error_responses(401, 429), dependencies=[limit_per_ip("login")])
-async def login(body: LoginRequest, context: Context) -> Tokens:
+async def login(body: LoginRequest, context: Context, user_agent: UserAgent = None) -> Tokens:
     """Sign in with email (or a provisioned child's username) and password."""
     async with failed_attempts_limited(
         context, "login", body.email, rate_limit.FAILED_LOGINS_PER_ACCOUNT
@@ -153,6 +168,7 @@ async def login(body: LoginRequest, context: Context) -> Tokens:
             context.settings,
             login=body.email,
             password=body.password,
+            user_agent=user_agent,
         )
     context.analytics.record(
         EventType.USER_LOGGED_IN, user_id=issued.user_id, family_unit_id=issued.family_unit_id
@@ -163,10 +179,13 @@ async def login(body: LoginRequest, context: Context) -> Tokens:
 @router.post(
     "/refresh", responses=error_responses(401, 429), dependencies=[limit_per_ip("refresh")]
 )
-async def refresh(body: RefreshRequest, context: Context) -> Tokens:
+async def refresh(body: RefreshRequest, context: Context, user_agent: UserAgent = None) -> Tokens:
     """Exchange a refresh token (single use) for a new pair."""
     issued = await session_service.refresh(
-        context.database, context.settings, refresh_token=body.refresh_token
+        context.database,
+        context.settings,
+        refresh_token=body.refresh_token,
+        user_agent=user_agent,
     )
     return issued.tokens
 
@@ -191,3 +210,114 @@ async def update_me(body: ProfileUpdate, actor: CurrentUser, db: UserDb) -> Prof
     """Change your display name or avatar (role and family cannot be changed here)."""
     changes = body.model_dump(exclude_unset=True)
     return await account_service.update_profile(db, actor, changes)
+
+
+@router.delete(
+    "/me", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401, 409, 503)
+)
+async def delete_me(
+    actor: CurrentUser,
+    db: UserDb,
+    context: Context,
+    tasks: BackgroundTasks,
+    memories: Annotated[
+        Literal["keep", "delete"],
+        Query(description="keep: leave them with the family, shown as by a former member."),
+    ],
+) -> None:
+    """Delete your account. Every login ends; a member alone takes the family with them."""
+    departure = await departure_service.delete_account(
+        db, context.auth_provider, actor, delete_memories=memories == "delete"
+    )
+    tasks.add_task(storage_service.remove_objects, context.storage, departure.storage_paths)
+
+
+# Passwords and logins ---------------------------------------------------------------------
+
+
+@router.post(
+    "/password", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(400, 401, 429)
+)
+async def change_password(
+    body: PasswordChange, actor: CurrentUser, db: UserDb, context: Context
+) -> None:
+    """Change your password (the current one is required); every other login ends."""
+    async with failed_attempts_limited(
+        context,
+        "password_change",
+        str(actor.id),
+        rate_limit.FAILED_PASSWORD_CHANGES_PER_ACCOUNT,
+    ):
+        await session_service.change_password(
+            db,
+            context.auth_provider,
+            actor,
+            current_password=body.current_password,
+            new_password=body.new_password,
+        )
+
+
+@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401))
+async def logout_all(actor: CurrentUser, db: UserDb) -> None:
+    """End every login of your account, this one too."""
+    await session_service.logout_all(db, actor)
+
+
+@router.get("/sessions", responses=error_responses(401))
+async def list_sessions(actor: CurrentUser, db: UserDb) -> list[Session]:
+    """Your logins, newest first; `current` marks the one making this request."""
+    return await session_service.list_sessions(db, actor)
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 404),
+)
+async def end_session(session_id: UUID, actor: CurrentUser, db: UserDb) -> None:
+    """End one of your logins (it may be this one)."""
+    await session_service.end_session(db, actor, session_id)
+
+
+@router.post(
+    "/password-reset",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_class=Response,
+    responses={
+        202: {"description": "Accepted, whether or not the email has an account"},
+        **error_responses(429, 503),
+    },
+    dependencies=[limit_per_ip("password_reset")],
+)
+async def request_password_reset(
+    body: PasswordResetRequest, context: Context, tasks: BackgroundTasks
+) -> Response:
+    """Mail a single-use reset link (valid 30 minutes) if an account uses this email.
+
+    The answer, and the time it takes, are the same whether or not one does.
+    """
+    await context.rate_limiter.hit(
+        "password_reset:email", str(body.email), rate_limit.RESETS_PER_EMAIL
+    )
+    await password_reset_service.request_reset(
+        context.database, context.settings, context.outbox, context.recovery, email=body.email
+    )
+    tasks.add_task(context.outbox.wake)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post(
+    "/password-reset/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(400, 429),
+    dependencies=[limit_per_ip("password_reset_confirm")],
+)
+async def confirm_password_reset(body: PasswordResetConfirm, context: Context) -> None:
+    """Set a new password with the link's token; every login of the account ends."""
+    await password_reset_service.confirm_reset(
+        context.database,
+        context.auth_provider,
+        context.recovery,
+        token=body.token,
+        new_password=body.new_password,
+    )

@@ -1,14 +1,14 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, BackgroundTasks, Depends, status
 
-from app.api.deps import CurrentUser, UserDb, require
+from app.api.deps import Context, CurrentUser, UserDb, require
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.common import error_responses
 from app.schemas.families import Family, FamilyUpdate
-from app.services import family_service
+from app.services import departure_service, family_service, storage_service
 
 router = APIRouter(prefix="/families", tags=["families"])
 
@@ -44,3 +44,18 @@ async def remove_member(
     The memories a removed member shared stay with the family.
     """
     await family_service.remove_member(db, actor, user_id)
+
+
+@router.post(
+    "/me/leave", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401, 409)
+)
+async def leave_family(
+    actor: CurrentUser, db: UserDb, context: Context, tasks: BackgroundTasks
+) -> None:
+    """Leave your family: your memories stay with it, under your name, as a former member's.
+
+    Your account ends with it (every login, and the email is free again). A member alone in
+    the family takes the family with them.
+    """
+    departure = await departure_service.leave_family(db, context.auth_provider, actor)
+    tasks.add_task(storage_service.remove_objects, context.storage, departure.storage_paths)

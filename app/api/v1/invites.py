@@ -1,7 +1,7 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, status
 
 from app.adapters import rate_limit
 from app.api.deps import Context, UserDb, failed_attempts_limited, limit_per_ip, require
@@ -20,14 +20,24 @@ InviteToken = Annotated[str, Path(min_length=1, max_length=512)]
 Inviter = Annotated[Actor, Depends(require(Permission.INVITE_MEMBERS))]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(401, 403, 409))
+@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(401, 403, 409, 503))
 async def create_invite(
-    body: InviteCreate, actor: Inviter, db: UserDb, context: Context
+    body: InviteCreate, actor: Inviter, db: UserDb, context: Context, tasks: BackgroundTasks
 ) -> InviteCreated:
-    """Invite someone into your family. The token is shown only in this response."""
+    """Invite someone into your family. The token is shown only in this response.
+
+    With `send_email`, the link is also mailed to the address.
+    """
     created = await invite_service.create(
-        db, context.settings, actor, email=body.email, role=Role(body.role)
+        db,
+        context.settings,
+        actor,
+        email=body.email,
+        role=Role(body.role),
+        outbox=context.outbox if body.send_email else None,
     )
+    if body.send_email:
+        tasks.add_task(context.outbox.wake)  # after the commit: the mail is there to send
     context.analytics.record(
         EventType.INVITE_CREATED, actor=actor, invite_id=created.id, role=body.role
     )
