@@ -25,7 +25,7 @@ async def _member_with_logins(factory: Factory, client: httpx.AsyncClient, n: in
 async def test_sessions_lists_every_login_newest_first_with_the_current_one_marked(
     client: httpx.AsyncClient, factory: Factory
 ):
-    member, first, (phone0, phone1) = await _member_with_logins(factory, client)
+    _member, _first, (phone0, _phone1) = await _member_with_logins(factory, client)
     response = await client.get(f"{API}/auth/sessions", headers=phone0.headers)
     assert response.status_code == 200, response.text
     sessions = response.json()
@@ -38,16 +38,16 @@ async def test_sessions_lists_every_login_newest_first_with_the_current_one_mark
 
 
 async def test_a_login_that_ended_is_not_listed(client: httpx.AsyncClient, factory: Factory):
-    member, first, (phone0, phone1) = await _member_with_logins(factory, client)
+    _member, first, (_phone0, phone1) = await _member_with_logins(factory, client)
     await client.post(f"{API}/auth/logout", headers=phone1.headers)
     sessions = (await client.get(f"{API}/auth/sessions", headers=first.headers)).json()
-    assert ["Phone 0", None] == [s["user_agent"] for s in sessions]
+    assert [s["user_agent"] for s in sessions] == ["Phone 0", None]
 
 
 async def test_ending_one_login_kills_its_tokens_and_no_other(
     client: httpx.AsyncClient, factory: Factory
 ):
-    member, first, (phone0, phone1) = await _member_with_logins(factory, client)
+    _member, first, (phone0, phone1) = await _member_with_logins(factory, client)
     sessions = (await client.get(f"{API}/auth/sessions", headers=first.headers)).json()
     phone0_id = next(s["id"] for s in sessions if s["user_agent"] == "Phone 0")
     ended = await client.delete(f"{API}/auth/sessions/{phone0_id}", headers=first.headers)
@@ -62,7 +62,7 @@ async def test_ending_one_login_kills_its_tokens_and_no_other(
 async def test_ending_the_current_login_works_like_logout(
     client: httpx.AsyncClient, factory: Factory
 ):
-    member, first, (phone0,) = await _member_with_logins(factory, client, 1)
+    _member, first, (phone0,) = await _member_with_logins(factory, client, 1)
     sessions = (await client.get(f"{API}/auth/sessions", headers=phone0.headers)).json()
     current = next(s["id"] for s in sessions if s["current"])
     assert (

@@ -17,15 +17,10 @@ from tests.conftest import make_settings
 from tests.helpers import API
 from tests.helpers.accounts import Login, assert_alive, assert_dead, sign_in
 from tests.helpers.factories import PASSWORD, Factory, unique_email
-from tests.helpers.smtp import (  # noqa: F401 (fixtures)
-    deliver,
-    html_of,
-    mail_app,
-    mail_client,
-    smtp_server,
-    text_of,
-    token_in,
-)
+from tests.helpers.smtp import deliver, html_of, text_of, token_in
+
+# The SMTP server and the app that mails through it (module-scoped fixtures).
+pytest_plugins = ["tests.helpers.smtp"]
 
 NEW_PASSWORD = "a brand new passphrase"
 
