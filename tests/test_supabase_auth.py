@@ -7,6 +7,7 @@ registration (the account it made is deleted again), and issue access tokens of 
 The request and response shapes of GoTrue are documented in tests/supabase_fixtures.py.
 """
 
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -754,3 +755,166 @@ def test_config_keeps_keys_out_of_its_repr_and_puts_them_in_the_right_headers():
     assert config.public_headers() == {"apikey": ANON_KEY}
     without_anon = SupabaseConfig(SUPABASE_URL, SERVICE_ROLE_KEY)
     assert without_anon.public_headers() == {"apikey": SERVICE_ROLE_KEY}
+
+
+# --- accounts: reset, password change and closing with Supabase Auth ---------------------------
+
+
+async def _supabase_member(gotrue: FakeGoTrue, client: httpx.AsyncClient) -> dict:
+    return await Flows(client, gotrue).register()
+
+
+async def _dead(client: httpx.AsyncClient, tokens: dict) -> None:
+    me = await client.get(f"{API}/auth/me", headers=bearer(tokens["access_token"]))
+    assert me.status_code == 401
+    refreshed = await client.post(
+        f"{API}/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert refreshed.status_code == 401
+
+
+async def test_reset_asks_supabase_to_mail_the_link_for_known_and_unknown_alike(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient, pg: asyncpg.Pool
+):
+    body = await _supabase_member(gotrue, supabase_client)
+    nobody = unique_email("nobody")
+    for address in (body["email"], nobody):
+        response = await supabase_client.post(f"{API}/auth/password-reset", json={"email": address})
+        assert response.status_code == 202, response.text
+    assert gotrue.recovered == [body["email"], nobody]  # the same call for both
+    request = gotrue.recover.calls[0].request
+    assert request.url.params["redirect_to"] == "http://localhost:5173/reset-password"
+    assert request.headers["apikey"] == ANON_KEY
+    # Supabase mails it: nothing goes into our outbox, no token of ours is made.
+    assert (
+        await pg.fetchval(
+            "select count(*) from app.mail_outbox where to_address = $1", body["email"]
+        )
+        == 0
+    )
+
+
+async def test_reset_hides_supabase_refusals_about_an_address(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient
+):
+    body = await _supabase_member(gotrue, supabase_client)
+    gotrue.recover.mock(
+        return_value=gotrue_error(
+            429,
+            "over_email_send_rate_limit",
+            "For security purposes, you can only request this once every 60 seconds",
+        )
+    )
+    response = await supabase_client.post(
+        f"{API}/auth/password-reset", json={"email": body["email"]}
+    )
+    assert response.status_code == 202  # a 429 only known accounts get must not show
+
+
+async def test_reset_while_supabase_is_down_is_503(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient
+):
+    gotrue.recover.mock(side_effect=httpx.ConnectTimeout("connect timed out"))
+    response = await supabase_client.post(
+        f"{API}/auth/password-reset", json={"email": unique_email("x")}
+    )
+    assert response.status_code == 503
+
+
+async def test_confirming_with_the_recovery_token_sets_the_password_and_ends_every_login(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient
+):
+    body = await _supabase_member(gotrue, supabase_client)
+    other = (await Flows(supabase_client, gotrue).login(body["email"])).json()
+    token = gotrue.recovery_token_for(body["email"])
+    confirm = f"{API}/auth/password-reset/confirm"
+
+    done = await supabase_client.post(confirm, json={"token": token, "new_password": "x" * 10})
+    assert done.status_code == 204, done.text
+    assert gotrue.by_email(body["email"]).password == "x" * 10
+    await _dead(supabase_client, body["tokens"])
+    await _dead(supabase_client, other)
+    global_logout = gotrue.logout.calls.last.request
+    assert global_logout.url.params["scope"] == "global"
+    assert global_logout.headers["authorization"] == f"Bearer {token}"
+
+    same = await supabase_client.post(confirm, json={"token": token, "new_password": "x" * 10})
+    assert same.status_code == 422  # GoTrue's same_password
+    unknown = await supabase_client.post(
+        confirm, json={"token": "not-a-recovery-token", "new_password": "a fine passphrase"}
+    )
+    assert unknown.status_code == 400
+    assert unknown.json()["code"] == "reset_token_invalid"
+
+
+async def test_password_change_with_supabase_checks_then_sets_through_the_admin_api(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient
+):
+    body = await _supabase_member(gotrue, supabase_client)
+    other = (await Flows(supabase_client, gotrue).login(body["email"])).json()
+    headers = bearer(body["tokens"]["access_token"])
+    wrong = await supabase_client.post(
+        f"{API}/auth/password",
+        json={"current_password": "not the password", "new_password": "a new passphrase"},
+        headers=headers,
+    )
+    assert wrong.status_code == 400 and wrong.json()["code"] == "invalid_credentials"
+    assert not gotrue.update.called
+    changed = await supabase_client.post(
+        f"{API}/auth/password",
+        json={"current_password": PASSWORD, "new_password": "a new passphrase"},
+        headers=headers,
+    )
+    assert changed.status_code == 204, changed.text
+    assert gotrue.by_email(body["email"]).password == "a new passphrase"
+    assert gotrue.update.calls.last.request.headers["apikey"] == SERVICE_ROLE_KEY
+    await _dead(supabase_client, other)
+    me = await supabase_client.get(f"{API}/auth/me", headers=headers)
+    assert me.status_code == 200  # this login goes on
+
+
+async def test_deleting_the_account_soft_deletes_it_in_supabase(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient, pg: asyncpg.Pool
+):
+    founder = await _supabase_member(gotrue, supabase_client)
+    headers = bearer(founder["tokens"]["access_token"])
+    email = unique_email("teen")
+    invite = await supabase_client.post(
+        f"{API}/invites", json={"email": email, "role": "teen"}, headers=headers
+    )
+    teen = (
+        await supabase_client.post(
+            f"{API}/invites/{invite.json()['token']}/accept",
+            json={"email": email, "password": PASSWORD, "display_name": "Tom"},
+        )
+    ).json()
+    response = await supabase_client.delete(
+        f"{API}/auth/me",
+        params={"memories": "keep"},
+        headers=bearer(teen["tokens"]["access_token"]),
+    )
+    assert response.status_code == 204, response.text
+    deletion = gotrue.delete.calls.last.request
+    assert deletion.url.path.endswith(teen["user_id"])
+    assert json.loads(deletion.content) == {"should_soft_delete": True}
+    assert gotrue.by_email(email) is None  # the address is free again in Supabase Auth
+    # The profile (and its key in auth.users) stays, so what the teen left keeps an author.
+    assert await pg.fetchval(
+        "select removed_at is not null from public.user_profiles where id = $1",
+        uuid.UUID(teen["user_id"]),
+    )
+    await _dead(supabase_client, teen["tokens"])
+
+
+async def test_closing_the_account_while_supabase_is_down_changes_nothing(
+    gotrue: FakeGoTrue, supabase_client: httpx.AsyncClient
+):
+    founder = await _supabase_member(gotrue, supabase_client)
+    gotrue.delete.mock(side_effect=httpx.ConnectError("connection refused"))
+    headers = bearer(founder["tokens"]["access_token"])
+    response = await supabase_client.delete(
+        f"{API}/auth/me", params={"memories": "delete"}, headers=headers
+    )
+    assert response.status_code == 503
+    me = await supabase_client.get(f"{API}/auth/me", headers=headers)
+    assert me.status_code == 200  # nothing was committed: still a member, still signed in

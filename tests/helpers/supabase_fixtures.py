@@ -16,7 +16,17 @@ row). Sources of the shapes, all in github.com/supabase/auth:
   (`access_token`, `token_type`, `expires_in`, `expires_at`, `refresh_token`, `user`); wrong
   credentials 400 `{"code": 400, "error_code": "invalid_credentials", "msg": "Invalid login
   credentials"}` (older versions: `{"error": "invalid_grant", "error_description": ...}`).
-- `POST /logout?scope=local` (internal/api/logout.go): 204.
+- `POST /logout?scope=local|global` (internal/api/logout.go): 204.
+- `PUT /admin/users/{id}` (adminUserUpdate): body `AdminUserParams` (`password`); 200 with the
+  user object.
+- `DELETE /admin/users/{id}` with `{"should_soft_delete": true}` (adminUserDelete, models.User
+  SoftDeleteUser): the row stays, email obfuscated, password cleared, sessions gone; 200 `{}`.
+- `POST /recover` (internal/api/recover.go): body `RecoverParams` (`email`), `redirect_to` in
+  the query; 200 `{}` whether or not the address has an account; 429
+  `over_email_send_rate_limit` when asked again within a minute (known accounts only).
+- `PUT /user` (internal/api/user.go UserUpdate) with the recovery link's access token: body
+  `{"password": ...}`; 200 with the user object; 422 `weak_password` or `same_password`; an
+  unknown or expired token 401 (`bad_jwt`, `session_not_found`).
 - `GET /.well-known/jwks.json` (internal/api/jwks.go): `{"keys": [<public JWK>]}`.
 - A missing or wrong API key is refused by the API gateway before GoTrue: 401
   `{"message": "Invalid API key"}`.
@@ -164,6 +174,13 @@ class FakeGoTrue:
         self.token.mock(side_effect=self._token)
         self.logout = router.post(f"{AUTH_URL}/logout").mock(side_effect=self._logout)
         self.jwks = router.get(f"{AUTH_URL}/.well-known/jwks.json").mock(side_effect=self._jwks)
+        self.update = router.put(url__regex=rf"^{re.escape(AUTH_URL)}/admin/users/[^/]+$")
+        self.update.mock(side_effect=self._update)
+        self.recover = router.post(f"{AUTH_URL}/recover").mock(side_effect=self._recover)
+        self.user_update = router.put(f"{AUTH_URL}/user").mock(side_effect=self._user_update)
+        # What a recovery link would carry: access token -> user (see recovery_token_for).
+        self.recovery_tokens: dict[str, uuid.UUID] = {}
+        self.recovered: list[str] = []
 
     def by_email(self, email: str) -> FakeUser | None:
         return next((u for u in self.users.values() if u.email == email.lower()), None)
@@ -207,6 +224,46 @@ class FakeGoTrue:
             )
         return httpx.Response(200, json=user.as_json())
 
+    def recovery_token_for(self, email: str) -> str:
+        """The access token the recovery link mailed to `email` signs its holder in with."""
+        user = self.by_email(email)
+        assert user is not None
+        token = self.key.token(user.id, email=user.email, amr=[{"method": "recovery"}])
+        self.recovery_tokens[token] = user.id
+        return token
+
+    async def _update(self, request: httpx.Request) -> httpx.Response:
+        if (refused := self._refused_key(request, admin=True)) is not None:
+            return refused
+        user = self.users.get(uuid.UUID(request.url.path.rsplit("/", 1)[1]))
+        if user is None:
+            return gotrue_error(404, "user_not_found", "User not found")
+        body = json.loads(request.content)
+        if "password" in body:
+            user.password = body["password"]
+        return httpx.Response(200, json=user.as_json())
+
+    async def _recover(self, request: httpx.Request) -> httpx.Response:
+        if (refused := self._refused_key(request, admin=False)) is not None:
+            return refused
+        self.recovered.append(json.loads(request.content)["email"])
+        return httpx.Response(200, json={})
+
+    async def _user_update(self, request: httpx.Request) -> httpx.Response:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        user = self.users.get(self.recovery_tokens.get(token, uuid.UUID(int=0)))
+        if user is None:
+            return gotrue_error(401, "bad_jwt", "invalid JWT: unable to parse or verify signature")
+        password = json.loads(request.content).get("password", "")
+        if len(password) < 6:
+            return gotrue_error(422, "weak_password", "Password should be at least 6 characters.")
+        if password == user.password:
+            return gotrue_error(
+                422, "same_password", "New password should be different from the old password."
+            )
+        user.password = password
+        return httpx.Response(200, json=user.as_json())
+
     async def _delete(self, request: httpx.Request) -> httpx.Response:
         if (refused := self._refused_key(request, admin=True)) is not None:
             return refused
@@ -214,6 +271,17 @@ class FakeGoTrue:
             user_id = uuid.UUID(request.url.path.rsplit("/", 1)[1])
         except ValueError:
             return gotrue_error(400, "validation_failed", "user_id must be an UUID")
+        if request.content and json.loads(request.content).get("should_soft_delete"):
+            user = self.users.get(user_id)
+            if user is None:
+                return gotrue_error(404, "user_not_found", "User not found")
+            user.email, user.password = f"deleted-{user_id.hex}@obfuscated.invalid", ""
+            await self.pg.execute(
+                "update auth.users set email = $2, encrypted_password = '' where id = $1",
+                user_id,
+                user.email,
+            )
+            return httpx.Response(200, json={})
         if self.users.pop(user_id, None) is None:
             return gotrue_error(404, "user_not_found", "User not found")
         await self.pg.execute("delete from auth.users where id = $1", user_id)
