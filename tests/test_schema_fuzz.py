@@ -30,6 +30,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+from jose import jwt
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
@@ -72,6 +73,8 @@ def real_path_parameters(world: World, path: str) -> dict[str, str]:
         "comment_id": world.comment["id"],
         "bucket": "memories",
         "path": world.media["storage_path"],
+        # The adult's login (the `sid` of its access token): theirs to end, no one else's.
+        "session_id": jwt.get_unverified_claims(world.adult.access_token)["sid"],
     }
     return {name: ids[name] for name in re.findall(r"{(\w+)}", path)}
 

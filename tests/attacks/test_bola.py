@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from jose import jwt
 
 from tests.attacks.helpers import (
     API,
@@ -65,6 +66,8 @@ ID_OF: dict[str, Callable[[World, bool], str]] = {
     "reaction_id": lambda world, control: world.reaction["id"],
     "comment_id": lambda world, control: world.comment["id"],
     "token": lambda world, control: world.invite["token"] if control else world.invite["id"],
+    # The adult's login: the `sid` its access token carries.
+    "session_id": lambda world, control: jwt.get_unverified_claims(world.adult.access_token)["sid"],
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from jose import jwt
 
+from app.adapters.tokens import hash_token
 from tests.attacks.helpers import API, openapi_schema, operations
 from tests.helpers import media_samples as samples
 from tests.helpers.factories import PASSWORD, Factory, Member, unique_email
@@ -528,6 +529,67 @@ async def test_edit_comment_ignores_owner_memory_parent_and_deletion(client, pg,
         assert after[column] == before[column], column
 
 
+async def test_password_change_ignores_user_id_of_another_member(client, pg, factory, victim):
+    world = await family(factory)
+    teen, adult = world.by_role("teen"), world.adult
+    path = f"{API}/auth/password"
+    body = {"current_password": PASSWORD, "new_password": "the teen's new passphrase"}
+    response = await client.post(
+        path, json=with_injected("POST", path, body, victim, adult), headers=teen.headers
+    )
+    assert response.status_code == 204, response.text
+    assert (await client.get(f"{API}/auth/me", headers=adult.headers)).status_code == 200
+    for member, password in ((adult, PASSWORD), (victim, PASSWORD)):
+        login = await client.post(
+            f"{API}/auth/login", json={"email": member.email, "password": password}
+        )
+        assert login.status_code == 200, login.text
+
+
+async def test_password_reset_request_ignores_user_id_and_a_chosen_token(client, pg, victim):
+    member_email = victim.email
+    path = f"{API}/auth/password-reset"
+    injected = with_injected("POST", path, {"email": member_email}, victim, victim)
+    response = await client.post(path, json=injected)
+    assert response.status_code == 202, response.text
+    stored = await pg.fetch(
+        "select token_hash from app.password_reset_tokens where user_id = $1",
+        uuid.UUID(victim.id),
+    )
+    assert stored and all(row["token_hash"] != hash_token(injected["token"]) for row in stored)
+    confirm = await client.post(
+        f"{API}/auth/password-reset/confirm",
+        json={"token": injected["token"], "new_password": "an attacker's passphrase"},
+    )
+    assert confirm.status_code == 400
+
+
+async def test_password_reset_confirm_ignores_user_id_of_another_member(
+    client, pg, factory, victim
+):
+    member = await factory.register("adult")
+    token = f"planted-{uuid.uuid4().hex}"
+    await pg.execute(
+        "insert into app.password_reset_tokens (user_id, token_hash, expires_at)"
+        " values ($1, $2, now() + interval '30 minutes')",
+        uuid.UUID(member.id),
+        hash_token(token),
+    )
+    path = f"{API}/auth/password-reset/confirm"
+    body = {"token": token, "new_password": "a brand new passphrase"}
+    response = await client.post(path, json=with_injected("POST", path, body, victim, victim))
+    assert response.status_code == 204, response.text
+    victim_login = await client.post(
+        f"{API}/auth/login", json={"email": victim.email, "password": PASSWORD}
+    )
+    assert victim_login.status_code == 200  # the victim's password did not change
+    assert (await client.get(f"{API}/auth/me", headers=victim.headers)).status_code == 200
+    member_login = await client.post(
+        f"{API}/auth/login", json={"email": member.email, "password": body["new_password"]}
+    )
+    assert member_login.status_code == 200
+
+
 # Coverage -----------------------------------------------------------------------------------
 
 ATTACKED = {
@@ -545,6 +607,13 @@ ATTACKED = {
     ("POST", f"{API}/auth/refresh"): test_refresh_ignores_role_family_id_and_user_id,
     ("POST", f"{API}/auth/logout"): test_logout_ignores_user_id_and_session_id_of_another_member,
     ("PATCH", f"{API}/auth/me"): test_update_me_ignores_role_family_id_email_and_username,
+    ("POST", f"{API}/auth/password"): test_password_change_ignores_user_id_of_another_member,
+    ("POST", f"{API}/auth/password-reset"): (
+        test_password_reset_request_ignores_user_id_and_a_chosen_token
+    ),
+    ("POST", f"{API}/auth/password-reset/confirm"): (
+        test_password_reset_confirm_ignores_user_id_of_another_member
+    ),
     ("PATCH", f"{API}/families/me"): test_rename_family_ignores_id_and_creator,
     ("POST", f"{API}/invites"): (
         test_create_invite_ignores_status_family_id_inviter_expiry_and_token
