@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import Context
-from app.db.migrate import pending_migrations
+from app.db.migrate import MigrationsMissing, pending_migrations
 from app.errors import Unauthorized
 from app.metrics import DB_POOL_CONNECTIONS, render
 from app.schemas.common import error_responses
@@ -27,10 +27,13 @@ async def health(request: Request) -> dict[str, str]:
 
 @router.get("/health/ready", responses={503: {"description": "Not ready"}})
 async def ready(context: Context) -> JSONResponse:
-    """Readiness: the database answers and every migration is applied."""
+    """Readiness: the database answers and every migration shipped with this code is applied."""
     try:
         async with context.database.pool.acquire(timeout=2) as conn:
             pending = await pending_migrations(conn)
+    except MigrationsMissing:
+        # A broken install: not ready, whatever the database holds.
+        return JSONResponse({"status": "unavailable", "migrations": "missing"}, status_code=503)
     except Exception:
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
     if pending:

@@ -1,4 +1,8 @@
-"""Apply `supabase/migrations/*.sql` in order, recorded where the Supabase CLI records them.
+"""Apply the SQL migrations in order, recorded where the Supabase CLI records them.
+
+The files live in `supabase/migrations/` (where the Supabase CLI reads them) and ship inside
+the package as `app/db/migrations/` (a link to that folder, followed when the wheel is built),
+so they are found from the package's own location whatever the working directory.
 
 On a database that is not Supabase, a bootstrap first creates what Supabase would
 provide (roles, the `auth` schema with `auth.uid()`/`auth.jwt()`/`auth.role()`,
@@ -13,10 +17,8 @@ import asyncpg
 
 logger = logging.getLogger(__name__)
 
-# The source tree's folder when running from a checkout; ./supabase/migrations when the
-# package is installed elsewhere (the Docker image copies the folder to its workdir).
-_SOURCE_MIGRATIONS = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
-MIGRATIONS_DIR = _SOURCE_MIGRATIONS if _SOURCE_MIGRATIONS.is_dir() else Path("supabase/migrations")
+# Next to this module in a checkout (through the link) and in an installed wheel alike.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any number will do as long as every process agrees on it.
 _MIGRATION_LOCK_KEY = 7_351_204_118
 
@@ -105,11 +107,23 @@ class Migration:
         return self.path.read_text()
 
 
-def available_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+class MigrationsMissing(RuntimeError):
+    """The package holds no migration: a broken install, never a database to call current."""
+
+
+def available_migrations(directory: Path | None = None) -> list[Migration]:
+    """The migrations shipped with this code, oldest first; raises `MigrationsMissing` if none."""
+    directory = directory or MIGRATIONS_DIR
     migrations = []
     for path in sorted(directory.glob("*.sql")):
         version, _, name = path.stem.partition("_")
         migrations.append(Migration(version=version, name=name, path=path))
+    if not migrations:
+        # An empty list would make every database look current (ready, then 500s).
+        raise MigrationsMissing(
+            f"No SQL migrations found in {directory}: the installation is incomplete "
+            "(they ship as package data under app/db/migrations)"
+        )
     return migrations
 
 
@@ -128,6 +142,7 @@ async def pending_migrations(conn: asyncpg.Connection) -> list[Migration]:
 
 async def migrate(dsn: str) -> list[str]:
     """Bring the database at `dsn` up to date; returns the versions applied now."""
+    available_migrations()  # no migrations at all: fail before touching the database
     conn = await asyncpg.connect(dsn, statement_cache_size=0)
     try:
         # All or nothing, in one transaction. Several workers may start at once: the
