@@ -1,12 +1,21 @@
-"""The `timeless` command: serve, migrate, seed-demo."""
+"""The `timeless` command: serve, migrate, seed-demo, backup, restore.
+
+Every command that needs the database and finds no DATABASE_URL starts the built-in
+PostgreSQL for its own duration and stops it when it ends (normally, by an exception, on
+SIGINT or SIGTERM), unless another live process still uses it.
+"""
 
 import argparse
 import asyncio
 import logging
 import os
 import shutil
+import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from app.config import get_settings
 from app.log import configure_logging
@@ -14,16 +23,41 @@ from app.log import configure_logging
 logger = logging.getLogger("timeless.cli")
 
 
-def _database_url() -> str:
-    """DATABASE_URL if set; otherwise start the built-in PostgreSQL in ./.data/pg."""
+@contextmanager
+def _database() -> Iterator[str]:
+    """DATABASE_URL if set; otherwise the built-in PostgreSQL in DATA_DIR/pg, for the block."""
     settings = get_settings()
     if settings.database_url is not None:
-        return settings.database_url.get_secret_value()
+        yield settings.database_url.get_secret_value()
+        return
     from app.db import embedded
 
-    dsn = embedded.start(settings.data_dir / "pg")
-    logger.info("built-in PostgreSQL running", extra={"pgdata": str(settings.data_dir / "pg")})
-    return dsn
+    pgdata = settings.data_dir / "pg"
+    dsn = embedded.start(pgdata, log_to_stderr=settings.builtin_postgres_log == "stderr")
+    logger.info("built-in PostgreSQL running", extra={"pgdata": str(pgdata)})
+    try:
+        yield dsn
+    finally:
+        # A second signal must not cut the stop short: the server would be left running.
+        with _signals_ignored():
+            embedded.release(pgdata)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _exit_with(code: int) -> Callable[[int, FrameType | None], None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(code)
+
+    return handler
 
 
 def _migrate(dsn: str) -> None:
@@ -34,11 +68,25 @@ def _migrate(dsn: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    # SIGTERM is how servers are stopped (Docker, Kubernetes, systemd): a clean exit (0).
+    # uvicorn takes the signal while it serves, shuts down within SHUTDOWN_GRACE_SECONDS,
+    # puts this handler back and raises the signal again; the built-in PostgreSQL is then
+    # stopped on the way out of `_database()`.
+    signal.signal(signal.SIGTERM, _exit_with(0))
+    with _database() as dsn:
+        _serve(args, dsn)
+
+
+def _serve(args: argparse.Namespace, dsn: str) -> None:
     import uvicorn
 
     settings = get_settings()
-    dsn = _database_url()
     _migrate(dsn)
+    if settings.database_url is None:
+        from app.db import embedded
+
+        # What the migrations wrote is on disk before serving: a stop soon after stays quick.
+        asyncio.run(embedded.checkpoint(dsn))
     # Workers (and their reloads) read the same database from the environment.
     os.environ["DATABASE_URL"] = dsn
     host = args.host or settings.host
@@ -58,7 +106,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         workers=workers,
         log_config=None,
         proxy_headers=True,
-        timeout_graceful_shutdown=30,
+        # Then open requests are cancelled (the middleware answers 503 to those that had
+        # not been answered yet) and the lifespan's shutdown runs.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 
 
@@ -70,15 +120,16 @@ def _prepare_multiprocess_metrics(directory: Path) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    _migrate(_database_url())
+    with _database() as dsn:
+        _migrate(dsn)
 
 
 def cmd_seed_demo(args: argparse.Namespace) -> None:
     from app.seed import seed_demo
 
-    dsn = _database_url()
-    _migrate(dsn)
-    asyncio.run(seed_demo(dsn))
+    with _database() as dsn:
+        _migrate(dsn)
+        asyncio.run(seed_demo(dsn))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,6 +148,9 @@ def main(argv: list[str] | None = None) -> None:
         func=cmd_seed_demo
     )
     args = parser.parse_args(argv)
+    # Interrupted by SIGTERM: exit the usual way (128 + 15), through every `finally`, so a
+    # built-in PostgreSQL started here is stopped. `serve` treats SIGTERM as its normal end.
+    signal.signal(signal.SIGTERM, _exit_with(128 + signal.SIGTERM))
     try:
         args.func(args)
     except KeyboardInterrupt:

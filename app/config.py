@@ -10,6 +10,7 @@ import secrets
 from enum import StrEnum
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -103,6 +104,13 @@ class Settings(BaseSettings):
     session_touch_interval_seconds: int = 300
 
     # Operations.
+    # On SIGTERM, requests still open after this many seconds are cut (503 if nothing was sent
+    # yet); then the built-in PostgreSQL stops. 7 s leaves room for that inside the 10 s that
+    # Docker, podman and Kubernetes wait before SIGKILL; raise both together.
+    shutdown_grace_seconds: int = Field(default=7, ge=0)
+    # Where the built-in PostgreSQL writes its log: a file in its folder (data_dir/pg/log), or
+    # this process's standard error (the image sets "stderr": `docker logs` shows it).
+    builtin_postgres_log: Literal["file", "stderr"] = "file"
     metrics_token: SecretStr | None = None
     redis_url: str | None = None
     rate_limit_enabled: bool = True

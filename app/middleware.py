@@ -3,6 +3,7 @@
 A pure ASGI middleware (not BaseHTTPMiddleware) so it adds no task or copy per request.
 """
 
+import asyncio
 import json
 import logging
 import re
@@ -95,6 +96,20 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive_limited if limited else receive, send_with_id)
+        except asyncio.CancelledError:
+            # The server is stopping and this request outlived SHUTDOWN_GRACE_SECONDS (uvicorn
+            # cancels what is left). Whatever it was writing is cleaned up by its own `finally`
+            # (an upload's temporary file is removed); the client is told to retry elsewhere
+            # or later, rather than getting uvicorn's bare 500 or a silent close.
+            self._cut_by_shutdown(scope, request_id, response_started)
+            if not response_started:
+                await _send_json(
+                    send_with_id,
+                    503,
+                    {"detail": "The server is restarting; please retry", "request_id": request_id},
+                    headers=[(b"retry-after", b"2")],
+                )
+                status = 503
         except Exception:
             if body_rejected:
                 self._record(scope, 413, started)
@@ -119,6 +134,15 @@ class RequestContextMiddleware:
 
     async def _too_large(self, send: Send) -> None:
         await _send_json(send, 413, {"detail": f"Request body exceeds {self.max_body_bytes} bytes"})
+
+    def _cut_by_shutdown(self, scope: Scope, request_id: str, response_started: bool) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # handled: the task ends normally once the client is answered
+        logger.warning(
+            "request cut by shutdown",
+            extra={"route": self._route_template(scope), "response_started": response_started},
+        )
 
     def _record(self, scope: Scope, status: int, started: float) -> None:
         duration = time.perf_counter() - started
@@ -172,7 +196,12 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_json(send: Send, status: int, body: dict[str, object]) -> None:
+async def _send_json(
+    send: Send,
+    status: int,
+    body: dict[str, object],
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -181,6 +210,7 @@ async def _send_json(send: Send, status: int, body: dict[str, object]) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                *headers,
             ],
         }
     )

@@ -29,7 +29,7 @@ def test_migrations_are_found_beside_the_package_and_match_the_supabase_folder()
     shipped = available_migrations()
     assert shipped, "no migrations"
     package_dir = Path(migrate_module.__file__).resolve().parent
-    assert migrate_module.MIGRATIONS_DIR == package_dir / "migrations"
+    assert package_dir / "migrations" == migrate_module.MIGRATIONS_DIR
     assert [m.path.name for m in shipped] == sorted(p.name for p in CLI_MIGRATIONS.glob("*.sql"))
     # One set of files, two names: the package's folder is the Supabase CLI's folder.
     assert migrate_module.MIGRATIONS_DIR.resolve() == CLI_MIGRATIONS.resolve()

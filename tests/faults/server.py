@@ -226,3 +226,159 @@ class ApiServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class TimelessServe:
+    """`timeless serve` itself in a subprocess: the built-in PostgreSQL, migrations, uvicorn.
+
+    Started from `cwd` (anything but the checkout proves nothing depends on the working
+    directory), with `DATA_DIR=data_dir`; everything it prints goes to `log_path`.
+    """
+
+    def __init__(
+        self, data_dir: Path, *, cwd: Path = Path("/"), env: Mapping[str, str] | None = None
+    ):
+        self.data_dir = data_dir
+        self.pgdata = data_dir / "pg"
+        self.cwd = cwd
+        self.extra_env = dict(env or {})
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-serve-{self.port}.log"
+
+    def environment(self) -> dict[str, str]:
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(
+                ("SUPABASE_", "DATABASE_", "REDIS_", "MEDIA_", "PROMETHEUS_", "BUILTIN_")
+            )
+            and key not in ("SHUTDOWN_GRACE_SECONDS", "DATA_DIR", "HOST", "PORT", "WORKERS")
+        }
+        return {
+            **inherited,
+            "ENVIRONMENT": "test",
+            "DATA_DIR": str(self.data_dir),
+            "PUBLIC_BASE_URL": self.url,
+            "JWT_SECRET_KEY": JWT_SECRET,
+            "RATE_LIMIT_ENABLED": "false",
+            "PASSWORD_HASH_TIME_COST": "1",
+            "PASSWORD_HASH_MEMORY_KIB": "1024",
+            **self.extra_env,
+        }
+
+    def command(self, *args: str) -> list[str]:
+        script = Path(sys.executable).with_name("timeless")
+        return [str(script), *args] if script.exists() else [sys.executable, "-m", "app.cli", *args]
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Another `timeless` command on the same data folder, to its end."""
+        return subprocess.run(
+            self.command(*args),
+            cwd=self.cwd,
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self, timeout: float = 90.0) -> TimelessServe:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _start(self, timeout: float) -> TimelessServe:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command("serve", "--host", "127.0.0.1", "--port", str(self.port)),
+                cwd=self.cwd,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"timeless serve exited at start-up:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        raise RuntimeError(f"timeless serve was not ready within {timeout} s:\n{self.log_tail()}")
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the server only: the built-in PostgreSQL it started keeps running."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 80) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def __enter__(self) -> TimelessServe:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        stop_postgres_in(self.pgdata)
+
+
+def postgres_processes_in(pgdata: Path) -> list[int]:
+    """Pids of PostgreSQL processes of this data folder (each one works in it: its cwd)."""
+    import psutil
+
+    target = pgdata.resolve()
+    found = []
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] != "postgres":
+            continue
+        with contextlib.suppress(psutil.Error):
+            if Path(process.cwd()) == target:
+                found.append(process.pid)
+    return found
+
+
+def stop_postgres_in(pgdata: Path) -> None:
+    """Leave nothing behind whatever a test did: stop this folder's server, then kill the rest."""
+    import psutil
+
+    if (pgdata / "postmaster.pid").exists() and postgres_processes_in(pgdata):
+        user = embedded.system_user()
+        subprocess.run(
+            [str(embedded.bin_path() / "pg_ctl"), "-D", str(pgdata.resolve()), "-m", "immediate",
+             "-w", "stop"],
+            capture_output=True,
+            user=user,
+            timeout=PG_CTL_TIMEOUT_SECONDS,
+        )  # fmt: skip
+    for pid in postgres_processes_in(pgdata):
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()

@@ -228,7 +228,9 @@ class LocalStorageBackend:
                 raise InsufficientStorage() from exc
             raise
         finally:
-            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+            # Not in a thread: when a shutdown cancels the upload, the loop may end before a
+            # thread would run (an unlink is one quick system call).
+            tmp.unlink(missing_ok=True)
         stat = await self.stat(path)
         assert stat is not None
         return stat
