@@ -15,6 +15,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import ServiceUnavailable
 from app.log import family_id_var, request_id_var, user_id_var
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -106,7 +107,11 @@ class RequestContextMiddleware:
                 await _send_json(
                     send_with_id,
                     503,
-                    {"detail": "The server is restarting; please retry", "request_id": request_id},
+                    {
+                        "detail": "The server is restarting; please retry",
+                        "code": ServiceUnavailable.default_code,
+                        "request_id": request_id,
+                    },
                     headers=[(b"retry-after", b"2")],
                 )
                 status = 503

@@ -31,9 +31,9 @@ import psutil
 import pytest
 
 from app.db.migrate import available_migrations
-from tests.factories import Factory
 from tests.faults.server import TimelessServe, postgres_processes_in, stop_postgres_in
-from tests.media_samples import create_memory, jpeg, upload_url
+from tests.helpers.factories import Factory
+from tests.helpers.media_samples import create_memory, jpeg, upload_url
 
 pytestmark = pytest.mark.faults
 
@@ -140,6 +140,7 @@ async def test_sigterm_with_a_slow_upload_open_stops_in_time_and_stops_postgres(
     # The client was told, in HTTP, to come back: not a 500, not a silent close.
     assert response.startswith(b"HTTP/1.1 503"), response[:300]
     assert b"retry-after: 2" in response.lower()
+    assert b'"code": "service_unavailable"' in response
     assert "Exception in ASGI application" not in log
     assert _stored_files(data_dir) == [], "part of the upload was kept"
     # PostgreSQL was shut down, not killed: its own log says so, on the server's output.
