@@ -132,6 +132,34 @@ def cmd_seed_demo(args: argparse.Namespace) -> None:
         asyncio.run(seed_demo(dsn))
 
 
+def cmd_backup(args: argparse.Namespace) -> None:
+    from app.db.backup import BackupError, backup
+
+    target = Path(args.file)
+    with _database() as dsn:
+        try:
+            size = backup(dsn, target)
+        except BackupError as exc:
+            sys.exit(f"timeless backup: {exc}")
+    logger.info("backup written", extra={"file": str(target.resolve()), "bytes": size})
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    from app.db.backup import BackupError, restore
+
+    source = Path(args.file)
+    if not source.is_file():
+        sys.exit(f"timeless restore: {source} is not a file")
+    with _database() as dsn:
+        try:
+            asyncio.run(restore(dsn, source))
+        except BackupError as exc:
+            sys.exit(f"timeless restore: {exc}")
+        logger.info("backup restored", extra={"file": str(source.resolve())})
+        # A backup older than this code: bring it up to date now, not at the next start.
+        _migrate(dsn)
+
+
 def main(argv: list[str] | None = None) -> None:
     configure_logging(get_settings().log_level)
     parser = argparse.ArgumentParser(prog="timeless", description="Timeless Love backend")
@@ -147,6 +175,16 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("seed-demo", help="create a demo family with memories").set_defaults(
         func=cmd_seed_demo
     )
+    backup = sub.add_parser(
+        "backup", help="write the database to FILE (pg_dump's custom format; safe while serving)"
+    )
+    backup.add_argument("file", metavar="FILE")
+    backup.set_defaults(func=cmd_backup)
+    restore = sub.add_parser(
+        "restore", help="restore FILE from `timeless backup` into an empty database, then migrate"
+    )
+    restore.add_argument("file", metavar="FILE")
+    restore.set_defaults(func=cmd_restore)
     args = parser.parse_args(argv)
     # Interrupted by SIGTERM: exit the usual way (128 + 15), through every `finally`, so a
     # built-in PostgreSQL started here is stopped. `serve` treats SIGTERM as its normal end.

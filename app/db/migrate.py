@@ -24,7 +24,8 @@ _MIGRATION_LOCK_KEY = 7_351_204_118
 
 _IS_SUPABASE = "select exists (select 1 from pg_roles where rolname = 'supabase_admin')"
 
-BOOTSTRAP_SQL = """
+# The roles Supabase has (cluster-wide, so a database dump does not carry them).
+BOOTSTRAP_ROLES_SQL = """
 do $$
 begin
   if not exists (select 1 from pg_roles where rolname = 'anon') then
@@ -41,7 +42,11 @@ $$;
 
 -- The login role must be able to switch into them, as Supabase's authenticator can.
 grant anon, authenticated, service_role to current_user;
+"""
 
+BOOTSTRAP_SQL = (
+    BOOTSTRAP_ROLES_SQL
+    + """
 create schema if not exists auth;
 grant usage on schema auth to anon, authenticated, service_role;
 
@@ -85,6 +90,7 @@ create table if not exists auth.users (
   updated_at timestamptz not null default now()
 );
 """
+)
 
 _CREATE_HISTORY = """
 create schema if not exists supabase_migrations;
@@ -127,6 +133,10 @@ def available_migrations(directory: Path | None = None) -> list[Migration]:
     return migrations
 
 
+async def is_supabase(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval(_IS_SUPABASE))
+
+
 async def applied_versions(conn: asyncpg.Connection) -> set[str]:
     exists = await conn.fetchval("select to_regclass('supabase_migrations.schema_migrations')")
     if exists is None:
@@ -156,7 +166,7 @@ async def migrate(dsn: str) -> list[str]:
 
 
 async def _migrate_locked(conn: asyncpg.Connection) -> list[str]:
-    if not await conn.fetchval(_IS_SUPABASE):
+    if not await is_supabase(conn):
         await conn.execute(BOOTSTRAP_SQL)
     await conn.execute(_CREATE_HISTORY)
     applied = []
