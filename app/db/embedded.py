@@ -4,9 +4,9 @@ Started in `<data_dir>/pg` (initialised on first use, about a second), listening
 Unix socket inside that folder. No system install is needed.
 
 Its life follows the processes using it. `start()` registers this process as a holder (the
-wheel keeps the holders' pids in `<pgdata>/.handle_pids.json`); `release()` (or the `running()`
-context) drops it and, when no live holder is left, stops the server with a fast shutdown:
-open sessions are cut and a checkpoint is written, so the next start needs no crash recovery.
+wheel keeps the holders' pids in `<pgdata>/.handle_pids.json`); `release()` drops it and, when
+no live holder is left, stops the server with a fast shutdown: open sessions are cut and a
+checkpoint is written, so the next start needs no crash recovery.
 What a holder that died without releasing (SIGKILL, the OOM killer) leaves behind is handled at
 the next start: its pid is forgotten, a server it left running with no other holder is stopped
 cleanly and started afresh, and a `postmaster.pid` naming a process that is not this folder's
@@ -21,8 +21,6 @@ import logging
 import os
 import subprocess
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -152,16 +150,6 @@ def release(pgdata: Path) -> None:
             _stop(pgdata, _system_user(server))
 
 
-@contextmanager
-def running(pgdata: Path, *, log_to_stderr: bool = False) -> Iterator[str]:
-    """The built-in server for the duration of the block; released however the block ends."""
-    dsn = start(pgdata, log_to_stderr=log_to_stderr)
-    try:
-        yield dsn
-    finally:
-        release(pgdata)
-
-
 def bin_path() -> Path:
     """The folder of the wheel's PostgreSQL programs (pg_dump, pg_restore, psql, ...)."""
     _wheel()
@@ -178,12 +166,6 @@ def system_user() -> str | None:
 
 def _system_user(server: Any) -> str | None:
     return server.system_user if server is not None else system_user()
-
-
-def postmaster_pid(pgdata: Path) -> int | None:
-    """The pid of the server running on `pgdata`, if one is."""
-    process = _postmaster(pgdata.resolve(), remove_stale=False)
-    return process.pid if process is not None else None
 
 
 def _postmaster(pgdata: Path, *, remove_stale: bool = True) -> psutil.Process | None:
