@@ -16,6 +16,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_PRODUCTION_SECRET_BYTES = 32
+# 512 MiB: a 48-megapixel HEIC from a phone needs about 420 MiB to decode.
+DEFAULT_MAX_DECODED_IMAGE_BYTES = 512 * 1024 * 1024
 
 
 class Environment(StrEnum):
@@ -71,6 +73,9 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = 1024 * 1024
     upload_url_ttl_seconds: int = 300
     max_image_pixels: int = 100_000_000
+    # Memory one picture may need once decoded (width × height × channels × bytes per sample
+    # × frames, and what the decoder itself holds); bounds each media job's memory.
+    max_decoded_image_bytes: int = DEFAULT_MAX_DECODED_IMAGE_BYTES
 
     # Background work.
     media_sweep_interval_seconds: float = 30.0

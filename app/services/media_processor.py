@@ -249,6 +249,7 @@ class MediaProcessor:
                 claim.mime_type,
                 thumbnail,
                 max_pixels=self._settings.max_image_pixels,
+                max_decoded_bytes=self._settings.max_decoded_image_bytes,
             )
             info = await asyncio.get_running_loop().run_in_executor(self._executor, job)
             await self._storage.upload_file(

@@ -61,7 +61,12 @@ async def receive_upload(
         path,
         _checked_type(chunks, grant.mime_type),
         max_bytes=grant.max_bytes,
-        inspect=partial(check_image_header, grant.mime_type, settings.max_image_pixels),
+        inspect=partial(
+            check_image_header,
+            grant.mime_type,
+            settings.max_image_pixels,
+            settings.max_decoded_image_bytes,
+        ),
     )
     return UploadedObject(storage_path=path, file_size=stored.size)
 

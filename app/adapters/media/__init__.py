@@ -11,6 +11,7 @@ from app.adapters.media.common import MediaInfo, MediaRejected, encode_jpeg, wri
 from app.adapters.media.images import process_image
 from app.adapters.media.sniff import SNIFF_BYTES, mime_matches, sniff_mime
 from app.adapters.media.videos import process_video
+from app.config import DEFAULT_MAX_DECODED_IMAGE_BYTES
 from app.models.media_types import ALLOWED_MIME_TYPES, IMAGE_MIME_TYPES
 
 __all__ = ["MediaInfo", "MediaRejected", "process_file"]
@@ -22,6 +23,7 @@ def process_file(
     thumbnail_dest: Path,
     *,
     max_pixels: int = 100_000_000,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_IMAGE_BYTES,
     thumb_size: int = 400,
 ) -> MediaInfo:
     """Validate an upload, probe it and write a metadata-free JPEG thumbnail.
@@ -46,7 +48,7 @@ def process_file(
         raise MediaRejected(f"the file content is {sniffed}, not {declared}")
 
     if sniffed in IMAGE_MIME_TYPES:
-        info, thumbnail = process_image(source, sniffed, max_pixels, thumb_size)
+        info, thumbnail = process_image(source, sniffed, max_pixels, thumb_size, max_decoded_bytes)
     else:
         info, thumbnail = process_video(source, sniffed, max_pixels, thumb_size)
     write_atomically(encode_jpeg(thumbnail), thumbnail_dest)

@@ -6,7 +6,9 @@ else by a library's own probing.
 """
 
 import io
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
@@ -41,19 +43,95 @@ _TRANSPOSE_FOR_ORIENTATION: Final[Mapping[int, Image.Transpose]] = MappingProxyT
 _SIXTEEN_BIT_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 _ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
+# Bytes per sample of the decoded pixels, where not one.
+_SAMPLE_BYTES: Final[Mapping[str, int]] = MappingProxyType(
+    {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4}
+)
+# What our own decode of one frame holds at its peak, per byte of the picture as Pillow keeps
+# it (2- to 4-channel pixels in 4 bytes): libwebp keeps two RGBA canvases and hands over a
+# copy that Pillow copies again; libheif turns YCbCr planes into an RGB buffer that Pillow
+# copies; a JPEG is counted as libjpeg holds it (see `decode_cost`). Measured with Pillow 13,
+# pillow-heif 1.8, plus a margin: tests/attacks/test_decode_bombs.py fails if a library
+# upgrade makes a decode outgrow its estimate.
+_PEAK_PER_HELD_BYTE: Final[Mapping[str, float]] = MappingProxyType(
+    {"JPEG": 1.25, "PNG": 1.5, "GIF": 1.5, "WEBP": 4.5, "HEIF": 2.5}
+)
+# Rows converted at once while shrinking a big picture: a few MiB at most, whatever its size.
+_BAND_PIXELS: Final = 1 << 20
+
 
 # Images
 
 
+@dataclass(frozen=True)
+class DecodeCost:
+    """What decoding a picture costs in memory, known from its header alone."""
+
+    width: int
+    height: int
+    frames: int
+    # width × height × channels × bytes per sample × frames: what every viewer decodes.
+    decoded_bytes: int
+    # What our own decode (the first frame, for the thumbnail) holds at its peak.
+    peak_bytes: int
+
+    def over(self, max_bytes: int) -> bool:
+        return max(self.decoded_bytes, self.peak_bytes) > max_bytes
+
+    def describe(self) -> str:
+        frames = f", {self.frames} frames" if self.frames > 1 else ""
+        needed = max(self.decoded_bytes, self.peak_bytes)
+        return f"{self.width}x{self.height}{frames}: about {_mib(needed)} MiB once decoded"
+
+
+def decode_cost(im: Image.Image) -> DecodeCost:
+    """The memory a picture needs once decoded, from the header Pillow has read.
+
+    Pixels alone do not bound it: a 16-bit picture takes twice the bytes of an 8-bit one,
+    every frame of an animation is decoded by whoever views it, some decoders hold several
+    copies, and a progressive JPEG keeps every 16-bit coefficient of the whole picture until
+    its last scan has arrived.
+    """
+    width, height = im.size
+    frames = _image_frame_count(im)
+    channels = len(im.getbands())
+    sample_bytes = _SAMPLE_BYTES.get(im.mode, 1)
+    if im.format == "HEIF" and int(im.info.get("bit_depth") or 8) > 8:
+        sample_bytes = 2  # libheif decodes 10- and 12-bit planes into 16-bit samples
+    if im.format == "JPEG":
+        # libjpeg: every coefficient (2 bytes) when progressive; a baseline JPEG is decoded
+        # scaled down (`draft`), so its full size is a generous stand-in.
+        held = channels * (2 if "progressive" in im.info else 1)
+    else:
+        held = 4 if channels > 1 else sample_bytes
+    factor = _PEAK_PER_HELD_BYTE.get(im.format or "", max(_PEAK_PER_HELD_BYTE.values()))
+    return DecodeCost(
+        width=width,
+        height=height,
+        frames=frames,
+        decoded_bytes=width * height * channels * sample_bytes * frames,
+        peak_bytes=math.ceil(width * height * held * factor),
+    )
+
+
+def _mib(size: int) -> int:
+    return math.ceil(size / (1024 * 1024))
+
+
 def process_image(
-    source: Path, mime: str, max_pixels: int, thumb_size: int
+    source: Path, mime: str, max_pixels: int, thumb_size: int, max_decoded_bytes: int
 ) -> tuple[MediaInfo, Image.Image]:
     pillow_format = PILLOW_FORMAT[mime]
     try:
         with Image.open(source, formats=[pillow_format]) as im:
             width, height = im.size
             check_pixels(width, height, max_pixels)
-            frame_count = _image_frame_count(im)
+            cost = decode_cost(im)
+            if cost.over(max_decoded_bytes):
+                raise MediaRejected(
+                    f"the picture needs too much memory to decode ({cost.describe()})"
+                )
+            frame_count = cost.frames
             orientation = _exif_orientation(im)
             if orientation in (5, 6, 7, 8):
                 width, height = height, width
@@ -107,7 +185,7 @@ def _draft_for_thumbnail(im: Image.Image, thumb_size: int) -> None:
 def _thumbnail_from_image(
     im: Image.Image, thumb_size: int, orientation: int, icc_profile: bytes | None
 ) -> Image.Image:
-    frame = _normalise_mode(im)
+    frame = _shrink_normalised(im, thumb_size)
     # Resizing before transposing is equivalent for a square box and avoids rotating megapixels.
     frame.thumbnail((thumb_size, thumb_size), Image.Resampling.LANCZOS, reducing_gap=2.0)
     transpose = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
@@ -115,6 +193,31 @@ def _thumbnail_from_image(
         frame = frame.transpose(transpose)
     rgb = _flatten_to_rgb(frame)
     return _to_srgb(rgb, icc_profile)
+
+
+def _shrink_normalised(im: Image.Image, thumb_size: int) -> Image.Image:
+    """The picture in an 8-bit mode, shrunk by a whole factor to about twice the thumbnail.
+
+    Converting the whole picture first would hold it twice or more (16-bit greys pass
+    through 32-bit, a palette becomes RGBA, and even a plain copy doubles it), so it is
+    converted and box-reduced a band of rows at a time: memory stays the decoded picture
+    plus a few MiB, whatever the mode.
+    """
+    target_w, target_h = fit(im.width, im.height, thumb_size)
+    factor = max(1, min(im.width // (target_w * 2), im.height // (target_h * 2)))
+    if factor == 1:
+        return _normalise_mode(im)
+    rows = max(1, _BAND_PIXELS // (im.width * factor)) * factor
+    shrunk: Image.Image | None = None
+    for top in range(0, im.height, rows):
+        band = _normalise_mode(im.crop((0, top, im.width, min(top + rows, im.height))))
+        reduced = band.reduce(factor)
+        if shrunk is None:
+            size = (math.ceil(im.width / factor), math.ceil(im.height / factor))
+            shrunk = Image.new(reduced.mode, size)
+        shrunk.paste(reduced, (0, top // factor))
+    assert shrunk is not None
+    return shrunk
 
 
 def _normalise_mode(im: Image.Image) -> Image.Image:
@@ -157,12 +260,13 @@ def _to_srgb(im: Image.Image, icc_profile: bytes | None) -> Image.Image:
     return converted if converted is not None else im
 
 
-def check_image_header(mime: str, max_pixels: int, file: Path) -> None:
+def check_image_header(mime: str, max_pixels: int, max_decoded_bytes: int, file: Path) -> None:
     """Refuse, before it is kept, an image that would explode when decoded.
 
-    Only the header is read (cheap); the full decode and everything else happens in the
-    media processor. Videos are probed there too. Raises the API's errors: this runs while an
-    upload is received.
+    Only the header is read (cheap; a GIF's frames are counted by walking its blocks without
+    decoding them); the full decode and everything else happens in the media processor.
+    Videos are probed there too. Raises the API's errors: this runs while an upload is
+    received.
     """
     pillow_format = PILLOW_FORMAT.get(mime)
     if pillow_format is None:
@@ -170,12 +274,20 @@ def check_image_header(mime: str, max_pixels: int, file: Path) -> None:
     try:
         with Image.open(file, formats=[pillow_format]) as image:
             width, height = image.size
+            if width * height > max_pixels:
+                raise PayloadTooLarge(
+                    f"The picture has too many pixels to be processed ({width}x{height}; "
+                    f"at most {max_pixels // 1_000_000} megapixels)"
+                )
+            cost = decode_cost(image)
+    except PayloadTooLarge:
+        raise
     except Image.DecompressionBombError:
         raise PayloadTooLarge("The picture has too many pixels to be processed") from None
     except Exception:
         raise Invalid("The image is corrupt or cannot be read") from None
-    if width * height > max_pixels:
+    if cost.over(max_decoded_bytes):
         raise PayloadTooLarge(
-            f"The picture has too many pixels to be processed ({width}x{height}; "
-            f"at most {max_pixels // 1_000_000} megapixels)"
+            f"The picture needs too much memory to be processed ({cost.describe()}; "
+            f"at most {_mib(max_decoded_bytes)} MiB)"
         )
