@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import FileResponse
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from app.adapters.storage.local import LocalStorageBackend
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 PREFIX = "/storage/objects"
+# RFC 2046 §5.1.1: a boundary is 1 to 70 characters. Longer ones are refused before the
+# parser sees them (python-multipart raises a bare error past 256, which was a 500).
+MAX_BOUNDARY_LENGTH = 70
 router = APIRouter(prefix=PREFIX, tags=["storage"])
 
 
@@ -148,15 +152,18 @@ async def _form_file(request: Request) -> AsyncIterator[bytes]:
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise Invalid("Expected a multipart/form-data body with a field named 'file'")
+    if len(boundary) > MAX_BOUNDARY_LENGTH:
+        raise Invalid(f"The multipart boundary is longer than {MAX_BOUNDARY_LENGTH} characters")
     form = _FileField()
-    parser = MultipartParser(boundary, form.callbacks())
     try:
+        parser = MultipartParser(boundary, form.callbacks())
         async for chunk in _body(request):
             parser.write(chunk)
             while form.pending:
                 yield form.pending.pop(0)
         parser.finalize()
-    except MultipartParseError:
+    except FormParserError:
+        # Every error of the parser (its base class), not only the parse errors proper.
         raise Invalid("The multipart form is malformed") from None
     if not form.found:
         raise Invalid("The form has no field named 'file'")

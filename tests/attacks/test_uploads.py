@@ -399,6 +399,59 @@ async def test_streamed_body_over_the_signed_limit_is_refused_and_nothing_kept(
     assert not any((bucket_dir / ".incoming").glob("*.part"))
 
 
+# Hostile multipart forms -------------------------------------------------------------------
+
+
+def _form(boundary: str, data: bytes, field: str = "file") -> bytes:
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="a.jpg"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "boundary"),
+    [
+        ("multipart/form-data; boundary={b}", "b" * 71),  # RFC 2046 allows 1-70 characters
+        ("multipart/form-data; boundary={b}", "b" * 257),  # over the parser's own limit
+        ("multipart/form-data; boundary={b}", "b" * 5000),
+        ('multipart/form-data; boundary="{b}"', "b" * 300),
+        ("multipart/form-data", "b" * 20),  # no boundary at all
+        ("multipart/form-data; boundary=", "b" * 20),
+    ],
+    ids=["71", "257", "5000", "quoted-300", "missing", "empty"],
+)
+async def test_a_hostile_multipart_boundary_is_a_clear_400(
+    client, owner, memory, bucket_dir, content_type, boundary
+):
+    grant = await ticket(client, owner, memory["id"])
+    before = files_under(bucket_dir)
+
+    response = await client.post(
+        grant["upload_url"],
+        content=_form(boundary, samples.jpeg((40, 40))),
+        headers={"Content-Type": content_type.format(b=boundary)},
+    )
+
+    assert response.status_code == 400, response.text
+    assert "multipart" in response.json()["detail"]
+    assert files_under(bucket_dir) == before
+
+
+async def test_a_boundary_of_70_characters_is_accepted(client, owner, memory, bucket_dir):
+    grant = await ticket(client, owner, memory["id"])
+    data = samples.jpeg((40, 40))
+    response = await client.post(
+        grant["upload_url"],
+        content=_form("b" * 70, data),
+        headers={"Content-Type": f"multipart/form-data; boundary={'b' * 70}"},
+    )
+    assert response.status_code == 201, response.text
+    assert (bucket_dir / grant["storage_path"]).read_bytes() == data
+
+
 # Truncated files ---------------------------------------------------------------------------
 
 
