@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from app.config import get_settings
+from app.config import WILDCARD_HOSTS, get_settings
 from app.log import configure_logging
 
 logger = logging.getLogger("timeless.cli")
@@ -92,8 +92,15 @@ def _serve(args: argparse.Namespace, dsn: str) -> None:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
-    if not settings.public_base_url:
-        os.environ["PUBLIC_BASE_URL"] = f"http://{host}:{port}"
+    if not settings.public_base_url and host.strip() in WILDCARD_HOSTS:
+        # Signed URLs then follow each request's Host (a trusted proxy's, see app.proxy);
+        # never http://0.0.0.0:..., which no client can reach.
+        logger.warning(
+            f"PUBLIC_BASE_URL is not set and the server listens on {host}: signed storage "
+            "URLs will use the address each request was sent to (its Host header, or a "
+            "TRUSTED_PROXIES proxy's X-Forwarded-Host/-Proto). Set PUBLIC_BASE_URL to the "
+            "address clients use, e.g. https://api.example.com."
+        )
     if workers > 1:
         _prepare_multiprocess_metrics(settings.data_dir / "prometheus")
     get_settings.cache_clear()
@@ -105,7 +112,9 @@ def _serve(args: argparse.Namespace, dsn: str) -> None:
         port=port,
         workers=workers,
         log_config=None,
-        proxy_headers=True,
+        # Forwarded headers are judged by app.proxy against TRUSTED_PROXIES; uvicorn's own
+        # handling (trusting 127.0.0.1 by default) would rewrite the client before that.
+        proxy_headers=False,
         # Then open requests are cancelled (the middleware answers 503 to those that had
         # not been answered yet) and the lifespan's shutdown runs.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,

@@ -6,18 +6,25 @@ used, and a development JWT secret is generated once into the data directory.
 `.env.example` documents each setting.
 """
 
+import ipaddress
+import json
 import secrets
 from enum import StrEnum
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_PRODUCTION_SECRET_BYTES = 32
 # 512 MiB: a 48-megapixel HEIC from a phone needs about 420 MiB to decode.
 DEFAULT_MAX_DECODED_IMAGE_BYTES = 512 * 1024 * 1024
+
+
+TrustedNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Addresses that mean "every interface": fine to listen on, never a URL a client can use.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})  # noqa: S104 (recognised, not bound)
 
 
 class Environment(StrEnum):
@@ -34,8 +41,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
-    # The address clients use to reach this server; signed storage URLs point here.
+    # The address clients use to reach this server; signed storage URLs point here. Unset:
+    # the origin each request was sent to (see app.proxy.public_base_url).
     public_base_url: str = ""
+    # Proxies (addresses or CIDRs) whose X-Forwarded-For/-Proto/-Host are believed; from
+    # anyone else those headers are dropped. Comma-separated in the environment.
+    trusted_proxies: Annotated[list[TrustedNetwork], NoDecode] = Field(default_factory=list)
     frontend_url: str = "http://localhost:5173"
     cors_origins: list[str] = Field(default_factory=lambda: ["http://localhost:5173"])
     log_level: str = "INFO"
@@ -120,6 +131,21 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     rate_limit_enabled: bool = True
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            items = json.loads(text) if text.startswith("[") else text.split(",")
+            value = [item.strip() for item in items if str(item).strip()]
+        if isinstance(value, list):
+            try:
+                # strict=False: "10.0.0.1/8" means the network it is in, as people write it.
+                return [ipaddress.ip_network(item, strict=False) for item in value]
+            except ValueError as exc:
+                raise ValueError(f"TRUSTED_PROXIES: {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _production_needs_a_real_secret(self) -> "Settings":
         if self.environment is Environment.PRODUCTION:
@@ -144,7 +170,19 @@ class Settings(BaseSettings):
 
     @property
     def base_url(self) -> str:
-        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+        """PUBLIC_BASE_URL, else HOST:PORT, with loopback standing in for a wildcard HOST.
+
+        Outside a request only (the CLI, tests): the URLs a request gets follow the address
+        it was sent to (app.proxy.public_base_url).
+        """
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = self.host.strip()
+        if host in WILDCARD_HOSTS:
+            host = "[::1]" if ":" in host else "127.0.0.1"
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
 
     @cached_property
     def jwt_secret(self) -> str:

@@ -24,6 +24,7 @@ from app.adapters.supabase.client import Supabase
 from app.adapters.supabase.tokens import SupabaseTokenVerifier
 from app.config import Environment, Settings
 from app.db.postgres import Database
+from app.proxy import public_base_url
 from app.services.analytics_service import AnalyticsRecorder
 from app.services.mail_outbox import MailOutbox
 from app.services.media_processor import MediaProcessor
@@ -132,10 +133,14 @@ def build_mailer(settings: Settings) -> Mailer | None:
 
 
 def local_storage_backend(settings: Settings) -> LocalStorageBackend:
-    """Files under settings.storage_root, served through URLs signed by this server."""
+    """Files under settings.storage_root, served through URLs signed by this server.
+
+    The URLs point at PUBLIC_BASE_URL, else at the address each request was sent to.
+    """
+    objects = f"{settings.api_prefix}/storage/objects"
     return LocalStorageBackend(
         settings.storage_root,
         bucket=settings.supabase_storage_bucket,
-        public_url=f"{settings.base_url}{settings.api_prefix}/storage/objects",
+        public_url=lambda: f"{public_base_url(settings)}{objects}",
         secret=settings.jwt_secret,
     )

@@ -1,7 +1,7 @@
 """Structured JSON logs: one object per line, with the request's context attached.
 
-Request id, user id and family id travel in context variables set by the request
-middleware, so every line written while serving a request carries them. Nothing
+Request id, user id, family id and the client's address travel in context variables set by
+the request middleware, so every line written while serving a request carries them. Nothing
 here ever receives a token, password or signed URL: the access log records the
 route template and path without the query string.
 """
@@ -17,6 +17,8 @@ from typing import Any
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
 family_id_var: ContextVar[str | None] = ContextVar("family_id", default=None)
+# The client's address as believed (app.proxy: a trusted proxy's X-Forwarded-For, else the peer).
+client_ip_var: ContextVar[str | None] = ContextVar("client_ip", default=None)
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 # Belt and braces: if a secret-looking value ever reaches a message, mask it.
@@ -45,6 +47,7 @@ class JsonFormatter(logging.Formatter):
             ("request_id", request_id_var),
             ("user_id", user_id_var),
             ("family_id", family_id_var),
+            ("client_ip", client_ip_var),
         ):
             value = var.get()
             if value is not None:

@@ -16,6 +16,7 @@ from app.config import Settings, get_settings
 from app.context import build_context
 from app.log import configure_logging
 from app.middleware import RequestContextMiddleware
+from app.proxy import TrustedProxyMiddleware
 from app.schemas.common import ErrorOut, ValidationErrorOut
 
 # The router of each API version this code holds; `API_VERSION` picks the one served.
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Uploads stream to storage with their own (larger) limit; see app.api.storage_objects.
         unlimited_prefixes=(f"{settings.api_prefix}{storage_objects.PREFIX}/",),
     )
+    # Outermost: everything inside (limits, logs, URLs) sees the client a trusted proxy names.
+    app.add_middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies)
     return app
 
 

@@ -78,6 +78,8 @@ MAX_IN_FLIGHT = 200
 SERVER_ENV = {
     "ENVIRONMENT": "production",
     "RATE_LIMIT_ENABLED": "true",
+    # The load generator plays the proxy: its X-Forwarded-For names each simulated member.
+    "TRUSTED_PROXIES": "127.0.0.1",
     "PASSWORD_HASH_TIME_COST": "3",
     "PASSWORD_HASH_MEMORY_KIB": "65536",
     "LOG_LEVEL": "WARNING",

@@ -91,12 +91,22 @@ CurrentUser = Annotated[Actor, Depends(_actor)]
 UserDb = Annotated[Connection, Depends(_db)]
 
 
+async def count_per_ip(request: Request, context: AppContext, rule: str) -> None:
+    """Count this request against the client IP's allowance for `rule` (429 once spent).
+
+    The client IP is the one app.proxy believes: a trusted proxy's X-Forwarded-For, else
+    the peer. Called first thing in an endpoint, after the body was validated, so a request
+    refused as invalid (422) spends nothing; `limit_per_ip` counts every request.
+    """
+    client_ip = request.client.host if request.client else "unknown"
+    await context.rate_limiter.hit(f"{rule}:ip", client_ip, rate_limit.PER_IP[rule])
+
+
 def limit_per_ip(rule: str) -> Any:
     """A route dependency counting each request against the client IP's allowance."""
 
     async def count(request: Request, context: Context) -> None:
-        client_ip = request.client.host if request.client else "unknown"
-        await context.rate_limiter.hit(f"{rule}:ip", client_ip, rate_limit.PER_IP[rule])
+        await count_per_ip(request, context, rule)
 
     return Depends(count)
 

@@ -168,6 +168,8 @@ class ApiServer:
                     "warning",
                     "--timeout-graceful-shutdown",
                     "5",
+                    # As `timeless serve`: forwarded headers are app.proxy's to judge.
+                    "--no-proxy-headers",
                 ],
                 cwd=ROOT,
                 env=self.environment(),

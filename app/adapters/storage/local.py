@@ -50,13 +50,22 @@ _INVALID_LINK = "Invalid or expired link"
 class LocalStorageBackend:
     """Files under `<root>/<bucket>/`, served through signed URLs of this server."""
 
-    def __init__(self, root: Path, *, bucket: str, public_url: str, secret: str):
+    def __init__(
+        self, root: Path, *, bucket: str, public_url: str | Callable[[], str], secret: str
+    ):
         self.root = root
         self.bucket = bucket
-        self.public_url = public_url.rstrip("/")
+        # A callable when the address depends on the request being served (app.context).
+        self._public_url = public_url
         self._bucket_dir = (root / bucket).resolve()
         self._incoming = self._bucket_dir / INCOMING_DIR
         self._signer = UrlSigner(secret)
+
+    @property
+    def public_url(self) -> str:
+        """Where the objects are served, as the client being answered reaches this server."""
+        url = self._public_url if isinstance(self._public_url, str) else self._public_url()
+        return url.rstrip("/")
 
     # The StorageBackend interface ------------------------------------------------------------
 

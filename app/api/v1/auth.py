@@ -1,13 +1,14 @@
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response, status
 
 from app.adapters import rate_limit
 from app.api.deps import (
     Context,
     CurrentUser,
     UserDb,
+    count_per_ip,
     failed_attempts_limited,
     limit_per_ip,
     require,
@@ -52,7 +53,9 @@ UserAgent = Annotated[str | None, Header(include_in_schema=False)]
 
 
 def _register_founder_endpoint(role: Role):  # type: ignore[no-untyped-def]
-    async def register(body: RegisterRequest, context: Context) -> Registered:
+    async def register(body: RegisterRequest, request: Request, context: Context) -> Registered:
+        # Counted here, once the body is valid: a form refused with 422 spends no allowance.
+        await count_per_ip(request, context, "register")
         registration = await account_service.register_founder(
             context.database,
             context.auth_provider,
@@ -86,7 +89,6 @@ for _role in FOUNDER_ROLES:
         name=f"register_{_role.value}",
         summary=f"Register {_role.value}",
         responses=error_responses(409, 429),
-        dependencies=[limit_per_ip("register")],
     )
 
 
