@@ -138,7 +138,7 @@ def cmd_seed_demo(args: argparse.Namespace) -> None:
 
     with _database() as dsn:
         _migrate(dsn)
-        asyncio.run(seed_demo(dsn))
+        asyncio.run(seed_demo(dsn, base_url=args.base_url))
 
 
 def cmd_backup(args: argparse.Namespace) -> None:
@@ -181,9 +181,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("migrate", help="apply migrations to DATABASE_URL").set_defaults(
         func=cmd_migrate
     )
-    sub.add_parser("seed-demo", help="create a demo family with memories").set_defaults(
-        func=cmd_seed_demo
+    seed = sub.add_parser("seed-demo", help="create a demo family with memories")
+    seed.add_argument(
+        "--base-url", help="where the running server is reached (default: from the settings)"
     )
+    seed.set_defaults(func=cmd_seed_demo)
     backup = sub.add_parser(
         "backup", help="write the database to FILE (pg_dump's custom format; safe while serving)"
     )

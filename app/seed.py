@@ -42,7 +42,14 @@ class DemoFamily:
     memory_ids: list[str] = field(default_factory=list)
 
 
-async def seed_demo(dsn: str, settings: Settings | None = None) -> DemoFamily:
+async def seed_demo(
+    dsn: str, settings: Settings | None = None, *, base_url: str | None = None
+) -> DemoFamily:
+    """Create the demo family (once) and print how to sign in.
+
+    `base_url` is where the running server is reached (`timeless seed-demo --base-url`);
+    without it, the settings say (PUBLIC_BASE_URL, else HOST:PORT).
+    """
     settings = (settings or get_settings()).model_copy(update={"database_url": SecretStr(dsn)})
     if settings.environment is Environment.PRODUCTION:
         raise SystemExit("seed-demo creates accounts with a known password; not in production")
@@ -53,7 +60,7 @@ async def seed_demo(dsn: str, settings: Settings | None = None) -> DemoFamily:
             transport=transport, base_url=settings.base_url, timeout=60
         ) as client:
             demo = await _seed(client)
-    _print_login(demo, settings)
+    _print_login(demo, (base_url or settings.base_url).rstrip("/"), settings)
     return demo
 
 
@@ -304,11 +311,10 @@ def _video(seconds: float = 2.0, fps: int = 24) -> bytes:
         return path.read_bytes()
 
 
-def _print_login(demo: DemoFamily, settings: Settings) -> None:
+def _print_login(demo: DemoFamily, base_url: str, settings: Settings) -> None:
     state = "Created the demo family" if demo.created else "The demo family already exists"
-    print(
-        f"{state}. Log in at {settings.frontend_url} or POST {settings.base_url}{API}/auth/login:"
-    )
+    print(f"{state}. Sign in with POST {base_url}{settings.api_prefix}/auth/login")
+    print(f"  (API docs: {base_url}/docs; web app, FRONTEND_URL: {settings.frontend_url}):")
     print(f"  adult:        {DEMO_EMAILS['adult']} / {demo.password}")
     print(f"  teen:         {DEMO_EMAILS['teen']} / {demo.password}")
     print(f"  grandparent:  {DEMO_EMAILS['grandparent']} / {demo.password}")

@@ -42,3 +42,68 @@ async def test_seed_demo_creates_a_family_and_runs_again_without_harm(
     assert DEMO_EMAILS["adult"] in capsys.readouterr().out
     again = await client.get(f"{API}/memories", params={"limit": 100}, headers=headers)
     assert len(again.json()) == len(memories)
+
+
+# The URLs it prints (review item 16). After the test above: the demo family exists by now.
+
+WILDCARD = "0.0.0.0"  # noqa: S104 (a HOST setting, never bound here)
+
+
+async def test_seed_demo_prints_the_address_it_is_given(settings, capsys):
+    dsn = settings.database_url.get_secret_value()
+
+    await seed_demo(dsn, settings, base_url="http://192.0.2.5:9000/")
+
+    out = capsys.readouterr().out
+    assert "POST http://192.0.2.5:9000/api/v1/auth/login" in out
+    assert "http://192.0.2.5:9000/docs" in out
+    assert "127.0.0.1:8000" not in out and "testserver" not in out
+
+
+async def test_seed_demo_otherwise_prints_the_servers_address_from_the_settings(settings, capsys):
+    dsn = settings.database_url.get_secret_value()
+    served = settings.model_copy(
+        update={
+            "host": WILDCARD,
+            "port": 9123,
+            "public_base_url": "",
+            "frontend_url": "http://192.0.2.5:3000",
+        }
+    )
+
+    await seed_demo(dsn, served)
+
+    out = capsys.readouterr().out
+    # Not http://0.0.0.0:9123, which no browser can open.
+    assert "POST http://127.0.0.1:9123/api/v1/auth/login" in out
+    assert "http://192.0.2.5:3000" in out and "localhost:5173" not in out
+    assert WILDCARD not in out
+
+
+def test_timeless_seed_demo_takes_base_url(monkeypatch, migrated_database_url):
+    import logging
+    import signal
+
+    from app import cli
+    from app.config import get_settings
+
+    called: dict[str, object] = {}
+
+    async def fake_seed_demo(dsn: str, **kwargs: object) -> None:
+        called.update(dsn=dsn, **kwargs)
+
+    monkeypatch.setenv("DATABASE_URL", migrated_database_url)
+    monkeypatch.setattr("app.seed.seed_demo", fake_seed_demo)
+    monkeypatch.setattr(cli, "_migrate", lambda dsn: None)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    get_settings.cache_clear()  # read DATABASE_URL as set here
+    try:
+        cli.main(["seed-demo", "--base-url", "https://demo.example.org"])
+    finally:
+        # main() sets up the service's logging and SIGTERM handling; give pytest its own back.
+        root.handlers[:], root.level = handlers, level
+        signal.signal(signal.SIGTERM, on_sigterm)
+        get_settings.cache_clear()
+    assert called == {"dsn": migrated_database_url, "base_url": "https://demo.example.org"}
