@@ -5,6 +5,7 @@ knows what it gets. Which implementation sits behind each seam (built-in or Supa
 decided once, here, in `build_context`; nothing else in the code knows.
 """
 
+import logging
 from dataclasses import dataclass
 
 from app.adapters.auth.local import LocalAuthProvider
@@ -24,10 +25,13 @@ from app.adapters.supabase.client import Supabase
 from app.adapters.supabase.tokens import SupabaseTokenVerifier
 from app.config import Environment, Settings
 from app.db.postgres import Database
+from app.errors import ServiceUnavailable
 from app.proxy import public_base_url
 from app.services.analytics_service import AnalyticsRecorder
 from app.services.mail_outbox import MailOutbox
 from app.services.media_processor import MediaProcessor
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +54,17 @@ class AppContext:
     external_tokens: SupabaseAccessTokens | None = None
     # Supabase mode: password reset is Supabase Auth's.
     recovery: SupabaseRecovery | None = None
+
+    async def storage_problem(self) -> str | None:
+        """What keeps files from being stored until an operator acts (a missing bucket).
+
+        None while the store merely cannot be reached: that outage is the storage backend's
+        503 on the requests that need files, and is logged there.
+        """
+        try:
+            return await self.storage.configuration_problem()
+        except ServiceUnavailable:
+            return None
 
     async def aclose(self) -> None:
         await self.outbox.stop()
@@ -102,7 +117,7 @@ async def build_context(settings: Settings) -> AppContext:
         )
         auth_provider = LocalAuthProvider(database, passwords)
         local_storage = storage = local_storage_backend(settings)
-    return AppContext(
+    context = AppContext(
         settings=settings,
         database=database,
         auth_provider=auth_provider,
@@ -116,6 +131,11 @@ async def build_context(settings: Settings) -> AppContext:
         external_tokens=external_tokens,
         recovery=recovery,
     )
+    # Said once at start-up, clearly; /health/ready keeps failing until it is fixed.
+    problem = await context.storage_problem()
+    if problem is not None:
+        logger.error(problem)
+    return context
 
 
 def build_mailer(settings: Settings) -> Mailer | None:

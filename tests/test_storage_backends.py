@@ -6,8 +6,9 @@ the `/storage/objects` route uses it (`verify_upload`, then `receive`).
 answering over respx with the request and response shapes of the real service, and the upload
 and download URLs used exactly as a browser would (plain HTTP, no key).
 
-Sources of the shapes, all in github.com/supabase/storage (src/http/routes/object/*.ts, the
-storage3 client in .venv/…/storage3/_async/file_api.py agrees):
+Sources of the shapes, all in github.com/supabase/storage (src/http/routes/object/*.ts and
+src/http/routes/bucket/getBucket.ts; storage3, the Python client, sends the same requests, but it
+is not installed here: the `supabase` package is no dependency of this project):
 
 - `POST /object/upload/sign/{bucket}/{path}` (getSignedUploadURL.ts), header `x-upsert`:
   200 `{"url": "/object/upload/sign/{bucket}/{path}?token=<jwt>", "token": "<jwt>"}`, relative
@@ -41,8 +42,12 @@ storage3 client in .venv/…/storage3/_async/file_api.py agrees):
 - Errors (src/http/error-handler.ts, src/internal/errors/codes.ts): HTTP 400 (500 stays 500) with
   `{"statusCode": "<real status>", "code": "<ErrorCode>", "error": "<legacy error>", "message"}`,
   e.g. `NoSuchKey` 404 / `not_found`, `NoSuchBucket` 404 / `Bucket not found`, `InvalidJWT` 400,
-  `KeyAlreadyExists` 409 / `Duplicate`, `EntityTooLarge` 413, `InvalidMimeType` 415. The API
+  `KeyAlreadyExists` 409 / `Duplicate`, `EntityTooLarge` 413, `InvalidMimeType` 415; writing an
+  object into a missing bucket breaks a foreign key: `RelatedResourceNotFound`, 404 with the code
+  `InvalidRequest` (what a real server answered first for a missing bucket). The API
   gateway refuses a wrong key itself: 401 `{"message": "Invalid API key"}`.
+- `GET /bucket/{bucket}` (getBucket.ts): 200 the bucket row (`id`, `name`, `public`,
+  `file_size_limit`, `allowed_mime_types`, ...); a missing one `NoSuchBucket`.
 """
 
 import hashlib
@@ -69,10 +74,15 @@ from app.adapters.storage.local import LocalStorageBackend
 from app.adapters.storage.supabase import SupabaseStorageBackend
 from app.adapters.supabase.client import Supabase, SupabaseConfig
 from app.errors import DomainError, Invalid, NotFound
-from tests.helpers.supabase_fixtures import ANON_KEY, SERVICE_ROLE_KEY, SUPABASE_URL
+from tests.helpers.supabase_fixtures import (
+    ANON_KEY,
+    BUCKET,
+    SERVICE_ROLE_KEY,
+    STORAGE_URL,
+    SUPABASE_URL,
+    bucket_row,
+)
 
-STORAGE_URL = f"{SUPABASE_URL}/storage/v1"
-BUCKET = "memories"
 MiB = 1024 * 1024
 # What supabase/migrations/20250105000000_storage.sql gives the bucket.
 FILE_SIZE_LIMIT = 50 * MiB
@@ -188,6 +198,7 @@ class FakeSupabaseStorage:
             ("POST", rf"/object/list/{b}", "list", self._list),
             ("DELETE", rf"/object/{b}", "remove", self._remove),
             ("POST", rf"/object/{b}/(?P<path>.+)", "upload", self._upload),
+            ("GET", rf"/bucket/{b}", "bucket", self._bucket),
         ]
         router.route(url__startswith=f"{STORAGE_URL}/").mock(side_effect=self._dispatch)
 
@@ -381,6 +392,11 @@ class FakeSupabaseStorage:
         if (refused := self._refused_key(request)) is not None:
             return refused
         return self._store(path, request, upsert=request.headers.get("x-upsert") == "true")
+
+    def _bucket(self, request: httpx.Request) -> httpx.Response:
+        if (refused := self._refused_key(request)) is not None:
+            return refused
+        return httpx.Response(200, json=bucket_row(self.bucket))
 
     def _remove(self, request: httpx.Request) -> httpx.Response:
         if (refused := self._refused_key(request)) is not None:

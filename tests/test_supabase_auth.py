@@ -44,6 +44,7 @@ from tests.helpers.supabase_fixtures import (
     FakeUser,
     SigningKey,
     gotrue_error,
+    started,
 )
 
 
@@ -63,7 +64,7 @@ def signing_key() -> SigningKey:
 async def supabase_app(migrated_database_url: str, data_dir) -> AsyncIterator[FastAPI]:
     """A second app on the same database, configured for a Supabase project."""
     application = create_app(make_settings(migrated_database_url, data_dir, **SUPABASE_SETTINGS))
-    async with application.router.lifespan_context(application):
+    async with started(application):
         yield application
 
 
@@ -727,7 +728,7 @@ async def test_supabase_settings_select_the_supabase_provider_and_close_its_clie
     migrated_database_url: str, data_dir
 ):
     application = create_app(make_settings(migrated_database_url, data_dir, **SUPABASE_SETTINGS))
-    async with application.router.lifespan_context(application):
+    async with started(application):
         context = application.state.context
         assert isinstance(context.auth_provider, SupabaseAuthProvider)
         assert isinstance(context.external_tokens, SupabaseAccessTokens)
@@ -918,3 +919,67 @@ async def test_closing_the_account_while_supabase_is_down_changes_nothing(
     assert response.status_code == 503
     me = await supabase_client.get(f"{API}/auth/me", headers=headers)
     assert me.status_code == 200  # nothing was committed: still a member, still signed in
+
+
+# --- an unknown login costs a password hash too (review item 15) ----------------------------------
+
+
+async def test_an_unknown_login_is_checked_against_a_decoy_account_that_exists(
+    pg: asyncpg.Pool, signing_key: SigningKey, caplog: pytest.LogCaptureFixture
+):
+    """GoTrue refuses an address it does not know before hashing: a real account is needed.
+
+    Asking about an address that cannot exist (what this did before) came back without any
+    password hash, measurably faster than a member's wrong password.
+    """
+    supabase = Supabase(SupabaseConfig(SUPABASE_URL, SERVICE_ROLE_KEY, ANON_KEY))
+    provider = SupabaseAuthProvider(supabase)
+    try:
+        with (
+            respx.mock(assert_all_called=False, assert_all_mocked=True) as router,
+            caplog.at_level(logging.DEBUG),
+        ):
+            gotrue = FakeGoTrue(router, pg, signing_key)
+            for _ in range(3):
+                refused = await provider.check_password(
+                    user_id=None, email=None, username=None, password="a guess"
+                )
+                assert refused is False
+    finally:
+        await supabase.aclose()
+
+    asked = [call.request for call in gotrue.token.calls]
+    decoys = [user for user in gotrue.users.values() if user.app_metadata.get("decoy")]
+    assert len(decoys) == 1 and gotrue.create.call_count == 1  # created once, then reused
+    decoy = decoys[0]
+    assert decoy.email.endswith(f"@{CHILD_EMAIL_DOMAIN}") and decoy.email_confirmed
+    assert decoy.app_metadata == {"managed_by": "timeless-love", "decoy": True}
+    # Every unknown login was put to GoTrue as a password check on that existing account.
+    assert [json.loads(request.content)["email"] for request in asked] == [decoy.email] * 3
+    # Its password is random and went nowhere but GoTrue.
+    assert len(decoy.password) >= 40
+    assert decoy.password not in "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+
+
+async def test_the_decoy_that_already_exists_is_used_as_it_is(
+    pg: asyncpg.Pool, signing_key: SigningKey
+):
+    supabase = Supabase(SupabaseConfig(SUPABASE_URL, SERVICE_ROLE_KEY, ANON_KEY))
+    provider = SupabaseAuthProvider(supabase)
+    try:
+        with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+            gotrue = FakeGoTrue(router, pg, signing_key)
+            # Another process (or an earlier start) made it.
+            await SupabaseAuthProvider(supabase).check_password(
+                user_id=None, email=None, username=None, password="x"
+            )
+            assert not await provider.check_password(
+                user_id=None, email=None, username=None, password="y"
+            )
+    finally:
+        await supabase.aclose()
+    assert gotrue.create.call_count == 2  # the second answered email_exists, which is fine
+    assert len(gotrue.users) == 1
+    assert [json.loads(c.request.content)["email"] for c in gotrue.token.calls] == [
+        next(iter(gotrue.users.values())).email
+    ] * 2

@@ -50,6 +50,7 @@ from tests.helpers.supabase_fixtures import (
     SUPABASE_URL,
     FakeGoTrue,
     SigningKey,
+    started,
 )
 from tests.test_storage_backends import (
     BUCKET,
@@ -543,7 +544,7 @@ def signing_key() -> SigningKey:
 async def supabase_app(migrated_database_url: str, data_dir: Path) -> AsyncIterator[FastAPI]:
     """A second app on the same database, configured for a Supabase project."""
     application = create_app(make_settings(migrated_database_url, data_dir, **SUPABASE_SETTINGS))
-    async with application.router.lifespan_context(application):
+    async with started(application):
         yield application
 
 
@@ -821,3 +822,104 @@ def test_supabase_settings_select_supabase_storage(supabase_app: FastAPI, app: F
     assert isinstance(storage, SupabaseStorageBackend)
     assert storage.bucket == BUCKET
     assert isinstance(app.state.context.storage, LocalStorageBackend)
+
+
+# --- a missing bucket (review item 15) ---------------------------------------------------------
+
+# What the real Storage server first answered for a missing bucket: writing an object breaks
+# the objects → buckets foreign key, reported as RelatedResourceNotFound (codes.ts).
+RELATED_RESOURCE_MISSING = storage_error(
+    404, "InvalidRequest", "The related resource does not exist"
+)
+NO_SUCH_BUCKET = storage_error(404, "NoSuchBucket", "Bucket not found", error="Bucket not found")
+
+
+@pytest.mark.parametrize("operation", ["upload", "sign_upload", "info"])
+async def test_a_missing_bucket_answered_as_a_missing_related_resource_is_named(
+    backend: SupabaseStorageBackend,
+    storage: FakeSupabaseStorage,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    operation: str,
+):
+    storage.override[operation] = RELATED_RESOURCE_MISSING
+    thumbnail = tmp_path / "t.jpg"
+    thumbnail.write_bytes(photo_bytes())
+    calls = {
+        "upload": lambda: backend.upload_file(new_path(), thumbnail, "image/jpeg"),
+        "sign_upload": lambda: backend.create_upload_url(
+            new_path(), mime_type="image/jpeg", max_bytes=1, expires_in=60
+        ),
+        "info": lambda: backend.stat(new_path()),
+    }
+
+    with caplog.at_level(logging.INFO), pytest.raises(ServiceUnavailable):
+        await calls[operation]()
+
+    assert "no bucket 'memories'" in logged(caplog)
+    assert "SUPABASE_STORAGE_BUCKET" in logged(caplog)
+
+
+async def test_an_invalid_request_that_is_not_a_missing_resource_is_not_called_one(
+    backend: SupabaseStorageBackend, storage: FakeSupabaseStorage, caplog: pytest.LogCaptureFixture
+):
+    storage.override["info"] = storage_error(400, "InvalidRequest", "Metadata header is required")
+    with caplog.at_level(logging.INFO), pytest.raises(ServiceUnavailable):
+        await backend.stat(new_path())
+    assert "no bucket" not in logged(caplog)
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        (None, None),
+        (NO_SUCH_BUCKET, "no bucket 'memories'"),
+        (RELATED_RESOURCE_MISSING, "no bucket 'memories'"),
+        (httpx.Response(401, json={"message": "Invalid API key"}), "SUPABASE_SERVICE_ROLE_KEY"),
+    ],
+    ids=["present", "no-such-bucket", "related-resource", "key-refused"],
+)
+async def test_the_bucket_check_names_what_to_fix(
+    backend: SupabaseStorageBackend, storage: FakeSupabaseStorage, answer, problem
+):
+    if answer is not None:
+        storage.override["bucket"] = answer
+    found = await backend.configuration_problem()
+    assert found is None if problem is None else problem in found
+    assert storage.requests["bucket"][0].url == f"{STORAGE_URL}/bucket/{BUCKET}"
+
+
+async def test_the_bucket_check_while_storage_is_unreachable_is_an_outage_not_a_problem(
+    backend: SupabaseStorageBackend, storage: FakeSupabaseStorage
+):
+    storage.override["bucket"] = httpx.ConnectError("refused")
+    with pytest.raises(ServiceUnavailable):
+        await backend.configuration_problem()
+
+
+async def test_a_missing_bucket_is_logged_at_start_up_and_fails_readiness(
+    migrated_database_url: str, data_dir: Path, caplog: pytest.LogCaptureFixture
+):
+    application = create_app(make_settings(migrated_database_url, data_dir, **SUPABASE_SETTINGS))
+    with caplog.at_level(logging.ERROR):
+        async with started(application, bucket=NO_SUCH_BUCKET):
+            assert "Supabase Storage has no bucket 'memories'" in logged(caplog)
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+                    storage = FakeSupabaseStorage(router, bucket="another-bucket")
+                    missing = await c.get("/health/ready")
+                    storage.bucket = BUCKET  # someone ran the migrations
+                    present = await c.get("/health/ready")
+
+    assert missing.status_code == 503, missing.text
+    assert "no bucket 'memories'" in missing.json()["storage"]
+    assert present.status_code == 200, present.text
+
+
+async def test_readiness_stays_up_while_storage_is_only_unreachable(
+    api: httpx.AsyncClient, project: Project
+):
+    project.storage.override["bucket"] = httpx.ConnectError("refused")
+    response = await api.get("/health/ready")
+    assert response.status_code == 200, response.text

@@ -27,7 +27,8 @@ async def health(request: Request) -> dict[str, str]:
 
 @router.get("/health/ready", responses={503: {"description": "Not ready"}})
 async def ready(context: Context) -> JSONResponse:
-    """Readiness: the database answers and every migration shipped with this code is applied."""
+    """Readiness: the database answers, every migration shipped with this code is applied, and
+    the storage bucket exists."""
     try:
         async with context.database.pool.acquire(timeout=2) as conn:
             pending = await pending_migrations(conn)
@@ -41,6 +42,10 @@ async def ready(context: Context) -> JSONResponse:
             {"status": "unavailable", "pending_migrations": [m.version for m in pending]},
             status_code=503,
         )
+    # A missing bucket (Supabase signs nothing against it, yet answers 200): not ready.
+    storage_problem = await context.storage_problem()
+    if storage_problem is not None:
+        return JSONResponse({"status": "unavailable", "storage": storage_problem}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 

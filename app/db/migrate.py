@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from asyncpg.exceptions import PostgresLogMessage
 
 logger = logging.getLogger(__name__)
 
@@ -145,32 +146,72 @@ async def applied_versions(conn: asyncpg.Connection) -> set[str]:
     return {row["version"] for row in rows}
 
 
-async def pending_migrations(conn: asyncpg.Connection) -> list[Migration]:
+async def pending_migrations(
+    conn: asyncpg.Connection, directory: Path | None = None
+) -> list[Migration]:
     done = await applied_versions(conn)
-    return [m for m in available_migrations() if m.version not in done]
+    return [m for m in available_migrations(directory) if m.version not in done]
 
 
-async def migrate(dsn: str) -> list[str]:
+class _ServerMessages:
+    """Logs what PostgreSQL says beside the results: WARNING, NOTICE, INFO (asyncpg drops them).
+
+    A migration's warnings matter (on Supabase, say, a GRANT that granted nothing); the
+    bootstrap's "already exists, skipping" notices are expected on every run, so they are
+    logged at debug level only.
+    """
+
+    def __init__(self) -> None:
+        self.migration: str | None = None
+
+    def __call__(self, conn: asyncpg.Connection, message: PostgresLogMessage) -> None:
+        severity = str(getattr(message, "severity_en", None) or message.severity or "").upper()
+        if severity == "WARNING":
+            level = logging.WARNING
+        elif self.migration is None or severity.startswith("DEBUG"):
+            level = logging.DEBUG
+        else:
+            level = logging.INFO
+        details = {
+            "migration": self.migration,
+            "severity": severity,
+            "sqlstate": message.sqlstate,
+            "detail": getattr(message, "detail", None),
+            "hint": getattr(message, "hint", None),
+        }
+        logger.log(
+            level,
+            f"PostgreSQL: {message.message}",
+            extra={key: value for key, value in details.items() if value is not None},
+        )
+
+
+async def migrate(dsn: str, directory: Path | None = None) -> list[str]:
     """Bring the database at `dsn` up to date; returns the versions applied now."""
-    available_migrations()  # no migrations at all: fail before touching the database
+    available_migrations(directory)  # no migrations at all: fail before touching the database
     conn = await asyncpg.connect(dsn, statement_cache_size=0)
+    messages = _ServerMessages()
+    conn.add_log_listener(messages)
     try:
         # All or nothing, in one transaction. Several workers may start at once: the
         # transaction-scoped lock lets one migrate while the others wait, and it is
         # released by the commit itself, so it cannot be left behind by a pooler.
         async with conn.transaction():
             await conn.execute("select pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
-            return await _migrate_locked(conn)
+            return await _migrate_locked(conn, directory, messages)
     finally:
         await conn.close()
 
 
-async def _migrate_locked(conn: asyncpg.Connection) -> list[str]:
+async def _migrate_locked(
+    conn: asyncpg.Connection, directory: Path | None, messages: _ServerMessages
+) -> list[str]:
     if not await is_supabase(conn):
         await conn.execute(BOOTSTRAP_SQL)
     await conn.execute(_CREATE_HISTORY)
     applied = []
-    for migration in await pending_migrations(conn):
+    for migration in await pending_migrations(conn, directory):
+        messages.migration = migration.path.name
         async with conn.transaction():  # a savepoint per migration
             await conn.execute(migration.sql)
             await conn.execute(

@@ -30,6 +30,10 @@ row). Sources of the shapes, all in github.com/supabase/auth:
 - `GET /.well-known/jwks.json` (internal/api/jwks.go): `{"keys": [<public JWK>]}`.
 - A missing or wrong API key is refused by the API gateway before GoTrue: 401
   `{"message": "Invalid API key"}`.
+
+Storage's own double is `FakeSupabaseStorage` in tests/test_storage_backends.py; `started`
+here answers only the bucket check an app makes at start-up (github.com/supabase/storage,
+src/http/routes/bucket/getBucket.ts: `GET /bucket/{id}` → the bucket row).
 """
 
 import base64
@@ -38,6 +42,8 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +54,7 @@ import httpx
 import respx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import FastAPI
 from jose import jwt
 
 SUPABASE_URL = "https://timelesstest.supabase.co"
@@ -56,6 +63,41 @@ ISSUER = AUTH_URL
 # Fake values: long and distinctive, so a test can prove they never reach a log or a response.
 SERVICE_ROLE_KEY = "service-role-key-" + "S" * 40
 ANON_KEY = "anon-key-" + "A" * 40
+
+STORAGE_URL = f"{SUPABASE_URL}/storage/v1"
+# The default SUPABASE_STORAGE_BUCKET, which SUPABASE_SETTINGS keep.
+BUCKET = "memories"
+
+
+def bucket_row(bucket: str = BUCKET) -> dict[str, object]:
+    """`GET /bucket/{id}` as Storage answers it for supabase/migrations' bucket."""
+    return {
+        "id": bucket,
+        "name": bucket,
+        "owner": "",
+        "public": False,
+        "file_size_limit": 52428800,
+        "allowed_mime_types": ["image/jpeg", "image/png", "video/mp4"],
+        "created_at": "2025-01-05T00:00:00.000Z",
+        "updated_at": "2025-01-05T00:00:00.000Z",
+    }
+
+
+@asynccontextmanager
+async def started(
+    application: FastAPI, bucket: httpx.Response | None = None
+) -> AsyncIterator[None]:
+    """Run the app's lifespan; Storage answers its start-up bucket check with `bucket`.
+
+    Nothing else may reach the network while it starts; afterwards each test mocks its own.
+    """
+    answer = bucket if bucket is not None else httpx.Response(200, json=bucket_row())
+    async with AsyncExitStack() as stack:
+        with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+            router.get(f"{STORAGE_URL}/bucket/{BUCKET}").mock(return_value=answer)
+            await stack.enter_async_context(application.router.lifespan_context(application))
+        yield
+
 
 SUPABASE_SETTINGS: dict[str, object] = {
     "supabase_url": SUPABASE_URL,

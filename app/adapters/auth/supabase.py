@@ -29,6 +29,7 @@ Error bodies come in two shapes depending on the GoTrue version, and both are un
 
 import asyncio
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -54,11 +55,16 @@ logger = logging.getLogger(__name__)
 # login time and never stored in our profile or shown to anyone.
 CHILD_EMAIL_DOMAIN = "children.timeless.invalid"
 # Generated usernames are `letters.0000`; a hyphen never occurs in one, so this address cannot
-# belong to a real account. Used so an unknown login costs a round trip like a wrong password.
-_NO_SUCH_ACCOUNT = f"no-such-member@{CHILD_EMAIL_DOMAIN}"
+# be a member's. An unknown login is checked against it so that it costs what a wrong password
+# costs: GoTrue refuses an address it does not know before hashing anything, so the address
+# is a real account — the decoy — created once with a random password that is discarded at
+# once: GoTrue then hashes the password given, as for a member, and nobody can ever sign in.
+_DECOY_ACCOUNT = f"no-such-member@{CHILD_EMAIL_DOMAIN}"
+
 # Marks accounts this backend created (app_metadata is writable only with the service-role key),
 # so an operator can tell them from any created in the dashboard; see docs/supabase.md.
 MANAGED_BY = {"managed_by": "timeless-love"}
+_DECOY_METADATA = {**MANAGED_BY, "decoy": True}
 
 UNAVAILABLE = "The sign-in service is temporarily unavailable; please retry"
 _RETRY_AFTER = {"Retry-After": "5"}
@@ -115,6 +121,8 @@ class SupabaseAuthProvider:
     def __init__(self, supabase: Supabase) -> None:
         self._config = supabase.config
         self._http = supabase.http
+        self._decoy_ready = False
+        self._decoy_lock = asyncio.Lock()
 
     async def create_user(self, *, email: str | None, username: str | None, password: str) -> UUID:
         if email:
@@ -216,9 +224,10 @@ class SupabaseAuthProvider:
     ) -> bool:
         address = email or (child_login_email(username) if username else None)
         if user_id is None or address is None:
-            # No such member. Ask anyway, for an address that cannot exist, so that an unknown
-            # login takes as long as a wrong password and does not reveal who is a member.
-            address = _NO_SUCH_ACCOUNT
+            # No such member. Ask anyway, about the decoy account (see _DECOY_ACCOUNT), so that
+            # an unknown login takes as long as a wrong password and reveals no member.
+            await self._ensure_decoy()
+            address = _DECOY_ACCOUNT
         response = await self._send(
             "POST",
             "/token",
@@ -245,6 +254,40 @@ class SupabaseAuthProvider:
                 logger.error("Supabase Auth signed in a different account than the profile's")
             return False
         return True
+
+    async def _ensure_decoy(self) -> None:
+        """Create the decoy account once per process (it may exist already: fine)."""
+        if self._decoy_ready:
+            return
+        async with self._decoy_lock:
+            if self._decoy_ready:
+                return
+            body = {
+                "email": _DECOY_ACCOUNT,
+                # Never stored, logged or returned: nobody can sign in as the decoy.
+                "password": secrets.token_urlsafe(48),
+                "email_confirm": True,
+                "app_metadata": _DECOY_METADATA,
+            }
+            try:
+                response = await self._send(
+                    "POST",
+                    "/admin/users",
+                    "create the decoy account",
+                    json=body,
+                    headers=self._admin,
+                )
+            except ServiceUnavailable:
+                return  # try again at the next unknown login; this one is refused as usual
+            error = None if response.is_success else gotrue_error(response)
+            if error is None or error.code in _EMAIL_TAKEN_CODES or error.status == 422:
+                self._decoy_ready = True
+            else:
+                logger.warning(
+                    "Could not create the Supabase Auth decoy account; unknown logins are "
+                    "answered faster than wrong passwords until it exists",
+                    extra={"status": error.status, "error_code": error.code},
+                )
 
     # --- plumbing ---------------------------------------------------------------------------
 

@@ -74,6 +74,14 @@ class StorageBackend(Protocol):
         """Every object last written before `older_than` (for the orphan sweep)."""
         ...
 
+    async def configuration_problem(self) -> str | None:
+        """What an operator must fix before files can be stored (a missing bucket), or None.
+
+        Raises ServiceUnavailable when the store cannot be asked right now: an outage makes
+        the requests that need files 503, it is not a configuration problem.
+        """
+        ...
+
 
 # Object paths -----------------------------------------------------------------------------
 

@@ -166,6 +166,13 @@ class LocalStorageBackend:
             for path in await asyncio.to_thread(self._old_files_in, folder, cutoff):
                 yield path
 
+    async def configuration_problem(self) -> str | None:
+        try:
+            await asyncio.to_thread(self._bucket_dir.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"the storage folder {self._bucket_dir} cannot be created ({exc.strerror})"
+        return None
+
     # Built-in only: receiving uploads and serving downloads --------------------------------
 
     def verify_upload(self, path: str, params: Mapping[str, str]) -> UploadGrant:

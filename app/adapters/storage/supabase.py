@@ -12,6 +12,7 @@ server (the URLs handed to clients carry a Storage token for one object instead)
     POST   /object/sign/{bucket}   {"expiresIn", "paths"}   download URLs, one request per page:
                                    [{"path", "signedURL": "/object/sign/…?token=", "error"}]
     GET    /object/authenticated/{bucket}/{path}   download, streamed to a file
+    GET    /bucket/{bucket}   the bucket, checked at start-up and by readiness
     POST   /object/{bucket}/{path}   x-upsert: true   upload (thumbnails)
     DELETE /object/{bucket}   {"prefixes": [...]}   remove
     POST   /object/list/{bucket}   {"prefix", "limit", "offset", "sortBy"}   one folder's entries
@@ -40,7 +41,9 @@ Where it differs from the built-in backend (docs/storage.md, "Supabase Storage")
 - Upload URLs are signed with `x-upsert: false`, so, as with the built-in backend, objects
   are write-once: a second upload to the same URL is refused (409).
 - Download URLs are only signed for objects that exist; a missing one is left out of the
-  result (the feed then shows `null`).
+  result (the feed then shows `null`). Against a missing bucket every URL is left out and the
+  answer is still 200, so the bucket is checked at start-up (an error in the log) and by
+  `/health/ready` (503 until it exists): `configuration_problem`.
 """
 
 import asyncio
@@ -83,6 +86,10 @@ SIGNED_UPLOAD_URL_SECONDS = 2 * 3600
 
 _OBJECT_MISSING_CODES = frozenset({"NoSuchKey", "not_found"})
 _BUCKET_MISSING_CODES = frozenset({"NoSuchBucket", "Bucket not found"})
+# Writing an object into a missing bucket breaks the objects → buckets foreign key, which
+# Storage reports as `RelatedResourceNotFound`: 404 with the generic code `InvalidRequest`
+# (src/internal/errors/codes.ts). An object's only related resource is its bucket.
+_RELATED_RESOURCE_MISSING = "InvalidRequest"
 _KEY_REFUSED_CODES = frozenset({"InvalidJWT", "AccessDenied", "Unauthorized"})
 _DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 
@@ -103,7 +110,8 @@ class StorageRefusal:
 
     @property
     def bucket_missing(self) -> bool:
-        return bool(self.codes & _BUCKET_MISSING_CODES)
+        related_missing = self.status == 404 and _RELATED_RESOURCE_MISSING in self.codes
+        return related_missing or bool(self.codes & _BUCKET_MISSING_CODES)
 
     @property
     def key_refused(self) -> bool:
@@ -290,6 +298,18 @@ class SupabaseStorageBackend:
                 if written is not None and written < older_than:
                     yield path
 
+    async def configuration_problem(self) -> str | None:
+        operation = "check the bucket"
+        response = await self._send("GET", f"/bucket/{quote(self.bucket)}", operation)
+        if response.is_success:
+            return None
+        refusal = storage_refusal(response)
+        if refusal.bucket_missing:
+            return _bucket_missing(self.bucket)
+        if refusal.key_refused:
+            return "Supabase Storage refused the configured key: check SUPABASE_SERVICE_ROLE_KEY"
+        raise self._refused(refusal, operation)
+
     # Plumbing ----------------------------------------------------------------------------------
 
     def _object(self, path: str) -> str:
@@ -360,12 +380,7 @@ class SupabaseStorageBackend:
             "error_code": ",".join(sorted(refusal.codes)) or None,
         }
         if refusal.bucket_missing:
-            logger.error(
-                "Supabase Storage has no bucket %r; apply the migrations (supabase db push) "
-                "or set SUPABASE_STORAGE_BUCKET",
-                self.bucket,
-                extra=extra,
-            )
+            logger.error(_bucket_missing(self.bucket), extra=extra)
         elif refusal.key_refused:
             logger.error(
                 "Supabase Storage refused the configured API key; check SUPABASE_SERVICE_ROLE_KEY",
@@ -379,6 +394,13 @@ class SupabaseStorageBackend:
 
 
 # Helpers --------------------------------------------------------------------------------------
+
+
+def _bucket_missing(bucket: str) -> str:
+    return (
+        f"Supabase Storage has no bucket {bucket!r}: apply the migrations (supabase db push or "
+        "timeless migrate) or set SUPABASE_STORAGE_BUCKET"
+    )
 
 
 def _unreachable(operation: str, exc: Exception) -> ServiceUnavailable:
