@@ -14,6 +14,7 @@ from app.adapters.auth.supabase import (
     SupabaseAuthProvider,
     SupabaseRecovery,
 )
+from app.adapters.cursors import CursorCodec
 from app.adapters.mail import LogMailer, Mailer, SmtpConfig, SmtpMailer
 from app.adapters.passwords import Passwords
 from app.adapters.rate_limit import MemoryCounterStore, RateLimiter, RedisCounterStore
@@ -41,6 +42,8 @@ class AppContext:
     rate_limiter: RateLimiter
     # Mail queued by actions, sent in the background (SMTP, or the log in development).
     outbox: MailOutbox
+    # Seals and opens pagination cursors (its clock is replaceable in tests).
+    cursors: CursorCodec
     # The built-in store when it runs: its own signed-URL routes serve it (else None).
     local_storage: LocalStorageBackend | None = None
     # Supabase mode: one HTTP client for Auth, tokens and Storage (closed at shutdown), and
@@ -110,6 +113,7 @@ async def build_context(settings: Settings) -> AppContext:
         media=MediaProcessor(database, storage, analytics, settings),
         rate_limiter=rate_limiter,
         outbox=MailOutbox(database, build_mailer(settings), settings),
+        cursors=CursorCodec(settings.jwt_secret),
         local_storage=local_storage,
         supabase=supabase,
         external_tokens=external_tokens,
