@@ -6,6 +6,7 @@ began, whatever reactions, comments, new memories, edits and deletions happen in
 cursors are refused (400 invalid_cursor) when changed, foreign, for other filters or old.
 """
 
+import itertools
 import random
 import uuid
 from datetime import date, datetime, timedelta
@@ -251,9 +252,9 @@ def _in_scroll_order(items: list[dict[str, Any]], order_by: str, direction: str)
     keys = []
     for item in items:
         primary = item["feed_score"] if order_by == "feed_score" else 0.0
-        created = item["created_at"]
+        created = datetime.fromisoformat(item["created_at"])
         keys.append((primary, created, uuid.UUID(item["id"])))
-    for before, after in zip(keys, keys[1:], strict=False):
+    for before, after in itertools.pairwise(keys):
         if direction == "desc":
             ok = before[0] > after[0] or (
                 before[0] == after[0]
@@ -486,7 +487,9 @@ async def test_a_comment_scroll_never_repeats_or_skips(client, factory, pg, seed
                 await comment(client, family.adult, memory_id, "re", parent=target)
             elif action == "edit":
                 await client.put(
-                    f"{API}{path}/{target}", json={"content": "edited"}, headers=family.adult.headers
+                    f"{API}{path}/{target}",
+                    json={"content": "edited"},
+                    headers=family.adult.headers,
                 )
             elif action == "delete":
                 await client.delete(f"{API}{path}/{target}", headers=family.adult.headers)
