@@ -28,6 +28,7 @@ from app.db.postgres import Database
 from app.services.analytics_service import AnalyticsRecorder
 from app.services.mail_outbox import MailOutbox
 from app.services.media_processor import MediaProcessor
+from app.services.scroll_history import ScrollHistory
 
 
 @dataclass
@@ -42,8 +43,10 @@ class AppContext:
     rate_limiter: RateLimiter
     # Mail queued by actions, sent in the background (SMTP, or the log in development).
     outbox: MailOutbox
-    # Seals and opens pagination cursors (its clock is replaceable in tests).
+    # Seals and opens pagination cursors (its clock is replaceable in tests), and keeps the
+    # history feed scrolls read back no longer than cursors live.
     cursors: CursorCodec
+    scroll_history: ScrollHistory
     # The built-in store when it runs: its own signed-URL routes serve it (else None).
     local_storage: LocalStorageBackend | None = None
     # Supabase mode: one HTTP client for Auth, tokens and Storage (closed at shutdown), and
@@ -55,6 +58,7 @@ class AppContext:
 
     async def aclose(self) -> None:
         await self.outbox.stop()
+        await self.scroll_history.stop()
         await self.media.stop()
         await self.analytics.stop()
         if self.supabase is not None:
@@ -114,6 +118,7 @@ async def build_context(settings: Settings) -> AppContext:
         rate_limiter=rate_limiter,
         outbox=MailOutbox(database, build_mailer(settings), settings),
         cursors=CursorCodec(settings.jwt_secret),
+        scroll_history=ScrollHistory(database),
         local_storage=local_storage,
         supabase=supabase,
         external_tokens=external_tokens,

@@ -659,3 +659,43 @@ async def test_cursors_expire_24_hours_after_the_scroll_began(
         f"{API}{path}", params={**params, "cursor": follow}, headers=family.adult.headers
     )
     await assert_invalid_cursor(response)
+
+
+# What scrolls cost and keep -------------------------------------------------------------------
+
+
+def test_a_scroll_page_never_walks_an_offset():
+    # Keyset: every next page starts at its position in an index, whatever its depth
+    # (bench/feed.py measures page 1 against page 200; docs/performance.md).
+    from app.services import comment_service, feed_service, invite_service, memory_service
+
+    statements = [
+        *feed_service._SCROLL.values(),
+        memory_service._SCROLL,
+        comment_service._THREADS,
+        invite_service._SCROLL_INVITES,
+    ]
+    assert len(feed_service._SCROLL) == 18
+    for statement in statements:
+        assert " offset " not in statement.lower()
+
+
+async def test_the_history_of_changes_is_kept_as_long_as_a_cursor_lives(app, factory, pg):
+    family = await factory.family(["adult"])
+    adult = family.adult
+    memory_id = await make_memory(pg, adult)
+    fid, mid = uuid.UUID(family.id), uuid.UUID(memory_id)
+    insert = (
+        "insert into app.memory_changes (family_unit_id, memory_id, existed, changed_at)"
+        " values ($1, $2, true, now() - $3::interval)"
+    )
+    await pg.execute(insert, fid, mid, timedelta(hours=26))
+    await pg.execute(insert, fid, mid, timedelta(hours=24, minutes=30))
+
+    await app.state.context.scroll_history.purge()
+
+    ages = await pg.fetch(
+        "select now() - changed_at as age from app.memory_changes where memory_id = $1", mid
+    )
+    assert len(ages) == 2  # the memory's creation, and the change 24.5 hours ago
+    assert all(row["age"] < timedelta(hours=25) for row in ages)
