@@ -89,9 +89,11 @@ class CursorCodec:
     def open(self, cursor: str, *, kind: str, user_id: UUID, binding: object) -> Opened:
         """Verify a cursor; InvalidCursor (400) for anything but our own, fresh, matching one."""
         body, _, signature = cursor.partition(".")
+        # Ours are short and ASCII (base64url); anything else is refused before any HMAC.
         if (
             not body
             or len(cursor) > MAX_CURSOR_LENGTH
+            or not cursor.isascii()
             or not hmac.compare_digest(self._sign(body), signature)
         ):
             raise InvalidCursor("This cursor is not valid (it was changed or is not a cursor)")

@@ -10,7 +10,8 @@ Ordering by score stays fast for a family with 100 000 memories without scoring 
 feed_score = 0.6 × time_score + 0.4 × engagement_score, and time_score is a step function
 of the age: inside one of its four age bands the score only grows with the engagement
 weight. So each band's best rows come in order from the index
-`memories_feed_engagement_idx (family, status, least(weight, 99), created_at, id)` (or,
+`memories_feed_engagement_idx (family, status, feed_weight, created_at, id)`, where
+feed_weight is the stored column least(reactions + 2 × comments, 99) (or,
 for the few recent rows, by a small sort), and the page is the merge of the four bands'
 first rows. docs/feed.md has the measurements.
 
@@ -116,8 +117,9 @@ _BANDS_AT = (
     " and m.created_at < app.feed_band_start_at(2, $9)",
     "m.created_at < app.feed_band_start_at(3, $9)",
 )
-# The order of memories_feed_engagement_idx.
-_WEIGHT = "least(m.reaction_count + 2 * m.comment_count, 99)"
+# The order of memories_feed_engagement_idx: feed_weight is least(reactions + 2 × comments,
+# 99), a stored column so that conditions on it can start an index scan under RLS.
+_WEIGHT = "m.feed_weight"
 # Inside an age band, in the order of that index.
 _BAND_ORDER = {
     "desc": f"{_WEIGHT} desc, m.created_at desc, m.id",
@@ -266,17 +268,21 @@ def _score_branches(direction: str) -> list[tuple[str, str, str]]:
         level = _threshold("level", band)
         if direction == "desc":
             ranges = [
-                (f"{_WEIGHT} <= {_threshold('below', band)}", _BAND_ORDER["desc"]),
-                (f"{_WEIGHT} = {level} and m.created_at < $13", "m.created_at desc, m.id"),
-                (f"{_WEIGHT} = {level} and m.created_at = $13 and m.id > $14", "m.id"),
+                f"{_WEIGHT} <= {_threshold('below', band)}",
+                f"{_WEIGHT} = {level} and m.created_at < $13",
+                f"{_WEIGHT} = {level} and m.created_at = $13 and m.id > $14",
             ]
         else:
             ranges = [
-                (f"{_WEIGHT} >= {_threshold('above', band)}", _BAND_ORDER["asc"]),
-                (f"{_WEIGHT} = {level} and m.created_at > $13", "m.created_at, m.id desc"),
-                (f"{_WEIGHT} = {level} and m.created_at = $13 and m.id < $14", "m.id desc"),
+                f"{_WEIGHT} >= {_threshold('above', band)}",
+                f"{_WEIGHT} = {level} and m.created_at > $13",
+                f"{_WEIGHT} = {level} and m.created_at = $13 and m.id < $14",
             ]
-        branches += [(str(band), f"{edges} and {cond}", order) for cond, order in ranges]
+        # Each range in the full order of the index, even where the weight is fixed: so the
+        # planner reads it from memories_feed_engagement_idx, starting at the position,
+        # rather than walking the family by created_at and filtering on the weight.
+        order = _BAND_ORDER[direction]
+        branches += [(str(band), f"{edges} and {cond}", order) for cond in ranges]
     return branches
 
 

@@ -78,6 +78,21 @@ drop policy if exists memory_changes_select on app.memory_changes;
 create policy memory_changes_select on app.memory_changes for select to authenticated
 using (family_unit_id = (select app.current_family_id()));
 
+-- The engagement weight as a column ------------------------------------------------------------
+-- The feed orders each age band by least(reactions + 2 × comments, 99) from an index. A page
+-- by offset only reads that index in order; a scroll's next page must *start* inside it, at
+-- its position, with conditions on the weight. Under row level security Postgres uses a
+-- condition as an index condition only if it is leakproof, and integer + and * are not (they
+-- can fail on overflow), so a condition on the expression would be checked row by row after
+-- the policy: a walk through the family instead of a seek. On a stored column the condition
+-- is a plain integer comparison, which is leakproof. The index keeps its name and order.
+alter table public.memories add column if not exists feed_weight integer
+  generated always as (least(reaction_count + 2 * comment_count, 99)) stored;
+drop index if exists public.memories_feed_engagement_idx;
+create index memories_feed_engagement_idx on public.memories (
+  family_unit_id, status, feed_weight desc, created_at desc, id
+);
+
 -- The score as of a moment --------------------------------------------------------------------
 -- The same arithmetic as app.feed_score (20250103100000_feed.sql), split so that a scroll can
 -- score "as of" its first page: the age band of a memory at a given time, and the score of a

@@ -2,10 +2,10 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 
 from app.api import conditional
 from app.api.deps import Context, CurrentUser, UserDb
-from app.errors import UnprocessableInput
 from app.schemas.common import MAX_CURSOR_LENGTH, error_responses
 from app.schemas.memories import (
     Media,
@@ -76,7 +76,16 @@ async def list_memories(
         response.headers["X-Total-Count"] = str(total)
         return memories
     if offset is not None:
-        raise UnprocessableInput("cursor cannot be combined with offset")
+        # A 422 like any other query that breaks the schema's rules.
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "offset"),
+                    "msg": "cursor cannot be combined with offset",
+                    "type": "value_error",
+                }
+            ]
+        )
     page, total = await memory_service.scroll_visible(
         db, actor, status=status_filter, limit=limit, cursor=cursor, cursors=context.cursors
     )
