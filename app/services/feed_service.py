@@ -222,7 +222,8 @@ _CHANGED = """changed as materialized (
     and not pg_visible_in_snapshot(l.xact, $10::text::pg_snapshot)
   order by l.memory_id, l.id
 )"""
-_UNCHANGED = "not exists (select 1 from changed c where c.memory_id = m.id)"
+# Uncorrelated, so Postgres hashes the changed ids once per statement.
+_UNCHANGED = "m.id not in (select c.memory_id from changed c)"
 # The scroll's candidates all have these columns, in this order.
 _KEY_ROW = "m.id, m.created_at, m.memory_date, m.reactions_by_emoji, {band} as band, {weight}"
 _CURRENT_WEIGHT = "m.reaction_count + 2 * m.comment_count as weight"
@@ -375,7 +376,12 @@ def _scroll_statement(kind: _Kind, order_by: OrderBy, direction: OrderDirection)
         f" order by {branch_order} limit $7 + 1)"
         for band, cond, branch_order in branches
     ]
-    scans.append(f"({_CHANGED_ROWS.format(where=where, after=after)})")
+    # The changed memories: their first limit + 1 after the position, as they were.
+    changed_order = order.replace("feed_score", "app.feed_band_score(band, weight)")
+    scans.append(
+        f"({_CHANGED_ROWS.format(where=where, after=after)}\n"
+        f" order by {changed_order} limit $7 + 1)"
+    )
     candidates = "\nunion all\n".join(scans)
     matching = f"{_MATCHING},\n" if kind is _Kind.BY_TEXT else ""
     return (
