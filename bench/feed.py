@@ -458,7 +458,7 @@ async def compare_score_orderings(dsn: str, family: Family) -> dict[str, float]:
 
 SCROLL_PAGES = 200
 SCROLL_PAGE_SIZE = 20
-ORDERINGS = [
+ORDERINGS: list[tuple[Any, Any]] = [
     (order_by, direction)
     for order_by in ("feed_score", "created_at", "memory_date")
     for direction in ("desc", "asc")
@@ -529,6 +529,98 @@ def scroll_deep(
         "offset_first": statistics.median(offset_first),
         "offset_deep": statistics.median(offset_deep),
     }
+
+
+async def compare_depths(dsn: str, family: Family) -> dict[tuple[str, str], dict[str, float]]:
+    """Inside the database: the statement of page 2 and of page 200, by cursor and by offset.
+
+    Median milliseconds of 20 runs after 5 (the first runs of a prepared statement are
+    planned for their values), as the member, under row level security.
+    """
+    from app.db.postgres import init_connection
+    from app.services import feed_service
+
+    kind = feed_service._Kind.UNFILTERED
+    filters = (None, None, None, None, None)
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    conn = await asyncpg.connect(dsn)
+    await init_connection(conn)
+
+    async def median(sql: str, args: tuple[object, ...]) -> float:
+        timings = []
+        for _ in range(25):
+            started = time.perf_counter()
+            await conn.fetch(sql, *args)
+            timings.append((time.perf_counter() - started) * 1000)
+        return statistics.median(timings[5:])
+
+    try:
+        async with conn.transaction():
+            claims = json.dumps({"sub": family.user_id, "role": "authenticated"})
+            await conn.execute(
+                "select set_config('role', 'authenticated', true),"
+                " set_config('request.jwt.claims', $1, true)",
+                claims,
+            )
+            for ordering in ORDERINGS:
+                page_sql = feed_service._PAGE[(kind, ordering)]
+                scroll_sql = feed_service._SCROLL[(kind, ordering)]
+                result: dict[str, float] = {}
+                for depth in (2, SCROLL_PAGES):
+                    offset = (depth - 1) * SCROLL_PAGE_SIZE
+                    # The last row before the page: where its cursor would point.
+                    [before] = await conn.fetch(
+                        page_sql, family.family_id, *filters, offset - 1, 1, family.user_id
+                    )
+                    row = dict(before)
+                    position = feed_service._open_scroll(
+                        feed_service.Opened(
+                            state={
+                                "at": row["scroll_at"].isoformat(),
+                                "x": row["snapshot"],
+                                "n": depth,
+                                "p": feed_service._position(ordering[0], row),
+                            },
+                            started_at=0.0,
+                        ),
+                        ordering[0],
+                    )
+                    scroll_args = (
+                        family.family_id,
+                        *filters,
+                        SCROLL_PAGE_SIZE,
+                        family.user_id,
+                        position.at,
+                        position.snapshot,
+                        *position.position,
+                    )
+                    offset_args = (
+                        family.family_id,
+                        *filters,
+                        offset,
+                        SCROLL_PAGE_SIZE,
+                        family.user_id,
+                    )
+                    result[f"cursor_{depth}"] = await median(scroll_sql, scroll_args)
+                    result[f"offset_{depth}"] = await median(page_sql, offset_args)
+                results[ordering] = result
+    finally:
+        await conn.close()
+    return results
+
+
+def depth_table(results: dict[tuple[str, str], dict[str, float]]) -> str:
+    lines = [
+        f"| Ordering | page 2 by cursor | page {SCROLL_PAGES} by cursor | page 2 by offset | "
+        f"page {SCROLL_PAGES} by offset |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for (order_by, direction), r in results.items():
+        lines.append(
+            f"| {order_by} {direction} | {r['cursor_2']:.1f} | {r[f'cursor_{SCROLL_PAGES}']:.1f} | "
+            f"{r['offset_2']:.1f} | {r[f'offset_{SCROLL_PAGES}']:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def scroll_table(results: dict[tuple[str, str, int], dict[str, float]]) -> str:
@@ -627,6 +719,8 @@ def main() -> None:
         orderings = asyncio.run(compare_score_orderings(dsn, big))
         print(f"score ordering in the database (big family, median ms): {orderings}", flush=True)
 
+        depths = asyncio.run(compare_depths(dsn, big))
+        print(f"page statements by depth (median ms): {depths}", flush=True)
         scrolls: dict[tuple[str, str, int], dict[str, float]] = {}
         for order_by, direction, changes in [
             *((o, d, 0) for o, d in ORDERINGS),
@@ -662,11 +756,17 @@ def main() -> None:
     report = table(results)
     checks = targets(results)
     deep = scroll_table(scrolls)
-    print(f"\n{report}\n\n{checks}\n\n{deep}")
+    statements = depth_table(depths)
+    print(f"\n{report}\n\n{checks}\n\n{statements}\n\n{deep}")
     command = " ".join(["python bench/feed.py", *sys.argv[1:]])
     if args.write_docs:
         scroll_section = SCROLL_SECTION.format(
-            machine=machine(), command=command, loads=load_average(), table=deep
+            machine=machine(),
+            command=command,
+            loads=load_average(),
+            table=deep,
+            statements=statements,
+            pages=SCROLL_PAGES,
         )
         print(f"wrote {write_docs(scroll_section, 'Scrolling deep')}")
     if args.write_docs and not args.scroll_only:
@@ -768,8 +868,17 @@ need more CPU than this machine had free, or less work per page (see docs/feed.m
 SCROLL_SECTION = """## Scrolling deep
 
 Measured by `bench/feed.py` (step 6) on {machine}, 1-minute load average {loads}.
-Command: `{command}`. The 100 000-memory family of the feed benchmark; one client, one
-request at a time; milliseconds per request (through HTTP, everything a page costs). Each
+Command: `{command}`. The 100 000-memory family of the feed benchmark.
+
+Inside PostgreSQL, as the member under row level security: the statement that builds a
+page of 20 with everything an item shows, for page 2 and page {pages} of each ordering, by
+cursor (right after the previous page's last memory) and by offset; median of 20 runs, ms.
+
+{statements}
+
+Through HTTP, one client, one request at a time, milliseconds per request (everything a
+page costs: token, member, count, page, URL signing, JSON; this shared machine adds a lot of
+noise at this scale). Each
 scroll goes 200 pages of 20 deep by `cursor` (4 000 memories); the offset columns ask
 `page=1` and `page=200` of the same ordering (median of 5). In the last row 1 000 reactions
 arrive on random memories after the scroll's first page, so every later page reads back

@@ -301,3 +301,14 @@ def test_feed_etag_leaves_out_urls_and_the_cursor_but_not_their_window():
     assert tag(page("https://x/1?token=a", "c1"), 10) == tag(page("https://x/1?token=b", "c2"), 10)
     assert tag(page("https://x/1?token=a", "c1"), 10) != tag(page("https://x/1?token=a", "c1"), 11)
     assert tag(page("u", None), 10) != tag(page("u", "c1"), 10)
+
+
+async def test_browsers_let_scripts_read_the_etag(client, factory):
+    family = await factory.family(["adult"])
+    response = await client.get(
+        f"{API}/families/me",
+        headers={**family.adult.headers, "Origin": "http://localhost:5173"},
+    )
+    assert response.status_code == 200
+    exposed = response.headers["access-control-expose-headers"].lower()
+    assert "etag" in {name.strip() for name in exposed.split(",")}

@@ -159,7 +159,7 @@ class FeedQuery(BaseModel):
         """What a cursor of this query is bound to: its filters and ordering."""
         return {
             "user_id": self.user_id,
-            "tags": self.tags,
+            "tags": sorted(self.tag_list or []),
             "memory_date_from": self.memory_date_from,
             "memory_date_to": self.memory_date_to,
             "search_query": self.search_query,
