@@ -867,7 +867,8 @@ need more CPU than this machine had free, or less work per page (see docs/feed.m
 
 SCROLL_SECTION = """## Scrolling deep
 
-Measured by `bench/feed.py` (step 6) on {machine}, 1-minute load average {loads}.
+Measured by `bench/feed.py` (step 6) on {machine}, 1-minute load average {loads} (above ~2,
+other work was competing for the 2 CPUs: read the shape, not the absolute values).
 Command: `{command}`. The 100 000-memory family of the feed benchmark.
 
 Inside PostgreSQL, as the member under row level security: the statement that builds a
@@ -877,9 +878,7 @@ cursor (right after the previous page's last memory) and by offset; median of 20
 {statements}
 
 Through HTTP, one client, one request at a time, milliseconds per request (everything a
-page costs: token, member, count, page, URL signing, JSON; this shared machine adds a lot of
-noise at this scale). Each
-scroll goes 200 pages of 20 deep by `cursor` (4 000 memories); the offset columns ask
+page costs: token, member, count, page, URL signing, JSON). Each scroll goes 200 pages of 20 deep by `cursor` (4 000 memories); the offset columns ask
 `page=1` and `page=200` of the same ordering (median of 5). In the last row 1 000 reactions
 arrive on random memories after the scroll's first page, so every later page reads back
 the changed memories as the scroll began with them (docs/feed.md, "Stable scrolling"); the
