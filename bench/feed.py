@@ -878,8 +878,9 @@ cursor (right after the previous page's last memory) and by offset; median of 20
 {statements}
 
 Through HTTP, one client, one request at a time, milliseconds per request (everything a
-page costs: token, member, count, page, URL signing, JSON). Each scroll goes 200 pages of 20 deep by `cursor` (4 000 memories); the offset columns ask
-`page=1` and `page=200` of the same ordering (median of 5). In the last row 1 000 reactions
+page costs: token, member, count, page, URL signing, JSON). Each scroll goes 200 pages of
+20 deep by `cursor` (4 000 memories); the offset columns ask `page=1` and `page=200` of the
+same ordering (median of 5). In the last row 1 000 reactions
 arrive on random memories after the scroll's first page, so every later page reads back
 the changed memories as the scroll began with them (docs/feed.md, "Stable scrolling"); the
 benchmark also checks that no memory comes twice.
