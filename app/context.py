@@ -15,6 +15,7 @@ from app.adapters.auth.supabase import (
     SupabaseAuthProvider,
     SupabaseRecovery,
 )
+from app.adapters.cursors import CursorCodec
 from app.adapters.mail import LogMailer, Mailer, SmtpConfig, SmtpMailer
 from app.adapters.passwords import Passwords
 from app.adapters.rate_limit import MemoryCounterStore, RateLimiter, RedisCounterStore
@@ -30,6 +31,7 @@ from app.proxy import public_base_url
 from app.services.analytics_service import AnalyticsRecorder
 from app.services.mail_outbox import MailOutbox
 from app.services.media_processor import MediaProcessor
+from app.services.scroll_history import ScrollHistory
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,10 @@ class AppContext:
     rate_limiter: RateLimiter
     # Mail queued by actions, sent in the background (SMTP, or the log in development).
     outbox: MailOutbox
+    # Seals and opens pagination cursors (its clock is replaceable in tests), and keeps the
+    # history feed scrolls read back no longer than cursors live.
+    cursors: CursorCodec
+    scroll_history: ScrollHistory
     # The built-in store when it runs: its own signed-URL routes serve it (else None).
     local_storage: LocalStorageBackend | None = None
     # Supabase mode: one HTTP client for Auth, tokens and Storage (closed at shutdown), and
@@ -68,6 +74,7 @@ class AppContext:
 
     async def aclose(self) -> None:
         await self.outbox.stop()
+        await self.scroll_history.stop()
         await self.media.stop()
         await self.analytics.stop()
         if self.supabase is not None:
@@ -126,6 +133,8 @@ async def build_context(settings: Settings) -> AppContext:
         media=MediaProcessor(database, storage, analytics, settings),
         rate_limiter=rate_limiter,
         outbox=MailOutbox(database, build_mailer(settings), settings),
+        cursors=CursorCodec(settings.jwt_secret),
+        scroll_history=ScrollHistory(database),
         local_storage=local_storage,
         supabase=supabase,
         external_tokens=external_tokens,

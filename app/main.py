@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         context.analytics.start()
         context.media.start()
         context.outbox.start()
+        context.scroll_history.start()
         try:
             yield
         finally:
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_credentials=True,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["X-Request-ID", "X-Total-Count", "Retry-After"],
+        expose_headers=["X-Request-ID", "X-Total-Count", "Retry-After", "ETag"],
     )
     app.add_middleware(
         RequestContextMiddleware,

@@ -320,6 +320,7 @@ async def test_empty_family(client, factory):
         "items": [],
         "pagination": {"page": 1, "page_size": 20, "total_pages": 0, "has_more": False},
         "total_count": 0,
+        "next_cursor": None,
     }
 
 

@@ -20,6 +20,7 @@ FAMILY_TABLES = {
     "public.memory_comments": "family_unit_id",
     "public.analytics_events": "family_unit_id",
     "public.analytics_metrics": "family_unit_id",
+    "app.memory_changes": "family_unit_id",
 }
 
 

@@ -10,6 +10,7 @@ embedded Postgres).
 """
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -160,9 +161,16 @@ async def test_a_page_is_signed_in_one_request_and_missing_objects_are_left_out(
         storage.put(path, photo_bytes())
     missing = new_path()
 
+    before = int(time.time())
     urls = await backend.signed_download_urls([*stored, missing, stored[0]], expires_in=600)
+    after = int(time.time())
 
-    assert storage.bodies("sign") == [{"expiresIn": 600, "paths": [*stored, missing]}]
+    [body] = storage.bodies("sign")
+    assert body["paths"] == [*stored, missing]
+    # The lifetime asked for at least, rounded up so the URLs expire on a 600 s boundary
+    # (docs/api.md, "Conditional requests").
+    assert 600 <= body["expiresIn"] <= 1200
+    assert any((now + body["expiresIn"]) % 600 == 0 for now in range(before, after + 1))
     assert set(urls) == set(stored)
     for path in stored:
         assert urls[path].startswith(f"{SIGNED_DOWNLOAD_PREFIX}{path}?token=")

@@ -25,6 +25,14 @@ AvatarUrl = Annotated[
 ]
 
 
+# Cursors (docs/api.md, "Pagination") are query parameters: anything longer is not one of ours.
+MAX_CURSOR_LENGTH = 8192
+NEXT_CURSOR_DESCRIPTION = (
+    "Send it as `cursor` for the next page of this scroll; null on the last page. Pages of "
+    "one scroll never repeat or skip an item (docs/api.md, Pagination)."
+)
+
+
 class ErrorOut(BaseModel):
     """Every error body (docs/api.md, "Errors"): a sentence for people, a code for programs."""
 

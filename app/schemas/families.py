@@ -5,7 +5,7 @@ from uuid import UUID
 from pydantic import BaseModel, EmailStr, Field, StringConstraints
 
 from app.models.identity import Role
-from app.schemas.common import NoNul
+from app.schemas.common import NEXT_CURSOR_DESCRIPTION, NoNul
 
 InvitableRole = Literal["adult", "teen", "child", "grandparent"]
 InviteStatus = Literal["pending", "accepted", "expired", "revoked"]
@@ -50,6 +50,13 @@ class Invite(BaseModel):
     expires_at: datetime
     status: InviteStatus
     created_at: datetime
+
+
+class InvitePage(BaseModel):
+    """Invites, one page of a scroll."""
+
+    items: list[Invite]
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
 
 
 class InviteCreated(Invite):

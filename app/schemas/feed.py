@@ -6,7 +6,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
-from app.schemas.common import NoNul
+from app.schemas.common import MAX_CURSOR_LENGTH, NEXT_CURSOR_DESCRIPTION, NoNul
 from app.schemas.memories import MAX_TAG_LENGTH, MAX_TAGS, Media, Memory, MemoryAuthor
 
 Emoji = Literal["👍", "❤️", "😂", "😮", "😢", "🎉", "🔥", "💯"]
@@ -71,6 +71,13 @@ class Comment(BaseModel):
     )
 
 
+class CommentPage(BaseModel):
+    """Top-level comments (with their replies), one page of a scroll."""
+
+    items: list[Comment]
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
+
+
 # Feed -----------------------------------------------------------------------------------------
 
 
@@ -93,6 +100,15 @@ class FeedQuery(BaseModel):
     order_direction: OrderDirection = "desc"
     page: int = Field(default=1, ge=1, le=1_000_000)
     page_size: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(
+        default=None,
+        max_length=MAX_CURSOR_LENGTH,
+        description="The previous page's `next_cursor`: the next page of the same scroll. "
+        "Send the same filters and ordering as the first page; not with `page`.",
+    )
+    limit: int | None = Field(
+        default=None, ge=1, le=100, description="The same as `page_size` (either may be sent)."
+    )
 
     @field_validator("tags")
     @classmethod
@@ -122,9 +138,34 @@ class FeedQuery(BaseModel):
             raise ValueError("memory_date_from must not be after memory_date_to")
         return self
 
+    @model_validator(mode="after")
+    def _paging(self) -> Self:
+        # An empty cursor starts a scroll, as no cursor does.
+        self.cursor = self.cursor or None
+        if self.cursor is not None and "page" in self.model_fields_set:
+            raise ValueError("cursor cannot be combined with page")
+        if self.limit is not None:
+            if "page_size" in self.model_fields_set and self.page_size != self.limit:
+                raise ValueError("limit and page_size are the same thing; send one of them")
+            self.page_size = self.limit
+        return self
+
     @property
     def tag_list(self) -> list[str] | None:
         return self.tags.split(",") if self.tags else None
+
+    @property
+    def binding(self) -> dict[str, object]:
+        """What a cursor of this query is bound to: its filters and ordering."""
+        return {
+            "user_id": self.user_id,
+            "tags": sorted(self.tag_list or []),
+            "memory_date_from": self.memory_date_from,
+            "memory_date_to": self.memory_date_to,
+            "search_query": self.search_query,
+            "order_by": self.order_by,
+            "order_direction": self.order_direction,
+        }
 
 
 class FeedMedia(Media):
@@ -157,3 +198,4 @@ class FeedPage(BaseModel):
     items: list[FeedItem]
     pagination: Pagination
     total_count: int
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)

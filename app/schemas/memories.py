@@ -7,7 +7,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
 
 from app.models.identity import Role
-from app.schemas.common import NoNul
+from app.schemas.common import NEXT_CURSOR_DESCRIPTION, NoNul
 
 MemoryStatus = Literal["draft", "published", "archived"]
 ProcessingStatus = Literal["pending", "processing", "completed", "failed"]
@@ -87,6 +87,13 @@ class Memory(BaseModel):
     modified_by: UUID | None
     author: MemoryAuthor
     media: list[Media]
+
+
+class MemoryPage(BaseModel):
+    """Memories, one page of a scroll."""
+
+    items: list[Memory]
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
 
 
 class MediaRef(BaseModel):

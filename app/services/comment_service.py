@@ -7,16 +7,18 @@ in the same transaction, by trigger. Who may edit or delete is the permission ta
 (`rbac`) here and the guard trigger in the database.
 """
 
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
+from app.adapters.cursors import CursorCodec, InvalidCursor
 from app.db.postgres import Connection
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
-from app.schemas.feed import Comment
+from app.schemas.feed import Comment, CommentPage
 
 # Depth 0 is a top-level comment; the database refuses depth > 3 as well.
 MAX_DEPTH = 3
@@ -41,11 +43,20 @@ select id, memory_id, user_id, author, parent_comment_id, content, created_at, u
 from public.memory_comment_details
 where id = $1
 """
-# The first $2 top-level comments, oldest first, with every reply below them when $3.
+# What cursors of the comment list are bound to (app.adapters.cursors).
+CURSOR_KIND = "comments"
+# Before every comment: where a list starts.
+_START = (datetime.fromisoformat("0001-01-01T00:00:00+00:00"), UUID(int=0))
+_NO_END = datetime.fromisoformat("9999-12-31T00:00:00+00:00")
+
+# The first $2 top-level comments after the position ($4 created_at, $5 id) and created by
+# $6, oldest first, with every reply below them when $3. Keyset: the index
+# memory_comments_memory_idx (memory_id, created_at, id) starts right at the position.
 _THREADS = """
 with recursive thread as (
   (select c.* from public.memory_comment_details c
    where c.memory_id = $1 and c.parent_comment_id is null
+     and (c.created_at, c.id) > ($4::timestamptz, $5::uuid) and c.created_at <= $6
    order by c.created_at, c.id
    limit $2)
   union all
@@ -59,6 +70,7 @@ from thread
 order by created_at, id
 """
 _MEMORY_VISIBLE = "select exists (select 1 from public.memories where id = $1)"
+_NOW = "select now()"
 _COMMENT = """
 select user_id, deleted_at from public.memory_comments where id = $1 and memory_id = $2
 """
@@ -103,7 +115,64 @@ async def list_threads(
 ) -> list[Comment]:
     """Top-level comments oldest first (at most `limit`), each with its nested replies."""
     rbac.require(actor, Permission.VIEW_MEMORIES)
-    rows = await db.fetch(_THREADS, memory_id, limit, include_replies)
+    return await _threads(db, memory_id, include_replies, limit, *_START, _NO_END)
+
+
+async def scroll_threads(
+    db: Connection,
+    actor: Actor,
+    memory_id: UUID,
+    *,
+    include_replies: bool,
+    limit: int,
+    cursor: str,
+    cursors: CursorCodec,
+) -> CommentPage:
+    """One page of a scroll of top-level comments (`cursor` empty for the first page).
+
+    The scroll holds the top-level comments that existed when it began: later ones come
+    after the position, and are left for the next scroll. A deleted comment keeps its place.
+    """
+    rbac.require(actor, Permission.VIEW_MEMORIES)
+    binding = {"memory_id": memory_id}
+    if cursor:
+        opened = cursors.open(cursor, kind=CURSOR_KIND, user_id=actor.id, binding=binding)
+        started_at = opened.started_at
+        try:
+            created, comment_id = opened.state["p"]
+            position = (datetime.fromisoformat(created), UUID(comment_id))
+            began = datetime.fromisoformat(opened.state["at"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidCursor() from None
+    else:
+        started_at, position, began = cursors.now(), _START, await db.fetchval(_NOW)
+    threads = await _threads(db, memory_id, include_replies, limit + 1, *position, began)
+    next_cursor = None
+    if len(threads) > limit:
+        threads = threads[:limit]
+        last = threads[-1]
+        next_cursor = cursors.seal(
+            kind=CURSOR_KIND,
+            user_id=actor.id,
+            binding=binding,
+            state={"at": began.isoformat(), "p": [last.created_at.isoformat(), str(last.id)]},
+            started_at=started_at,
+        )
+    return CommentPage(items=threads, next_cursor=next_cursor)
+
+
+async def _threads(
+    db: Connection,
+    memory_id: UUID,
+    include_replies: bool,
+    limit: int,
+    after_created_at: datetime,
+    after_id: UUID,
+    created_by: datetime,
+) -> list[Comment]:
+    rows = await db.fetch(
+        _THREADS, memory_id, limit, include_replies, after_created_at, after_id, created_by
+    )
     # Comments are visible exactly when their memory is; only an empty list needs a look.
     if not rows and not await db.fetchval(_MEMORY_VISIBLE, memory_id):
         raise NotFound("Memory not found")

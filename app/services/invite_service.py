@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from app.adapters.auth.provider import AuthProvider
+from app.adapters.cursors import CursorCodec, InvalidCursor
 from app.adapters.tokens import hash_token, new_opaque_token
 from app.config import Settings
 from app.db.postgres import Connection, Database
@@ -18,7 +19,7 @@ from app.errors import Conflict, Invalid, NotFound
 from app.models import rbac
 from app.models.identity import Actor, Role
 from app.schemas.auth import Registered
-from app.schemas.families import Invite, InviteCreated, InviteLookup
+from app.schemas.families import Invite, InviteCreated, InviteLookup, InvitePage
 from app.services import account_service, mail_templates
 from app.services.account_service import NewMember
 from app.services.mail_outbox import MailOutbox, new_message_id
@@ -39,6 +40,20 @@ where family_unit_id = (select app.current_family_id())
   and ($1::text is null or app.invite_status(status, expires_at) = $1)
 order by created_at desc, id
 """
+# A scroll's page: the first $4 invites after the position ($2 created_at, $3 id), newest
+# first. Keyset from invitations_family_idx (family, created_at desc): no OFFSET.
+_SCROLL_INVITES = """
+select id, email, role, expires_at, created_at, app.invite_status(status, expires_at) as status
+from public.invitations
+where family_unit_id = (select app.current_family_id())
+  and ($1::text is null or app.invite_status(status, expires_at) = $1)
+  and created_at <= $2 and (created_at < $2 or id > $3)
+order by created_at desc, id
+limit $4
+"""
+# What cursors of this list are bound to (app.adapters.cursors), and where it starts.
+CURSOR_KIND = "invites"
+_START = (datetime.fromisoformat("9999-12-31T00:00:00+00:00"), UUID(int=0))
 _REVOKE = """
 update public.invitations set status = 'revoked'
 where id = $1 and status = 'pending' and expires_at > now()
@@ -136,6 +151,46 @@ async def _queue_invite_mail(
 async def list_invites(db: Connection, actor: Actor, *, status: str | None) -> list[Invite]:
     rbac.require(actor, rbac.Permission.INVITE_MEMBERS)
     return [Invite.model_validate(dict(row)) for row in await db.fetch(_LIST_INVITES, status)]
+
+
+async def scroll_invites(
+    db: Connection,
+    actor: Actor,
+    *,
+    status: str | None,
+    limit: int,
+    cursor: str,
+    cursors: CursorCodec,
+) -> InvitePage:
+    """One page of a scroll of the family's invites (`cursor` empty to start), newest first.
+
+    Invites made during the scroll come before its position and wait for the next scroll;
+    a revoked or accepted one keeps its place (with `status` filtered, it leaves the list).
+    """
+    rbac.require(actor, rbac.Permission.INVITE_MEMBERS)
+    binding = {"status": status}
+    started_at, position = cursors.now(), _START
+    if cursor:
+        opened = cursors.open(cursor, kind=CURSOR_KIND, user_id=actor.id, binding=binding)
+        started_at = opened.started_at
+        try:
+            created, invite_id = opened.state["p"]
+            position = (datetime.fromisoformat(created), UUID(invite_id))
+        except (KeyError, TypeError, ValueError):
+            raise InvalidCursor() from None
+    rows = await db.fetch(_SCROLL_INVITES, status, *position, limit + 1)
+    invites = [Invite.model_validate(dict(row)) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = invites[-1]
+        next_cursor = cursors.seal(
+            kind=CURSOR_KIND,
+            user_id=actor.id,
+            binding=binding,
+            state={"p": [last.created_at.isoformat(), str(last.id)]},
+            started_at=started_at,
+        )
+    return InvitePage(items=invites, next_cursor=next_cursor)
 
 
 async def revoke(db: Connection, actor: Actor, invite_id: UUID) -> None:

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from app.adapters.cursors import CursorCodec, InvalidCursor
 from app.adapters.storage.base import StorageBackend
 from app.config import Settings
 from app.db.postgres import Connection
@@ -20,7 +21,15 @@ from app.models import rbac
 from app.models.identity import Actor
 from app.models.media_types import EXTENSION_FOR_MIME
 from app.models.rbac import Permission
-from app.schemas.memories import Media, MediaRef, Memory, MemoryCreate, MemoryStatus, MemoryUpdate
+from app.schemas.memories import (
+    Media,
+    MediaRef,
+    Memory,
+    MemoryCreate,
+    MemoryPage,
+    MemoryStatus,
+    MemoryUpdate,
+)
 from app.services.media_paths import normalize_mime, parse_media_path, thumbnail_path_for
 
 MEMORY_NOT_FOUND = "Memory not found"
@@ -71,6 +80,32 @@ _COUNT = """
 select count(*) from public.memories
 where family_unit_id = $1 and ($2::text is null or status = $2)
 """
+# A scroll's page: the first $5 memories after the position ($3 created_at, $4 id) in the
+# list's order (created_at desc, id). Keyset, two index ranges of
+# memories_family_created_idx that start right at the position: no OFFSET to walk.
+_SCROLL = """
+with page as materialized (
+  select id, created_at from (
+    (select id, created_at from public.memories
+     where family_unit_id = $1 and ($2::text is null or status = $2)
+       and created_at = $3 and id > $4
+     order by id limit $5)
+    union all
+    (select id, created_at from public.memories
+     where family_unit_id = $1 and ($2::text is null or status = $2) and created_at < $3
+     order by created_at desc, id limit $5)
+  ) after_position
+  order by created_at desc, id limit $5
+)
+select d.id, d.user_id, d.family_unit_id, d.title, d.description, d.memory_date, d.location,
+       d.tags, d.status, d.created_at, d.updated_at, d.modified_by, d.author, d.media
+from page p
+cross join lateral (select * from public.memory_details where id = p.id limit 1) d
+order by p.created_at desc, p.id
+"""
+# What cursors of this list are bound to (app.adapters.cursors), and where it starts.
+CURSOR_KIND = "memories"
+_START = (datetime.fromisoformat("9999-12-31T00:00:00+00:00"), UUID(int=0))
 _REF = "select id, user_id, family_unit_id, status from public.memories where id = $1"
 
 
@@ -90,6 +125,47 @@ async def list_visible(
     rows = await db.fetch(_LIST, actor.family_unit_id, status, limit, offset)
     total = await db.fetchval(_COUNT, actor.family_unit_id, status)
     return [Memory.model_validate(dict(row)) for row in rows], total
+
+
+async def scroll_visible(
+    db: Connection,
+    actor: Actor,
+    *,
+    status: MemoryStatus | None,
+    limit: int,
+    cursor: str,
+    cursors: CursorCodec,
+) -> tuple[MemoryPage, int]:
+    """One page of a scroll of the memories the caller can see (`cursor` empty to start).
+
+    Newest first, so memories created during the scroll come before its position and are
+    left for the next scroll; a memory deleted meanwhile is simply not there.
+    """
+    rbac.require(actor, Permission.VIEW_MEMORIES)
+    binding = {"status": status}
+    started_at, position = cursors.now(), _START
+    if cursor:
+        opened = cursors.open(cursor, kind=CURSOR_KIND, user_id=actor.id, binding=binding)
+        started_at = opened.started_at
+        try:
+            created, memory_id = opened.state["p"]
+            position = (datetime.fromisoformat(created), UUID(memory_id))
+        except (KeyError, TypeError, ValueError):
+            raise InvalidCursor() from None
+    rows = await db.fetch(_SCROLL, actor.family_unit_id, status, *position, limit + 1)
+    memories = [Memory.model_validate(dict(row)) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = memories[-1]
+        next_cursor = cursors.seal(
+            kind=CURSOR_KIND,
+            user_id=actor.id,
+            binding=binding,
+            state={"p": [last.created_at.isoformat(), str(last.id)]},
+            started_at=started_at,
+        )
+    total = await db.fetchval(_COUNT, actor.family_unit_id, status)
+    return MemoryPage(items=memories, next_cursor=next_cursor), total
 
 
 async def _visible(db: Connection, memory_id: UUID) -> MemoryRef:

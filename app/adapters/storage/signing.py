@@ -7,6 +7,7 @@ bound to the declared MIME type and the largest size accepted.
 import base64
 import hashlib
 import hmac
+import math
 from dataclasses import dataclass
 
 UPLOAD = "upload"
@@ -40,9 +41,23 @@ class UrlSigner:
         return hmac.compare_digest(self.sign(*parts), signature)
 
 
+# The longest step an expiry is rounded up by.
+MAX_WINDOW_SECONDS = 3600
+
+
+def window(expires_in: int) -> int:
+    """The step expiries of this lifetime are rounded to: the lifetime, at most an hour."""
+    return max(1, min(MAX_WINDOW_SECONDS, expires_in))
+
+
 def expiry(expires_in: int, now: float) -> int:
-    # Rounded up to a step (at most a quarter of the lifetime, at most 5 minutes) so that the
-    # same object signed again a moment later gets the same URL and the browser cache works.
-    step = max(1, min(300, expires_in // 4))
-    deadline = int(now) + expires_in
-    return -(-deadline // step) * step
+    """When a URL asked for `expires_in` seconds at `now` expires (Unix seconds).
+
+    The next boundary of the lifetime's window (whole hours for an hour or more) plus the
+    lifetime: never less than asked, at most one window more. Every URL of one object
+    signed within a window is then the same URL, so a page that shows it keeps its ETag and
+    the browser keeps the cached image (docs/api.md, "Conditional requests").
+    """
+    step = window(expires_in)
+    boundary = -(-math.ceil(now) // step) * step
+    return boundary + expires_in

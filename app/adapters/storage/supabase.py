@@ -63,6 +63,7 @@ import httpx
 from jose import JWTError, jwt
 
 from app.adapters.storage.base import ObjectStat, UploadTarget, check_object_path
+from app.adapters.storage.signing import expiry
 from app.adapters.supabase.client import Supabase
 from app.errors import (
     Conflict,
@@ -214,12 +215,18 @@ class SupabaseStorageBackend:
         operation = "sign download URLs"
         wanted = list(dict.fromkeys(check_object_path(path) for path in paths))
         urls: dict[str, str] = {}
+        # Supabase puts the time of signing in each URL, so URLs differ on every signing;
+        # their expiry, at least, is the built-in store's: rounded up to the window's
+        # boundary, so every URL of a page signed within a window lives until the same
+        # moment, and a page answered 304 in that window never holds one about to expire.
+        now = time.time()
+        lifetime = expiry(expires_in, now) - int(now)
         for batch in _batches(wanted, self.batch_size):
             response = await self._send(
                 "POST",
                 f"/object/sign/{quote(self.bucket)}",
                 operation,
-                json={"expiresIn": expires_in, "paths": batch},
+                json={"expiresIn": lifetime, "paths": batch},
             )
             items = _json(self._checked(response, operation), operation)
             if not isinstance(items, list):

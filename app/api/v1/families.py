@@ -1,8 +1,9 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Depends, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 
+from app.api import conditional
 from app.api.deps import Context, CurrentUser, UserDb, require
 from app.models.identity import Actor
 from app.models.rbac import Permission
@@ -13,10 +14,16 @@ from app.services import departure_service, family_service, storage_service
 router = APIRouter(prefix="/families", tags=["families"])
 
 
-@router.get("/me", responses=error_responses(401))
-async def get_my_family(actor: CurrentUser, db: UserDb) -> Family:
-    """Your family and its members, pets included."""
-    return await family_service.get_family(db, actor)
+@router.get("/me", response_model=Family, responses=error_responses(401))
+async def get_my_family(
+    actor: CurrentUser, db: UserDb, request: Request, response: Response
+) -> Family | Response:
+    """Your family and its members, pets included.
+
+    Send its `ETag` as `If-None-Match` to get 304 when nothing about it changed.
+    """
+    family = await family_service.get_family(db, actor)
+    return conditional.answer(request, response, family, conditional.etag(family))
 
 
 @router.patch("/me", responses=error_responses(401, 403))

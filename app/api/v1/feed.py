@@ -3,13 +3,15 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, Response, status
 
+from app.api import conditional
 from app.api.deps import Context, CurrentUser, UserDb
-from app.schemas.common import error_responses
+from app.schemas.common import MAX_CURSOR_LENGTH, error_responses
 from app.schemas.feed import (
     Comment,
     CommentCreate,
+    CommentPage,
     CommentUpdate,
     FeedPage,
     FeedQuery,
@@ -22,10 +24,15 @@ from app.services.analytics_service import EventType
 router = APIRouter(prefix="/feed", tags=["feed"])
 
 
-@router.get("", responses=error_responses(401))
+@router.get("", response_model=FeedPage, responses=error_responses(400, 401))
 async def get_feed(
-    query: Annotated[FeedQuery, Query()], actor: CurrentUser, db: UserDb, context: Context
-) -> FeedPage:
+    query: Annotated[FeedQuery, Query()],
+    actor: CurrentUser,
+    db: UserDb,
+    context: Context,
+    request: Request,
+    response: Response,
+) -> FeedPage | Response:
     """Your family's published memories, best first by default.
 
     `feed_score = 0.6 × time_score + 0.4 × engagement_score`, where time_score is 1.0 for
@@ -35,13 +42,23 @@ async def get_feed(
     that undated memories stay last when ordering by `memory_date`).
 
     Every media item carries signed `url` and `thumbnail_url` (null until the thumbnail
-    is ready), valid for an hour, so a page needs no further requests.
+    is ready), valid for at least an hour, so a page needs no further requests.
+
+    Scrolling: send each page's `next_cursor` back as `cursor` (with the same filters and
+    ordering) until it is null; pages of one scroll follow the order as it was when the
+    scroll began, so none repeats or skips an item. `page`/`page_size` still work.
+    Send the page's `ETag` as `If-None-Match` to get 304 when nothing on it changed.
     """
-    page = await feed_service.get_page(db, actor, query, storage=context.storage)
-    context.analytics.record(
-        EventType.FEED_VIEWED, actor=actor, page=query.page, items=len(page.items)
+    result = await feed_service.get_page(
+        db, actor, query, storage=context.storage, cursors=context.cursors
     )
-    return page
+    page = result.page
+    context.analytics.record(
+        EventType.FEED_VIEWED, actor=actor, page=page.pagination.page, items=len(page.items)
+    )
+    salt = conditional.page_salt(result.urls_expire_at, page.next_cursor)
+    tag = conditional.etag(page, exclude=conditional.FEED_VOLATILE, salt=salt)
+    return conditional.answer(request, response, page, tag)
 
 
 # Reactions ------------------------------------------------------------------------------------
@@ -113,21 +130,52 @@ async def create_comment(
     return comment
 
 
-@router.get("/memories/{memory_id}/comments", responses=error_responses(401, 404))
+@router.get(
+    "/memories/{memory_id}/comments",
+    response_model=list[Comment] | CommentPage,
+    responses=error_responses(400, 401, 404),
+)
 async def list_comments(
     memory_id: UUID,
     actor: CurrentUser,
     db: UserDb,
+    context: Context,
+    request: Request,
+    response: Response,
     include_replies: bool = True,
     limit: Annotated[int, Query(ge=1, le=100, description="Top-level comments.")] = 50,
-) -> list[Comment]:
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_CURSOR_LENGTH,
+            description="Scroll: empty to start, then the previous page's `next_cursor`. "
+            "With it the answer is `{items, next_cursor}` instead of a list.",
+        ),
+    ] = None,
+) -> list[Comment] | CommentPage | Response:
     """Top-level comments oldest first, each with its replies nested (oldest first).
 
-    Deleted comments stay in their thread with content "[deleted]".
+    Deleted comments stay in their thread with content "[deleted]". Without `cursor` the
+    answer is a list of the first `limit` threads; with `cursor` (empty for the first page)
+    it is `{items, next_cursor}`, and pages of one scroll never repeat or skip a thread.
     """
-    return await comment_service.list_threads(
-        db, actor, memory_id, include_replies=include_replies, limit=limit
+    if cursor is None:
+        threads = await comment_service.list_threads(
+            db, actor, memory_id, include_replies=include_replies, limit=limit
+        )
+        return conditional.answer(request, response, threads, conditional.etag(threads))
+    page = await comment_service.scroll_threads(
+        db,
+        actor,
+        memory_id,
+        include_replies=include_replies,
+        limit=limit,
+        cursor=cursor,
+        cursors=context.cursors,
     )
+    salt = conditional.page_salt(conditional.cursor_window(), page.next_cursor)
+    tag = conditional.etag(page, exclude=conditional.NEXT_CURSOR, salt=salt)
+    return conditional.answer(request, response, page, tag)
 
 
 @router.put(

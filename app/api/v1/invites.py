@@ -1,7 +1,7 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, status
 
 from app.adapters import rate_limit
 from app.api.deps import Context, UserDb, failed_attempts_limited, limit_per_ip, require
@@ -9,8 +9,15 @@ from app.api.registration import record_joined
 from app.models.identity import Actor, Role
 from app.models.rbac import Permission
 from app.schemas.auth import AcceptInviteRequest, Registered
-from app.schemas.common import error_responses
-from app.schemas.families import Invite, InviteCreate, InviteCreated, InviteLookup, InviteStatus
+from app.schemas.common import MAX_CURSOR_LENGTH, error_responses
+from app.schemas.families import (
+    Invite,
+    InviteCreate,
+    InviteCreated,
+    InviteLookup,
+    InvitePage,
+    InviteStatus,
+)
 from app.services import invite_service
 from app.services.analytics_service import EventType
 
@@ -44,12 +51,35 @@ async def create_invite(
     return created
 
 
-@router.get("", responses=error_responses(401, 403))
+@router.get("", response_model=list[Invite] | InvitePage, responses=error_responses(400, 401, 403))
 async def list_invites(
-    actor: Inviter, db: UserDb, status: InviteStatus | None = None
-) -> list[Invite]:
-    """Your family's invites, newest first (tokens are never shown again)."""
-    return await invite_service.list_invites(db, actor, status=status)
+    actor: Inviter,
+    db: UserDb,
+    context: Context,
+    status: InviteStatus | None = None,
+    limit: Annotated[
+        int, Query(ge=1, le=100, description="Invites per page of a scroll (with `cursor`).")
+    ] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_CURSOR_LENGTH,
+            description="Scroll: empty to start, then the previous page's `next_cursor`. "
+            "With it the answer is `{items, next_cursor}` instead of a list.",
+        ),
+    ] = None,
+) -> list[Invite] | InvitePage:
+    """Your family's invites, newest first (tokens are never shown again).
+
+    Without `cursor`, all of them as a list; with `cursor` (empty for the first page)
+    `{items, next_cursor}` of at most `limit`, and pages of one scroll never repeat or skip
+    an invite.
+    """
+    if cursor is None:
+        return await invite_service.list_invites(db, actor, status=status)
+    return await invite_service.scroll_invites(
+        db, actor, status=status, limit=limit, cursor=cursor, cursors=context.cursors
+    )
 
 
 @router.get(

@@ -1,11 +1,21 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 
+from app.api import conditional
 from app.api.deps import Context, CurrentUser, UserDb
-from app.schemas.common import error_responses
-from app.schemas.memories import Media, MediaRef, Memory, MemoryCreate, MemoryStatus, MemoryUpdate
+from app.schemas.common import MAX_CURSOR_LENGTH, error_responses
+from app.schemas.memories import (
+    Media,
+    MediaRef,
+    Memory,
+    MemoryCreate,
+    MemoryPage,
+    MemoryStatus,
+    MemoryUpdate,
+)
 from app.services import memory_service, storage_service
 from app.services.analytics_service import EventType
 
@@ -33,32 +43,72 @@ async def create_memory(
     return memory
 
 
-@router.get("", responses=error_responses(401))
+@router.get("", response_model=list[Memory] | MemoryPage, responses=error_responses(400, 401))
 async def list_memories(
     actor: CurrentUser,
     db: UserDb,
+    context: Context,
     response: Response,
     status_filter: Annotated[MemoryStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> list[Memory]:
+    offset: Annotated[
+        int | None, Query(ge=0, le=MAX_OFFSET, description="Default 0; not with `cursor`.")
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_CURSOR_LENGTH,
+            description="Scroll: empty to start, then the previous page's `next_cursor`. "
+            "With it the answer is `{items, next_cursor}` instead of a list.",
+        ),
+    ] = None,
+) -> list[Memory] | MemoryPage:
     """The family's memories you can see (and your own drafts), newest first.
 
-    The total across all pages is in the `X-Total-Count` header.
+    Without `cursor` the answer is a list (`limit`, `offset`); with `cursor` (empty for the
+    first page) it is `{items, next_cursor}`, and pages of one scroll never repeat or skip
+    a memory. The total across all pages is in the `X-Total-Count` header.
     """
-    memories, total = await memory_service.list_visible(
-        db, actor, status=status_filter, limit=limit, offset=offset
+    if cursor is None:
+        memories, total = await memory_service.list_visible(
+            db, actor, status=status_filter, limit=limit, offset=offset or 0
+        )
+        response.headers["X-Total-Count"] = str(total)
+        return memories
+    if offset is not None:
+        # A 422 like any other query that breaks the schema's rules.
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "offset"),
+                    "msg": "cursor cannot be combined with offset",
+                    "type": "value_error",
+                }
+            ]
+        )
+    page, total = await memory_service.scroll_visible(
+        db, actor, status=status_filter, limit=limit, cursor=cursor, cursors=context.cursors
     )
     response.headers["X-Total-Count"] = str(total)
-    return memories
+    return page
 
 
-@router.get("/{memory_id}", responses=error_responses(401, 404))
-async def get_memory(memory_id: UUID, actor: CurrentUser, db: UserDb, context: Context) -> Memory:
-    """One memory with its author and media."""
+@router.get("/{memory_id}", response_model=Memory, responses=error_responses(401, 404))
+async def get_memory(
+    memory_id: UUID,
+    actor: CurrentUser,
+    db: UserDb,
+    context: Context,
+    request: Request,
+    response: Response,
+) -> Memory | Response:
+    """One memory with its author and media.
+
+    Send its `ETag` as `If-None-Match` to get 304 when nothing about it changed.
+    """
     memory = await memory_service.get(db, actor, memory_id)
     context.analytics.record(EventType.MEMORY_VIEWED, actor=actor, memory_id=memory_id)
-    return memory
+    return conditional.answer(request, response, memory, conditional.etag(memory))
 
 
 @router.put("/{memory_id}", responses=error_responses(400, 401, 403, 404))

@@ -1,0 +1,314 @@
+"""Conditional requests (docs/api.md, "Conditional requests"): ETag on a feed page, a memory,
+its comments and /families/me; If-None-Match with the current one → 304 with no body; the
+ETag changes when something visible changes. Signed media URLs stay the same within a window
+so that an unchanged page keeps its ETag.
+"""
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from app.adapters.storage.signing import expiry, window
+from app.api import conditional
+from app.schemas.feed import FeedPage
+from tests.helpers import API
+from tests.helpers import media_samples as samples
+from tests.helpers.factories import Member
+from tests.helpers.feed import comment, make_memory, react
+
+
+async def get(client, member: Member, path: str, etag: str | None = None, **params: Any):
+    headers = dict(member.headers)
+    if etag is not None:
+        headers["If-None-Match"] = etag
+    return await client.get(f"{API}{path}", params=params, headers=headers)
+
+
+async def assert_not_modified(
+    client, member: Member, path: str, etag: str, *, sent: str | None = None, **params: Any
+):
+    """If-None-Match `sent` (by default the ETag itself) → 304, no body, the current ETag."""
+    response = await get(client, member, path, sent or etag, **params)
+    assert response.status_code == 304, response.text
+    assert response.content == b""
+    assert response.headers["etag"] == etag
+    return response
+
+
+async def current_etag(client, member: Member, path: str, **params: Any) -> str:
+    response = await get(client, member, path, **params)
+    assert response.status_code == 200, response.text
+    tag: str = response.headers["etag"]
+    assert tag.startswith('W/"')
+    assert response.headers["cache-control"] == "private, no-cache"
+    return tag
+
+
+async def test_feed_page_304_until_a_reaction_an_edit_or_a_comment(client, factory, pg):
+    family = await factory.family(["adult", "teen"])
+    teen = family.by_role("teen")
+    memory_id = await make_memory(pg, family.adult, photos=2, age=timedelta(days=2))
+    await make_memory(pg, family.adult, photos=1)
+
+    first = await get(client, family.adult, "/feed")
+    etag = first.headers["etag"]
+    again = await get(client, family.adult, "/feed")
+    assert again.headers["etag"] == etag
+    # The same signed URLs: the page is the same, and the browser keeps its cached images.
+    assert again.json() == first.json()
+    await assert_not_modified(client, family.adult, "/feed", etag)
+    # Weak comparison, and one of several tags.
+    strong = etag.removeprefix("W/")
+    await assert_not_modified(client, family.adult, "/feed", etag, sent=f'"x", {strong}')
+    await assert_not_modified(client, family.adult, "/feed", etag, sent="*")
+
+    await react(client, teen, memory_id, "❤️")
+    after_reaction = await get(client, family.adult, "/feed", etag)
+    assert after_reaction.status_code == 200
+    assert after_reaction.headers["etag"] != etag
+    etag = after_reaction.headers["etag"]
+
+    response = await client.put(
+        f"{API}/memories/{memory_id}", json={"title": "Renamed"}, headers=family.adult.headers
+    )
+    assert response.status_code == 200
+    after_edit = await get(client, family.adult, "/feed", etag)
+    assert after_edit.status_code == 200 and after_edit.headers["etag"] != etag
+    etag = after_edit.headers["etag"]
+
+    await comment(client, teen, memory_id, "Nice")
+    after_comment = await get(client, family.adult, "/feed", etag)
+    assert after_comment.status_code == 200 and after_comment.headers["etag"] != etag
+
+
+async def test_each_member_and_each_page_has_its_own_etag(client, factory, pg):
+    family = await factory.family(["adult", "teen"])
+    memory_id = await make_memory(pg, family.adult)
+    await make_memory(pg, family.adult)
+    await react(client, family.adult, memory_id, "👍")
+
+    adult = await current_etag(client, family.adult, "/feed")
+    teen = await current_etag(client, family.by_role("teen"), "/feed")
+    assert adult != teen  # user_reactions differ
+    first = await current_etag(client, family.adult, "/feed", page_size=1)
+    second = await current_etag(client, family.adult, "/feed", page_size=1, page=2)
+    assert first != second
+    await assert_not_modified(client, family.adult, "/feed", second, page_size=1, page=2)
+
+
+async def test_a_scroll_page_answers_304_too(client, factory, pg):
+    family = await factory.family(["adult"])
+    for hour in range(3):
+        await make_memory(pg, family.adult, age=timedelta(hours=hour))
+    first = (await get(client, family.adult, "/feed", limit=2)).json()
+    cursor = first["next_cursor"]
+    etag = await current_etag(client, family.adult, "/feed", limit=2, cursor=cursor)
+    await assert_not_modified(client, family.adult, "/feed", etag, limit=2, cursor=cursor)
+    # A fresh first page has a new cursor in it, but shows the same: the same ETag.
+    start = await current_etag(client, family.adult, "/feed", limit=2)
+    await assert_not_modified(client, family.adult, "/feed", start, limit=2)
+
+
+async def test_feed_etag_changes_when_a_thumbnail_is_processed(client, factory, app, pg):
+    family = await factory.family(["adult"])
+    memory = await samples.create_memory(client, family.adult, status="published")
+    media = await samples.upload(
+        client, family.adult, memory["id"], samples.webp((60, 40)), "image/webp"
+    )
+    await samples.wait_for_media(client, family.adult, memory["id"], media["id"])
+    # Back to how it was before processing, then processed again by the real processor.
+    await pg.execute(
+        "update public.memory_media set processing_status = 'pending', thumbnail_path = null,"
+        " width = null, height = null, processing_claimed_at = null where id = $1",
+        uuid.UUID(media["id"]),
+    )
+    waiting = await get(client, family.adult, "/feed")
+    assert waiting.json()["items"][0]["media"][0]["thumbnail_url"] is None
+    before = waiting.headers["etag"]
+    memory_etag = await current_etag(client, family.adult, f"/memories/{memory['id']}")
+
+    assert await app.state.context.media.sweep() >= 1  # other tests' pending media too
+
+    processed = await get(client, family.adult, "/feed", before)
+    assert processed.status_code == 200
+    assert processed.json()["items"][0]["media"][0]["thumbnail_url"]
+    assert processed.headers["etag"] != before
+    changed = await get(client, family.adult, f"/memories/{memory['id']}", memory_etag)
+    assert changed.status_code == 200 and changed.headers["etag"] != memory_etag
+
+
+async def test_memory_304_until_edited(client, factory, pg):
+    family = await factory.family(["adult", "teen"])
+    memory_id = await make_memory(pg, family.adult)
+    path = f"/memories/{memory_id}"
+
+    etag = await current_etag(client, family.adult, path)
+    await assert_not_modified(client, family.adult, path, etag)
+    # Reactions are not part of a Memory: nothing it shows changed.
+    await react(client, family.by_role("teen"), memory_id, "🎉")
+    await assert_not_modified(client, family.adult, path, etag)
+
+    response = await client.put(
+        f"{API}{path}", json={"tags": ["summer"]}, headers=family.adult.headers
+    )
+    assert response.status_code == 200
+    edited = await get(client, family.adult, path, etag)
+    assert edited.status_code == 200 and edited.headers["etag"] != etag
+    # Someone who cannot see it gets no ETag and no 304, whatever they send.
+    stranger = (await factory.family(["adult"])).adult
+    assert (await get(client, stranger, path, etag)).status_code == 404
+
+
+async def test_comments_304_until_a_comment_is_added_edited_or_deleted(client, factory, pg):
+    family = await factory.family(["adult", "teen"])
+    teen = family.by_role("teen")
+    memory_id = await make_memory(pg, family.adult)
+    first = await comment(client, teen, memory_id, "first")
+    path = f"/feed/memories/{memory_id}/comments"
+
+    etag = await current_etag(client, family.adult, path)
+    await assert_not_modified(client, family.adult, path, etag)
+    for change in ("reply", "edit", "delete"):
+        if change == "reply":
+            await comment(client, family.adult, memory_id, "re", parent=first["id"])
+        elif change == "edit":
+            response = await client.put(
+                f"{API}{path}/{first['id']}", json={"content": "edited"}, headers=teen.headers
+            )
+            assert response.status_code == 200
+        else:
+            response = await client.delete(f"{API}{path}/{first['id']}", headers=teen.headers)
+            assert response.status_code == 204
+        response = await get(client, family.adult, path, etag)
+        assert response.status_code == 200, change
+        assert response.headers["etag"] != etag, change
+        etag = response.headers["etag"]
+    await assert_not_modified(client, family.adult, path, etag)
+    # The scroll form has its own ETag and answers 304 the same way.
+    scroll = await current_etag(client, family.adult, path, cursor="")
+    await assert_not_modified(client, family.adult, path, scroll, cursor="")
+
+
+async def test_family_304_until_renamed_or_joined(client, factory):
+    family = await factory.family(["adult"])
+    etag = await current_etag(client, family.adult, "/families/me")
+    await assert_not_modified(client, family.adult, "/families/me", etag)
+
+    response = await client.patch(
+        f"{API}/families/me", json={"name": "The Renamed"}, headers=family.adult.headers
+    )
+    assert response.status_code == 200
+    renamed = await get(client, family.adult, "/families/me", etag)
+    assert renamed.status_code == 200 and renamed.headers["etag"] != etag
+
+    etag = renamed.headers["etag"]
+    await factory.join(family.adult, "teen")
+    joined = await get(client, family.adult, "/families/me", etag)
+    assert joined.status_code == 200 and joined.headers["etag"] != etag
+
+
+async def test_a_stale_or_foreign_etag_is_a_full_answer(client, factory):
+    family = await factory.family(["adult"])
+    for tag in ('W/"0000"', '"nonsense"', "", "W/"):
+        response = await get(client, family.adult, "/families/me", tag)
+        assert response.status_code == 200 and response.json()["name"]
+
+
+# Signed URLs stay the same within a window -------------------------------------------------
+
+
+@pytest.mark.parametrize("expires_in", [60, 300, 3600, 86_400])
+def test_url_expiry_is_rounded_up_to_a_window_and_never_shorter(expires_in):
+    step = window(expires_in)
+    assert step == min(expires_in, 3600)
+    start = 1_700_000_000.25
+    seen = set()
+    for offset in range(0, 3 * step, max(1, step // 7)):
+        now = start + offset
+        at = expiry(expires_in, now)
+        assert now + expires_in <= at <= now + expires_in + step
+        assert (at - expires_in) % step == 0
+        seen.add(at)
+    # One value per window: the URL of an object stays the same for a whole window.
+    assert 3 <= len(seen) <= 4
+    assert expiry(expires_in, 7200.0) == expiry(expires_in, 7200.0 - step + 1)
+
+
+def test_feed_etag_leaves_out_urls_and_the_cursor_but_not_their_window():
+    item: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "user_id": str(uuid.uuid4()),
+        "family_unit_id": str(uuid.uuid4()),
+        "title": "t",
+        "description": None,
+        "memory_date": None,
+        "location": None,
+        "tags": [],
+        "status": "published",
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z",
+        "modified_by": None,
+        "author": {
+            "id": str(uuid.uuid4()),
+            "display_name": "A",
+            "avatar_url": None,
+            "role": "adult",
+        },
+        "reaction_count": 0,
+        "comment_count": 0,
+        "reactions_by_emoji": {},
+        "user_reactions": [],
+        "top_comments": [],
+        "feed_score": 0.5,
+        "media": [],
+    }
+    media = {
+        "id": str(uuid.uuid4()),
+        "memory_id": item["id"],
+        "storage_path": "a/b/c.jpg",
+        "storage_bucket": "memories",
+        "file_name": "c.jpg",
+        "mime_type": "image/jpeg",
+        "file_size": 1,
+        "width": None,
+        "height": None,
+        "duration": None,
+        "thumbnail_path": None,
+        "processing_status": "completed",
+        "metadata": {},
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z",
+    }
+    pagination = {"page": 1, "page_size": 20, "total_pages": 1, "has_more": False}
+
+    def page(url: str, cursor: str | None) -> FeedPage:
+        return FeedPage.model_validate(
+            {
+                "items": [{**item, "media": [{**media, "url": url, "thumbnail_url": None}]}],
+                "pagination": pagination,
+                "total_count": 1,
+                "next_cursor": cursor,
+            }
+        )
+
+    def tag(p: FeedPage, window_end: int) -> str:
+        salt = conditional.page_salt(window_end, p.next_cursor)
+        return conditional.etag(p, exclude=conditional.FEED_VOLATILE, salt=salt)
+
+    # Supabase signs anew each time: the URL differs, what the page shows does not.
+    assert tag(page("https://x/1?token=a", "c1"), 10) == tag(page("https://x/1?token=b", "c2"), 10)
+    assert tag(page("https://x/1?token=a", "c1"), 10) != tag(page("https://x/1?token=a", "c1"), 11)
+    assert tag(page("u", None), 10) != tag(page("u", "c1"), 10)
+
+
+async def test_browsers_let_scripts_read_the_etag(client, factory):
+    family = await factory.family(["adult"])
+    response = await client.get(
+        f"{API}/families/me",
+        headers={**family.adult.headers, "Origin": "http://localhost:5173"},
+    )
+    assert response.status_code == 200
+    exposed = response.headers["access-control-expose-headers"].lower()
+    assert "etag" in {name.strip() for name in exposed.split(",")}
