@@ -446,22 +446,16 @@ def test_thumbnail_replaces_existing_file(src_dir: Path, thumb_dir: Path) -> Non
     assert [p.name for p in thumb_dir.iterdir()] == ["a.jpg"]
 
 
-def test_12_megapixel_jpeg_is_fast(src_dir: Path, thumb_dir: Path) -> None:
+def test_12_megapixel_jpeg_gets_a_400_px_thumbnail(src_dir: Path, thumb_dir: Path) -> None:
+    # How fast is measured by bench/media_thumbnails.py (docs/performance.md), never here.
     source = src_dir / "big.jpg"
     noise = [Image.effect_noise((4000, 3000), 60) for _ in range(3)]
     Image.merge("RGB", noise).save(source, quality=90)
 
-    process_file(source, "image/jpeg", thumb_dir / "warmup.jpg")
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        info = process_file(source, "image/jpeg", thumb_dir / "big.jpg")
-        timings.append(time.perf_counter() - started)
+    info = process_file(source, "image/jpeg", thumb_dir / "big.jpg")
 
     assert (info.width, info.height) == (4000, 3000)
     assert assert_clean_jpeg(thumb_dir / "big.jpg").size == (400, 300)
-    # The real budget is 150 ms; a loaded CI box gets slack, full decoding would take ~4x longer.
-    assert min(timings) < 0.3, timings
 
 
 # ---------------------------------------------------------------------------------------------
