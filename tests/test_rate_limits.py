@@ -1,4 +1,9 @@
-"""Rate limits (per client IP and per account) and login answers that reveal nothing."""
+"""Rate limits (per client IP and per account) and login answers that reveal nothing.
+
+The limiter reads a fake clock here, never the wall clock: each test starts 50 ms before a
+boundary of every window the rules use and time moves only when a test moves it, so where a
+real window boundary falls during the run changes nothing.
+"""
 
 import itertools
 import statistics
@@ -10,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.main import create_app
+from app.services.rate_limit import MemoryCounterStore, RateLimiter
 from tests.conftest import make_settings
 from tests.helpers import API
 from tests.helpers.factories import PASSWORD, unique_email
@@ -17,12 +23,44 @@ from tests.helpers.factories import PASSWORD, unique_email
 _ip_counter = itertools.count(1)
 
 
+# A multiple of every rule's window (60, 600, 900 and 3600 s): a boundary of each of them.
+WINDOW_BOUNDARY = 500_000 * 3600
+JUST_BEFORE_BOUNDARY = WINDOW_BOUNDARY - 0.05
+
+
+class FakeClock:
+    """Seconds that move only when the test says so."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture(scope="module")
-async def limited_app(migrated_database_url, data_dir) -> AsyncIterator[FastAPI]:
+async def limited_app_server(migrated_database_url, data_dir) -> AsyncIterator[FastAPI]:
     settings = make_settings(migrated_database_url, data_dir, rate_limit_enabled=True)
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application
+
+
+@pytest.fixture
+def clock(limited_app_server: FastAPI) -> FakeClock:
+    """A fresh limiter on a fake clock set 50 ms before a window boundary, for each test."""
+    fake = FakeClock(JUST_BEFORE_BOUNDARY)
+    limiter = RateLimiter(MemoryCounterStore(clock=fake), enabled=True, clock=fake)
+    limited_app_server.state.context.rate_limiter = limiter
+    return fake
+
+
+@pytest.fixture
+def limited_app(limited_app_server: FastAPI, clock: FakeClock) -> FastAPI:
+    return limited_app_server
 
 
 def client_from_new_ip(app: FastAPI) -> httpx.AsyncClient:
@@ -60,6 +98,26 @@ async def test_login_is_limited_per_ip(limited_app):
             f"{API}/auth/login", json={"email": unique_email(), "password": "whatever-123"}
         )
         assert fresh.status_code == 401  # another IP is not affected
+
+
+async def test_a_new_window_starts_at_the_boundary_and_not_before(limited_app, clock):
+    async with client_from_new_ip(limited_app) as client:
+
+        async def login() -> httpx.Response:
+            return await client.post(
+                f"{API}/auth/login", json={"email": unique_email(), "password": "whatever-123"}
+            )
+
+        for _ in range(30):
+            assert (await login()).status_code == 401
+        clock.advance(0.049)  # 1 ms before the boundary: still the spent window
+        refused = await login()
+        assert_429(refused)
+        assert refused.headers["retry-after"] == "1"
+        clock.advance(0.002)  # 1 ms past it: a fresh allowance
+        for _ in range(30):
+            assert (await login()).status_code == 401
+        assert_429(await login())
 
 
 async def test_failed_logins_hold_the_account_whoever_asks(limited_app):

@@ -9,6 +9,7 @@ every server process shares them.
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,14 +29,19 @@ class CounterStore(Protocol):
     async def current(self, key: str) -> int: ...
 
 
+# Seconds as a float. Injectable so tests decide where the window boundaries fall.
+Clock = Callable[[], float]
+
+
 class MemoryCounterStore:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.monotonic) -> None:
         self._counts: dict[str, tuple[int, float]] = {}
         self._lock = asyncio.Lock()
+        self._clock = clock
 
     async def increment(self, key: str, window_seconds: int) -> int:
         async with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             count, expires = self._counts.get(key, (0, now + window_seconds))
             if expires <= now:
                 count, expires = 0, now + window_seconds
@@ -46,7 +52,7 @@ class MemoryCounterStore:
 
     async def current(self, key: str) -> int:
         count, expires = self._counts.get(key, (0, 0.0))
-        return count if expires > time.monotonic() else 0
+        return count if expires > self._clock() else 0
 
 
 class RedisCounterStore:
@@ -76,13 +82,16 @@ def _subject(value: str) -> str:
 
 
 class RateLimiter:
-    def __init__(self, store: CounterStore, *, enabled: bool = True):
+    def __init__(self, store: CounterStore, *, enabled: bool = True, clock: Clock = time.time):
         self.store = store
         self.enabled = enabled
+        # Wall time: window numbers must agree across processes sharing a Redis store.
+        self._clock = clock
 
     def _key(self, rule: str, subject: str, limit: Limit) -> tuple[str, int]:
-        window = int(time.time() // limit.per_seconds)
-        retry_after = (window + 1) * limit.per_seconds - int(time.time())
+        now = self._clock()
+        window = int(now // limit.per_seconds)
+        retry_after = (window + 1) * limit.per_seconds - int(now)
         return f"rl:{rule}:{_subject(subject)}:{window}", retry_after
 
     async def hit(self, rule: str, subject: str, limit: Limit) -> None:
