@@ -4,7 +4,7 @@ the summary equals counts taken straight from the base tables."""
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -143,106 +143,133 @@ async def test_analytics_trouble_does_not_touch_requests(app, client, factory, p
     assert max(slow) < max(baseline) * 5 + 0.25, (baseline, slow)
 
 
-async def _seed_activity(pg, family_id: str, members: list[str]) -> None:
-    """Memories, reactions and comments over 40 days, with deletions, straight into the tables."""
+# Boundary cases of the summary's window, pinned: "the last N days" is N calendar days in UTC,
+# today included. Each memory gets one reaction and one comment at the same instant.
+# (day offset from today UTC, time since that day's UTC midnight, author index)
+FIRST_INSTANT = timedelta(0)
+LAST_INSTANT = timedelta(days=1, microseconds=-1)
+SEEDED = [
+    (0, FIRST_INSTANT, 0),  # the first instant of today
+    (-1, LAST_INSTANT, 1),  # the last instant of yesterday
+    (-6, FIRST_INSTANT, 2),  # the first instant of the 7th day back
+    (-7, LAST_INSTANT, 0),  # the last instant of the 8th
+    (-29, FIRST_INSTANT, 1),
+    (-30, LAST_INSTANT, 2),
+    (-365, FIRST_INSTANT, 0),
+    (-366, LAST_INSTANT, 1),  # outside every window the API allows
+]
+# days → memories (= reactions = comments) the summary must count, written out by hand.
+EXPECTED_TOTALS = {1: 1, 2: 2, 7: 3, 8: 4, 30: 5, 31: 6, 365: 6, 366: 7}
+# days → memories per author index in top_contributors.
+EXPECTED_BY_AUTHOR = {1: (1, 0, 0), 7: (1, 1, 1), 8: (2, 1, 1), 31: (2, 2, 2), 366: (3, 2, 2)}
+
+
+async def _utc_today(pg) -> date:
+    today: date = await pg.fetchval("select (now() at time zone 'UTC')::date")
+    return today
+
+
+async def _seed_boundaries(pg, family_id: str, members: list[str], today: date) -> None:
+    """SEEDED straight into the tables, plus rows that must never count."""
     fid = uuid.UUID(family_id)
-    now = datetime.now(UTC)
-    memory_ids = []
-    for index in range(12):
-        author = uuid.UUID(members[index % len(members)])
-        memory_ids.append(
-            await pg.fetchval(
-                "insert into public.memories (family_unit_id, user_id, title, status, created_at)"
-                " values ($1, $2, $3, 'published', $4) returning id",
-                fid,
-                author,
-                f"m{index}",
-                now - timedelta(days=index * 3, hours=1),
-            )
+    midnight = datetime(today.year, today.month, today.day, tzinfo=UTC)
+    for offset, since_midnight, author_index in SEEDED:
+        created = midnight + timedelta(days=offset) + since_midnight
+        author = uuid.UUID(members[author_index])
+        reactor = uuid.UUID(members[(author_index + 1) % len(members)])
+        memory_id = await pg.fetchval(
+            "insert into public.memories (family_unit_id, user_id, title, status, created_at)"
+            " values ($1, $2, 'm', 'published', $3) returning id",
+            fid,
+            author,
+            created,
         )
-    for index, memory_id in enumerate(memory_ids):
-        for offset, member in enumerate(members):
-            if (index + offset) % 2 == 0:
-                await pg.execute(
-                    "insert into public.memory_reactions (memory_id, family_unit_id, user_id,"
-                    " emoji, created_at) values ($1, $2, $3, '❤️', $4)",
-                    memory_id,
-                    fid,
-                    uuid.UUID(member),
-                    now - timedelta(days=index * 3),
-                )
-            await pg.execute(
-                "insert into public.memory_comments (memory_id, family_unit_id, user_id, content,"
-                " created_at) values ($1, $2, $3, 'nice', $4)",
-                memory_id,
-                fid,
-                uuid.UUID(member),
-                now - timedelta(days=index * 3),
-            )
-    # Deletions: a memory (its reactions and comments go with it), a reaction, a comment.
-    await pg.execute("delete from public.memories where id = $1", memory_ids[1])
-    await pg.execute(
-        "delete from public.memory_reactions where id ="
-        " (select id from public.memory_reactions where memory_id = $1 limit 1)",
-        memory_ids[2],
+        await pg.execute(
+            "insert into public.memory_reactions (memory_id, family_unit_id, user_id, emoji,"
+            " created_at) values ($1, $2, $3, '❤️', $4)",
+            memory_id,
+            fid,
+            reactor,
+            created,
+        )
+        await pg.execute(
+            "insert into public.memory_comments (memory_id, family_unit_id, user_id, content,"
+            " created_at) values ($1, $2, $3, 'nice', $4)",
+            memory_id,
+            fid,
+            author,
+            created,
+        )
+        # A comment deleted later no longer counts.
+        await pg.execute(
+            "insert into public.memory_comments (memory_id, family_unit_id, user_id, content,"
+            " created_at, deleted_at) values ($1, $2, $3, '[deleted]', $4, $4)",
+            memory_id,
+            fid,
+            reactor,
+            created,
+        )
+    # A memory deleted today takes its reaction and comment out of every window.
+    gone = await pg.fetchval(
+        "insert into public.memories (family_unit_id, user_id, title, status, created_at)"
+        " values ($1, $2, 'gone', 'published', $3) returning id",
+        fid,
+        uuid.UUID(members[0]),
+        midnight,
     )
     await pg.execute(
-        "update public.memory_comments set deleted_at = now(), content = '[deleted]' where id ="
-        " (select id from public.memory_comments where memory_id = $1 limit 1)",
-        memory_ids[3],
+        "insert into public.memory_reactions (memory_id, family_unit_id, user_id, emoji,"
+        " created_at) values ($1, $2, $3, '👍', $4)",
+        gone,
+        fid,
+        uuid.UUID(members[1]),
+        midnight,
     )
+    await pg.execute(
+        "insert into public.memory_comments (memory_id, family_unit_id, user_id, content,"
+        " created_at) values ($1, $2, $3, 'x', $4)",
+        gone,
+        fid,
+        uuid.UUID(members[1]),
+        midnight,
+    )
+    await pg.execute("delete from public.memories where id = $1", gone)
 
 
-async def test_summary_equals_counts_from_the_base_tables(app, client, factory, pg):
-    family = await factory.family(["adult", "teen", "grandparent"])
-    members = [member.id for member in family.members]
-    await _seed_activity(pg, family.id, members)
-    await app.state.context.analytics.flush()
-    fid = uuid.UUID(family.id)
-
-    for days in (1, 7, 30, 60):
-        response = await client.get(
-            f"{API}/analytics/summary?days={days}", headers=family.adult.headers
-        )
-        assert response.status_code == 200, response.text
-        summary = response.json()
-        since = "(now() at time zone 'UTC')::date - $2::int"
-        window = f"(created_at at time zone 'UTC')::date > {since}"
-        expected_memories = await pg.fetchval(
-            f"select count(*) from public.memories where family_unit_id = $1 and {window}",
-            fid,
-            days,
-        )
-        expected_reactions = await pg.fetchval(
-            f"select count(*) from public.memory_reactions where family_unit_id = $1 and {window}",
-            fid,
-            days,
-        )
-        expected_comments = await pg.fetchval(
-            "select count(*) from public.memory_comments where family_unit_id = $1"
-            f" and deleted_at is null and {window}",
-            fid,
-            days,
-        )
+async def test_summary_counts_the_pinned_boundary_cases(app, client, factory, pg):
+    # If the UTC date changes while the test runs, every expectation shifts by a day: try
+    # again with a fresh family (at most once more; a test takes well under a day).
+    for _ in range(2):
+        family = await factory.family(["adult", "teen", "grandparent"])
+        members = [member.id for member in family.members]
+        today = await _utc_today(pg)
+        await _seed_boundaries(pg, family.id, members, today)
+        await app.state.context.analytics.flush()
+        summaries = {}
+        for days in EXPECTED_TOTALS:
+            response = await client.get(
+                f"{API}/analytics/summary?days={days}", headers=family.adult.headers
+            )
+            assert response.status_code == 200, response.text
+            summaries[days] = response.json()
+        if await _utc_today(pg) == today:
+            break
+    for days, expected in EXPECTED_TOTALS.items():
+        summary = summaries[days]
         assert summary["days"] == days
-        assert summary["memories_posted"] == expected_memories
-        assert summary["reactions"] == expected_reactions
-        assert summary["comments"] == expected_comments
-        assert len(summary["daily"]) == days
-        assert sum(day["memories"] for day in summary["daily"]) == expected_memories
-        assert sum(day["comments"] for day in summary["daily"]) == expected_comments
-        per_member = {c["user_id"]: c for c in summary["top_contributors"]}
-        for member in members:
-            authored = await pg.fetchval(
-                f"select count(*) from public.memories where user_id = $1 and {window}",
-                uuid.UUID(member),
-                days,
-            )
-            if member in per_member:
-                assert per_member[member]["memories"] == authored
-            else:
-                assert authored == 0
-    assert summary["active_members"] == len(members)
+        counted = (summary["memories_posted"], summary["reactions"], summary["comments"])
+        assert counted == (expected, expected, expected), days
+        daily = summary["daily"]
+        assert len(daily) == days
+        assert daily[-1]["date"] == today.isoformat()
+        assert daily[0]["date"] == (today - timedelta(days=days - 1)).isoformat()
+        assert sum(day["memories"] for day in daily) == expected
+        assert sum(day["reactions"] for day in daily) == expected
+        assert sum(day["comments"] for day in daily) == expected
+    assert summaries[1]["daily"][-1]["memories"] == 1
+    for days, per_author in EXPECTED_BY_AUTHOR.items():
+        contributed = {c["user_id"]: c["memories"] for c in summaries[days]["top_contributors"]}
+        assert tuple(contributed.get(member, 0) for member in members) == per_author, days
 
 
 async def test_summary_days_bounds(client, factory):
