@@ -218,6 +218,53 @@ async def test_every_policy_has_a_test(pg):
     assert not stale, f"@covers names policies that do not exist: {sorted(stale)}"
 
 
+# --- statements with no WHERE clause ----------------------------------------------------------
+# A WHERE clause that reads columns brings the table's SELECT policy in as well, which would hide
+# another family's rows even from an UPDATE or DELETE policy that lost its family check. With no
+# WHERE clause only the command's own policy stands between a member and every row in the
+# database: each must reach only the caller's rows.
+
+
+@covers("public.family_units.family_units_update")
+async def test_family_units_update_with_no_where_clause(pg, b):
+    statement = "update public.family_units set name = 'N'"
+    assert await run_as(pg, b.members["adult"], statement) == done(1)
+
+
+@covers("public.user_profiles.user_profiles_update_own")
+async def test_user_profiles_update_with_no_where_clause(pg, b):
+    statement = "update public.user_profiles set display_name = 'N'"
+    assert await run_as(pg, b.members["teen"], statement) == done(1)
+
+
+@covers("public.pet_profiles.pet_profiles_delete")
+async def test_pet_profiles_delete_with_no_where_clause(pg, b):
+    statement = "delete from public.pet_profiles"
+    assert await run_as(pg, b.members["adult"], statement) == done(1, "DELETE")
+
+
+@covers("public.memories.memories_update")
+async def test_memories_update_with_no_where_clause(pg, b):
+    # B's adult may edit every published memory of B and their own draft: 4 + 1.
+    statement = "update public.memories set title = 'N'"
+    assert await run_as(pg, b.members["adult"], statement) == done(5)
+
+
+@covers("public.memories.memories_delete")
+async def test_memories_delete_with_no_where_clause(pg, b):
+    statement = "delete from public.memories"
+    assert await run_as(pg, b.members["adult"], statement) == done(5, "DELETE")
+
+
+@covers("app.auth_sessions.auth_sessions_revoke_own")
+async def test_auth_sessions_revoke_with_no_where_clause(pg, b):
+    own = await pg.fetchval(
+        "select count(*) from app.auth_sessions where user_id = $1", u(b.members["teen"])
+    )
+    statement = "update app.auth_sessions set revoked_reason = 'probe'"
+    assert await run_as(pg, b.members["teen"], statement) == done(own)
+
+
 # --- families and members ----------------------------------------------------------------------
 
 
