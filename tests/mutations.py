@@ -3,7 +3,7 @@
 aimed at it, and report whether they caught it.
 
     python tests/mutations.py              # every mutation (slow: a test session each)
-    python tests/mutations.py -k memories  # those whose name contains "memories"
+    python tests/mutations.py -k memories  # those whose name contains "memories" (repeatable)
     python tests/mutations.py --list       # names only
     python tests/mutations.py --check      # each applies exactly once; runs nothing
 
@@ -280,7 +280,7 @@ MUTATIONS: list[Mutation] = [
         "  update app.auth_sessions set revoked_at = now(), revoked_reason = 'removed from family'\n"
         "  where user_id = target and revoked_at is null;\n",
         "",
-        TOKEN_TESTS,
+        (*TOKEN_TESTS, "tests/test_permissions_family.py"),
     ),
     # --- memories and media ----------------------------------------------------------------------
     _policy(
@@ -620,10 +620,10 @@ MUTATIONS: list[Mutation] = [
     ),
     # --- tokens ----------------------------------------------------------------------------------
     Mutation(
-        "token: expired access tokens accepted",
+        "token: access tokens accepted for a day after they expire",
         "app/services/tokens.py",
         'options={"require_iat": True, "require_exp": True},',
-        'options={"require_iat": True, "require_exp": True, "verify_exp": False},',
+        'options={"require_iat": True, "require_exp": True, "leeway": 86400},',
         TOKEN_TESTS,
     ),
     Mutation(
@@ -806,14 +806,17 @@ def check_imports_from(tree: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-k", dest="match", default="", help="only names containing this")
+    parser.add_argument(
+        "-k", dest="match", action="append", help="only names containing this (repeatable)"
+    )
     parser.add_argument("--list", action="store_true", help="print the names and stop")
     parser.add_argument("--check", action="store_true", help="apply each to a copy, run nothing")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per test run")
     args = parser.parse_args()
 
-    chosen = [m for m in MUTATIONS if args.match.lower() in m.name.lower()]
+    wanted = [text.lower() for text in args.match or [""]]
+    chosen = [m for m in MUTATIONS if any(text in m.name.lower() for text in wanted)]
     if args.list:
         for mutation in chosen:
             print(mutation.name)

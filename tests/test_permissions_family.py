@@ -161,6 +161,25 @@ async def test_an_adult_can_be_removed_while_another_remains(client, factory):
     assert again.status_code == 409
 
 
+async def test_removal_ends_every_login_of_the_member_in_the_database(client, factory, pg):
+    # Tokens of a removed member are refused because the profile is marked removed; the
+    # logins themselves end too, so that second line holds on its own (checked in the table).
+    family = await factory.family(["adult", "teen"])
+    teen = family.by_role("teen")
+    await factory.login(teen.email)  # a second login
+    response = await client.delete(
+        f"{API}/families/me/members/{teen.id}", headers=family.adult.headers
+    )
+    assert response.status_code == 204
+    sessions = await pg.fetch(
+        "select revoked_at, revoked_reason from app.auth_sessions where user_id = $1",
+        uuid.UUID(teen.id),
+    )
+    assert len(sessions) >= 2
+    assert all(row["revoked_at"] is not None for row in sessions)
+    assert {row["revoked_reason"] for row in sessions} == {"removed from family"}
+
+
 async def test_removing_an_unknown_member_is_404(client, factory):
     family = await factory.family(["adult"])
     response = await client.delete(

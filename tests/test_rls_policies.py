@@ -320,9 +320,9 @@ async def test_user_profiles_update_not_once_removed(pg, a):
             "update public.user_profiles set removed_at = now() where id = $1", u(teen)
         )
         await become(conn, teen)
-        status = await conn.execute(
-            "update public.user_profiles set display_name = 'Back' where id = $1", u(teen)
-        )
+        # No WHERE clause: one reading `id` would bring in the select policy, which hides
+        # everything from a removed member anyway.
+        status = await conn.execute("update public.user_profiles set display_name = 'Back'")
     assert status == done(0)
 
 
@@ -500,6 +500,17 @@ _REVOKE_INVITE = "update public.invitations set status = $2 where id = $1"
 async def test_invitations_revoke_by_role(pg, a, role):
     status = await run_as(pg, a.members[role], _REVOKE_INVITE, a.invite, "revoked")
     assert status == done(1 if may(role, "see and revoke invites") else 0)
+
+
+@covers("public.invitations.invitations_revoke")
+@pytest.mark.parametrize(
+    "role", [role for role in ROLES if not may(role, "see and revoke invites")]
+)
+async def test_invitations_revoke_with_no_where_clause_by_role(pg, a, role):
+    # No WHERE clause: one reading columns would bring in invitations_select, whose own role
+    # check would hide the rows.
+    statement = "update public.invitations set status = 'revoked'"
+    assert await run_as(pg, a.members[role], statement) == done(0)
 
 
 @covers("public.invitations.invitations_revoke")
@@ -836,10 +847,11 @@ async def test_memory_reactions_delete_own_only(pg, a):
 @covers("public.memory_reactions.memory_reactions_delete")
 async def test_memory_reactions_delete_not_on_an_invisible_memory(pg, a):
     # The teen's own reaction, left on a memory the teen cannot see (another's draft).
+    # No WHERE clause: one reading `id` would bring in the select policy, which hides it too.
     async with transaction(pg) as conn:
-        reaction = await _reaction_row(conn, a.drafts["adult"], a.family, a.members["teen"])
+        await _reaction_row(conn, a.drafts["adult"], a.family, a.members["teen"])
         await become(conn, a.members["teen"])
-        status = await conn.execute("delete from public.memory_reactions where id = $1", reaction)
+        status = await conn.execute("delete from public.memory_reactions")
     assert status == "DELETE 0"
 
 
@@ -944,9 +956,13 @@ async def test_memory_comments_update_own_by_every_role(pg, a, role):
 
 @covers("public.memory_comments.memory_comments_update")
 async def test_memory_comments_update_not_on_an_invisible_memory(pg, a):
-    # The teen's own comment on a memory the teen cannot see.
+    # The teen's own comment on a memory the teen cannot see; no WHERE clause (one reading `id`
+    # would bring in the select policy, which hides it too).
     actor = a.members["teen"]
-    status = await _update_comment_as(pg, actor, actor, a.drafts["adult"], a.family, _EDIT_COMMENT)
+    async with transaction(pg) as conn:
+        await _comment_row(conn, a.drafts["adult"], a.family, actor)
+        await become(conn, actor)
+        status = await conn.execute("update public.memory_comments set content = 'changed'")
     assert status == done(0)
 
 

@@ -625,6 +625,25 @@ async def test_per_file_limit_is_bound_into_the_upload_url(small_client, draft, 
     assert exact.status_code == 201
 
 
+async def test_per_file_limit_holds_at_registration_for_a_file_stored_another_way(
+    small_client, draft, bucket_dir, pg
+):
+    # An object that did not come through our upload URL (in Supabase mode the upload URL is
+    # Supabase Storage's, bound only by the bucket's own limit): registering it still checks
+    # the real size against the per-file limit.
+    family, memory = draft
+    ticket = await new_ticket(small_client, family.adult, memory["id"])
+    stored = bucket_dir / ticket["storage_path"]
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_bytes(padded_jpeg(SMALL_FILE + 1))
+    response = await samples.register(
+        small_client, family.adult, memory["id"], ticket, mime_type="image/jpeg", file_size=1
+    )
+    assert response.status_code == 413
+    assert str(SMALL_FILE) in response.json()["detail"]
+    assert await media_rows(pg, ticket["media_id"]) == 0
+
+
 async def test_per_memory_limit_counts_the_real_stored_sizes(small_client, draft, pg):
     family, memory = draft
     # Three URLs while the memory is empty (each allows a full file), three full files.

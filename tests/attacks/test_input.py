@@ -90,6 +90,23 @@ async def test_json_body_over_one_mebibyte_without_content_length_is_413(client,
     assert await pg.fetchval("select count(*) from public.memories") == before
 
 
+async def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(client, pg, adult):
+    # The declared length alone decides: nothing of the body is waited for or parsed. (A
+    # small body under a false Content-Length shows it was never read.)
+    before = await pg.fetchval("select count(*) from public.memories")
+    response = await client.post(
+        f"{API}/memories",
+        content=b'{"title": "declared big"}',
+        headers={
+            **adult.headers,
+            "Content-Type": "application/json",
+            "Content-Length": str(MiB + 1),
+        },
+    )
+    assert_clean_4xx(response, 413)
+    assert await pg.fetchval("select count(*) from public.memories") == before
+
+
 async def test_json_body_just_under_the_limit_is_accepted_or_refused_by_field_rules(client, adult):
     # 1 MiB is the body limit, not a field limit: a description over 10 000 chars is a 422.
     body = {"title": "Big", "description": "z" * (MiB - 100)}
