@@ -41,7 +41,7 @@ REACTIONS_COMMENTS = f"{MIGRATIONS}/20250103000000_reactions_comments.sql"
 FEED = f"{MIGRATIONS}/20250103100000_feed.sql"
 ANALYTICS = f"{MIGRATIONS}/20250104000000_analytics.sql"
 COLUMNS = f"{MIGRATIONS}/20250201000000_column_privileges.sql"
-RBAC = "app/services/rbac.py"
+RBAC = "app/models/rbac.py"
 
 RLS_TESTS = ("tests/test_rls_policies.py", "tests/test_rls.py")
 ROLE_TESTS = ("tests/test_permissions_family.py", "tests/test_memories_permissions.py")
@@ -82,7 +82,7 @@ def _policy(name: str, path: str, find: str, replace: str, equivalent: str = "")
 _VISIBLE = "exists (select 1 from public.memories m where m.id = {table}.memory_id)"
 
 MUTATIONS: list[Mutation] = [
-    # --- the permission table (app/services/rbac.py) -------------------------------------------
+    # --- the permission table (app/models/rbac.py) -------------------------------------------
     _role("UPDATE_FAMILY", "_A, _G", "_A, _T, _G", ROLE_TESTS),
     _role("INVITE_MEMBERS", "_A, _G", "_A, _T, _G", ROLE_TESTS),
     _role("PROVISION_CHILD", "_A", "_A, _G", ROLE_TESTS),
@@ -604,6 +604,13 @@ MUTATIONS: list[Mutation] = [
         DIRECT_DB_TESTS,
     ),
     Mutation(
+        "columns: a login's last use as the member wrote it",
+        COLUMNS,
+        "        new := jsonb_populate_record(new, jsonb_build_object('last_used_at', now()));\n",
+        "",
+        DIRECT_DB_TESTS,
+    ),
+    Mutation(
         "columns: a media row's size as the member claimed it",
         COLUMNS,
         "  new.file_size := object_size;\n",
@@ -621,35 +628,35 @@ MUTATIONS: list[Mutation] = [
     # --- tokens ----------------------------------------------------------------------------------
     Mutation(
         "token: access tokens accepted for a day after they expire",
-        "app/services/tokens.py",
+        "app/adapters/tokens.py",
         'options={"require_iat": True, "require_exp": True},',
         'options={"require_iat": True, "require_exp": True, "leeway": 86400},',
         TOKEN_TESTS,
     ),
     Mutation(
         "token: refresh and invite tokens accepted as access tokens",
-        "app/services/tokens.py",
+        "app/adapters/tokens.py",
         '    if claims.get("type") != ACCESS_TYPE:\n',
         "    if False:\n",
         TOKEN_TESTS,
     ),
     Mutation(
         "token: access tokens of a logged-out session accepted",
-        "app/services/auth_service.py",
+        "app/services/session_service.py",
         "where s.id = $1 and s.user_id = p.id and s.revoked_at is null))",
         "where s.id = $1 and s.user_id = p.id))",
         TOKEN_TESTS,
     ),
     Mutation(
         "token: a reused refresh token is not noticed",
-        "app/services/auth_service.py",
+        "app/services/session_service.py",
         '            if row["rotated_at"] is not None:\n',
         "            if False:\n",
         TOKEN_TESTS,
     ),
     Mutation(
         "token: expired refresh tokens accepted",
-        "app/services/auth_service.py",
+        "app/services/session_service.py",
         '            elif row["expires_at"] > datetime.now(UTC):\n',
         "            elif True:\n",
         TOKEN_TESTS,
@@ -657,28 +664,28 @@ MUTATIONS: list[Mutation] = [
     # --- signed URLs -----------------------------------------------------------------------------
     Mutation(
         "signed URL: downloads without a valid signature",
-        "app/services/storage_backend.py",
+        "app/adapters/storage/local.py",
         "        if not valid or remaining < 0:\n",
         "        if remaining < 0:\n",
         (*STORAGE_TESTS, "tests/attacks/test_bola.py"),
     ),
     Mutation(
         "signed URL: expired downloads",
-        "app/services/storage_backend.py",
+        "app/adapters/storage/local.py",
         "        if not valid or remaining < 0:\n",
         "        if not valid:\n",
         STORAGE_TESTS,
     ),
     Mutation(
         "signed URL: uploads without a valid signature",
-        "app/services/storage_backend.py",
+        "app/adapters/storage/local.py",
         "            if not valid or int(expires) < time.time():\n",
         "            if int(expires) < time.time():\n",
         STORAGE_TESTS,
     ),
     Mutation(
         "signed URL: expired uploads",
-        "app/services/storage_backend.py",
+        "app/adapters/storage/local.py",
         "            if not valid or int(expires) < time.time():\n",
         "            if not valid:\n",
         STORAGE_TESTS,
@@ -686,21 +693,21 @@ MUTATIONS: list[Mutation] = [
     # --- limits ----------------------------------------------------------------------------------
     Mutation(
         "limit: one request more than the allowance",
-        "app/services/rate_limit.py",
+        "app/adapters/rate_limit.py",
         "if await self.store.increment(key, limit.per_seconds) > limit.requests:",
         "if await self.store.increment(key, limit.per_seconds) > limit.requests + 1:",
         ("tests/test_rate_limits.py",),
     ),
     Mutation(
         "limit: failed logins per account not held",
-        "app/services/rate_limit.py",
+        "app/adapters/rate_limit.py",
         "FAILED_LOGINS_PER_ACCOUNT = Limit(10, 900)",
         "FAILED_LOGINS_PER_ACCOUNT = Limit(11, 900)",
         ("tests/test_rate_limits.py",),
     ),
     Mutation(
         "limit: Retry-After ignores where the window ends",
-        "app/services/rate_limit.py",
+        "app/adapters/rate_limit.py",
         "retry_after = (window + 1) * limit.per_seconds - int(now)",
         "retry_after = limit.per_seconds",
         ("tests/test_rate_limits.py",),

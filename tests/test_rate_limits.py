@@ -14,8 +14,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.adapters.rate_limit import MemoryCounterStore, RateLimiter
 from app.main import create_app
-from app.services.rate_limit import MemoryCounterStore, RateLimiter
 from tests.conftest import make_settings
 from tests.helpers import API
 from tests.helpers.factories import PASSWORD, unique_email

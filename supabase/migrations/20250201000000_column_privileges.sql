@@ -83,6 +83,11 @@ begin
       elsif new.revoked_at is not null then
         new.revoked_at := now();
       end if;
+      -- A login's last use, where the table has the column (a later migration adds it), is
+      -- the server's clock too. Through jsonb so this function works with or without it.
+      if to_jsonb(new) -> 'last_used_at' is distinct from to_jsonb(old) -> 'last_used_at' then
+        new := jsonb_populate_record(new, jsonb_build_object('last_used_at', now()));
+      end if;
     when 'invitations' then
       -- Only a pending invite is revoked (or found expired); the API refuses the rest.
       if new.status is distinct from old.status and old.status <> 'pending' then

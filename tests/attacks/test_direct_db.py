@@ -23,7 +23,10 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from tests.supabase_fixtures import create_supabase_like_database, drop_supabase_like_database
+from tests.helpers.supabase_fixtures import (
+    create_supabase_like_database,
+    drop_supabase_like_database,
+)
 
 # --- the reviewed privileges ---------------------------------------------------------------------
 # Whole-table privileges. `authenticated` reads what row level security then narrows to the
@@ -57,7 +60,9 @@ TABLE_PRIVILEGES = {
 # modified_by, deleted_at, created_by and revoked_at are, but a trigger writes the server's
 # value into them (now(), the member's own id).
 _COLUMNS = {
-    ("app.auth_sessions", "UPDATE"): "revoked_at revoked_reason",
+    # The member's own logins (policy auth_sessions_revoke_own): ending one, and the time of
+    # its last use, which the trigger sets to now whatever is written.
+    ("app.auth_sessions", "UPDATE"): "last_used_at revoked_at revoked_reason",
     ("public.family_units", "UPDATE"): "name updated_at",
     ("public.user_profiles", "UPDATE"): "avatar_url display_name updated_at",
     # An adult provisioning a child (policy user_profiles_provision_child).
@@ -93,9 +98,15 @@ COLUMN_PRIVILEGES = {
 # caller; remove_family_member re-checks the caller is an adult of the family;
 # matching_memory_ids applies the memories_select rule; own_family_object_size answers only
 # for the caller's family's folder.
+# depart_family acts only for the caller (leaving or deleting their own account, as the API
+# does). queue_invite_mail queues mail only for a pending invite the caller issued, to the
+# invite's own address; NOTE: its subject and bodies are the caller's to choose, so a member's
+# token can mail text of its own to someone it invited, as often as it likes (reported, not
+# changed here).
 CALLABLE_FUNCTIONS = {
     ("authenticated", "app.current_family_id()", True),
     ("authenticated", "app.current_member_role()", True),
+    ("authenticated", "app.depart_family(boolean, boolean)", True),
     ("authenticated", "app.feed_band_start(integer)", False),
     ("authenticated", "app.feed_engagement_score(integer, integer)", False),
     ("authenticated", "app.feed_score(timestamp with time zone, integer, integer)", False),
@@ -104,6 +115,7 @@ CALLABLE_FUNCTIONS = {
     ("authenticated", "app.matching_memory_ids(text, text[])", True),
     ("authenticated", "app.memory_object_visible(text)", False),
     ("authenticated", "app.own_family_object_size(text, text)", True),
+    ("authenticated", "app.queue_invite_mail(uuid, text, text, text, text)", True),
     ("authenticated", "app.remove_family_member(uuid)", True),
     ("authenticated", "app.tags_text(text[])", False),
 }
@@ -477,6 +489,23 @@ async def test_a_revoked_login_stays_revoked(conn, world):
         world.revoked_session,
     )
     assert row["revoked_at"] is not None and row["revoked_reason"] == "logout"
+
+
+async def test_a_logins_last_use_is_the_servers(conn, world):
+    session = await conn.fetchval(
+        "insert into app.auth_sessions (user_id) values ($1) returning id", world.teen
+    )
+    await as_member(
+        conn,
+        world.teen,
+        "update app.auth_sessions set last_used_at = $2 where id = $1",
+        session,
+        FAR_FUTURE,
+    )
+    row = await conn.fetchrow(
+        "select last_used_at, now() as now from app.auth_sessions where id = $1", session
+    )
+    assert row["last_used_at"] <= row["now"]
 
 
 # --- media sizes where the database can see the objects (Supabase Storage) -----------------------
