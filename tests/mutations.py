@@ -26,6 +26,7 @@ tests run once on the unchanged copy; they must pass, or every "caught" would me
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -785,18 +786,28 @@ def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, 
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
     started = time.monotonic()
+    # A session of its own, so a run that hangs can be stopped with everything it started
+    # (its built-in PostgreSQL too): SIGTERM first, so that server shuts down cleanly.
+    process = subprocess.Popen(
+        command, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
     try:
-        result = subprocess.run(
-            command, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout
-        )
+        output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
         return "error (timeout)", time.monotonic() - started
     elapsed = time.monotonic() - started
     # pytest: 0 all passed, 1 some failed; anything else is not a test verdict.
-    outcome = {0: "survived", 1: "caught"}.get(result.returncode)
+    outcome = {0: "survived", 1: "caught"}.get(process.returncode)
     if outcome is None:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
-        return f"error (pytest exit {result.returncode}: {' | '.join(tail)})", elapsed
+        tail = output.strip().splitlines()[-3:]
+        return f"error (pytest exit {process.returncode}: {' | '.join(tail)})", elapsed
     return outcome, elapsed
 
 
@@ -835,7 +846,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="tl-mutations-") as temp:
         tree = Path(temp) / "repo"
-        shutil.copytree(ROOT, tree, ignore=_NOT_COPIED)
+        # symlinks=True: app/db/migrations links to supabase/migrations; the copy's link must
+        # point into the copy, so the app reads the mutated file.
+        shutil.copytree(ROOT, tree, ignore=_NOT_COPIED, symlinks=True)
         if args.check:
             for mutation in chosen:
                 (tree / mutation.path).write_text(apply(mutation, tree))
