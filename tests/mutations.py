@@ -858,8 +858,9 @@ def main() -> int:
         if not args.no_baseline:
             targeted = tuple(sorted({test for m in chosen for test in m.tests}))
             outcome, seconds = run_tests(tree, targeted, args.timeout * 3)
+            verdict = "passed" if outcome == "survived" else outcome
             print(
-                f"baseline (no mutation, {len(targeted)} test files): {outcome} [{seconds:.0f} s]"
+                f"baseline (no mutation, {len(targeted)} test files): {verdict} [{seconds:.0f} s]"
             )
             if outcome != "survived":
                 print("the targeted tests must pass on the unchanged code first")
