@@ -521,6 +521,12 @@ MUTATIONS: list[Mutation] = [
         "to authenticated using (family_unit_id = (select app.current_family_id()));",
         "to authenticated using (true);",
     ),
+    _policy(
+        "memory_changes_select sees every family",
+        f"{MIGRATIONS}/20250205000000_stable_scrolling.sql",
+        "using (family_unit_id = (select app.current_family_id()));",
+        "using (true);",
+    ),
     # --- analytics -------------------------------------------------------------------------------
     _policy(
         "analytics_events_select without its role check",

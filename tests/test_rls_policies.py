@@ -1009,6 +1009,14 @@ async def test_family_memory_counts_select_own_family_only(pg, a, b):
     assert await count_as(pg, a.members["adult"], query, u(b.family)) == 0
 
 
+@covers("app.memory_changes.memory_changes_select")
+async def test_memory_changes_select_own_family_only(pg, a, b):
+    # Every memory's creation is logged, so each family has rows.
+    query = "select count(*) from app.memory_changes where family_unit_id = $1"
+    assert await count_as(pg, a.members["child"], query, u(a.family)) > 0
+    assert await count_as(pg, b.members["adult"], query, u(a.family)) == 0
+
+
 @covers(
     "public.analytics_events.analytics_events_select",
     "public.analytics_metrics.analytics_metrics_select",

@@ -36,6 +36,9 @@ from tests.helpers.supabase_fixtures import (
 TABLE_PRIVILEGES = {
     ("authenticated", "app.auth_sessions", "SELECT"),
     ("authenticated", "app.family_memory_counts", "SELECT"),
+    # The feed's change log for stable scrolling (family only). NOTE: it also shows that other
+    # members' drafts exist, with their memory_date: more than the API shows (reported).
+    ("authenticated", "app.memory_changes", "SELECT"),
     ("authenticated", "app.refresh_tokens", "SELECT"),
     ("authenticated", "public.analytics_events", "SELECT"),
     ("authenticated", "public.analytics_metrics", "SELECT"),
@@ -107,7 +110,14 @@ CALLABLE_FUNCTIONS = {
     ("authenticated", "app.current_family_id()", True),
     ("authenticated", "app.current_member_role()", True),
     ("authenticated", "app.depart_family(boolean, boolean)", True),
+    (
+        "authenticated",
+        "app.feed_band_at(timestamp with time zone, timestamp with time zone)",
+        False,
+    ),
+    ("authenticated", "app.feed_band_score(integer, integer)", False),
     ("authenticated", "app.feed_band_start(integer)", False),
+    ("authenticated", "app.feed_band_start_at(integer, timestamp with time zone)", False),
     ("authenticated", "app.feed_engagement_score(integer, integer)", False),
     ("authenticated", "app.feed_score(timestamp with time zone, integer, integer)", False),
     ("authenticated", "app.feed_time_score(timestamp with time zone)", False),
