@@ -85,9 +85,9 @@ class Media(BaseModel):
     updated_at: datetime
     variants: dict[VariantName, MediaVariantOut] = Field(
         default_factory=dict,
-        description="`thumbnail` (JPEG, ≤ 400 px) and `preview` (WebP, ≤ 1600 px) of every "
-        "photo and video, and `playback` (H.264/AAC MP4, ≤ 1080p) of a video browsers cannot "
-        "play as uploaded. `url` is null until processing has made it.",
+        description="`thumbnail` (JPEG, ≤ 400 px) and `preview` (progressive JPEG, ≤ 1600 "
+        "px) of every photo and video, and `playback` (H.264/AAC MP4, ≤ 1080p) of a video "
+        "browsers cannot play as uploaded. `url` is null until processing has made it.",
     )
     placeholder: str | None = Field(
         default=None, description="A BlurHash of the picture, to paint before it loads."

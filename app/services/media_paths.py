@@ -1,5 +1,5 @@
 """Where a memory's files live: `{family_unit_id}/{memory_id}/{media_id}.{ext}`, with its
-derivatives beside it (`{media_id}_thumb.jpg`, `{media_id}_preview.webp`,
+derivatives beside it (`{media_id}_thumb.jpg`, `{media_id}_preview.jpg`,
 `{media_id}_play.mp4`). Avatars of members and pets live in `{family_unit_id}/avatars/`, the
 same way. The server builds every path; a client never does.
 """
@@ -32,7 +32,7 @@ _MEDIA_PATH = re.compile(
 )
 # Each variant's file name after the media id; the extension says its type when served.
 VARIANT_SUFFIX: Final[Mapping[str, str]] = MappingProxyType(
-    {"thumbnail": "_thumb.jpg", "preview": "_preview.webp", "playback": "_play.mp4"}
+    {"thumbnail": "_thumb.jpg", "preview": "_preview.jpg", "playback": "_play.mp4"}
 )
 _THUMBNAIL_SUFFIX = VARIANT_SUFFIX["thumbnail"]
 

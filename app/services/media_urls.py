@@ -16,7 +16,7 @@ from app.adapters.storage.base import StorageBackend
 MEDIA_URL_EXPIRES_IN: Final = 3600
 
 # Every photo and video gets these; `playback` only a video browsers cannot play as it is.
-_ALWAYS: Final[Mapping[str, str]] = {"thumbnail": "image/jpeg", "preview": "image/webp"}
+_ALWAYS: Final[Mapping[str, str]] = {"thumbnail": "image/jpeg", "preview": "image/jpeg"}
 
 Row = MutableMapping[str, Any]
 

@@ -26,7 +26,7 @@ from app.adapters.media.common import (
     MediaResult,
     Variant,
     encode_jpeg,
-    encode_webp,
+    encode_preview,
     write_variant,
 )
 from app.adapters.media.images import process_image
@@ -58,7 +58,7 @@ def process_file(
 ) -> MediaResult:
     """Validate an upload, probe it and write its derivatives into `output_dir`.
 
-    Writes `thumbnail.jpg` (≤ 400 px) and `preview.webp` (≤ 1600 px) for every photo and
+    Writes `thumbnail.jpg` (≤ 400 px) and `preview.jpg` (≤ 1600 px) for every photo and
     video (a video's from an early frame), and `playback.mp4` for a video browsers cannot
     play as it is. None of them carries EXIF, XMP, GPS or a colour profile (pixels are
     converted to sRGB). The returned ``mime_type`` is the sniffed type (it may differ from
@@ -129,7 +129,12 @@ def _stills(picture: Image.Image, thumbnail: Image.Image, output_dir: Path) -> l
             output_dir, "thumbnail", THUMBNAIL_FILE, "image/jpeg", thumbnail, encode_jpeg(thumbnail)
         ),
         write_variant(
-            output_dir, "preview", PREVIEW_FILE, "image/webp", picture, encode_webp(picture.copy())
+            output_dir,
+            "preview",
+            PREVIEW_FILE,
+            "image/jpeg",
+            picture,
+            encode_preview(picture.copy()),
         ),
     ]
 

@@ -28,8 +28,11 @@ def placeholder_for(image: Image.Image) -> str | None:
     elif sample.height > sample.width:
         x_components = 3
     width, height = sample.size
-    pixels = list(sample.getdata())
-    rows = [pixels[row * width : (row + 1) * width] for row in range(height)]
+    data = sample.tobytes()  # RGB, row by row
+    rows = [
+        [tuple(data[i : i + 3]) for i in range(row * width * 3, (row + 1) * width * 3, 3)]
+        for row in range(height)
+    ]
     try:
         value = blurhash.encode(rows, components_x=x_components, components_y=y_components)
     except Exception:

@@ -71,6 +71,8 @@ def make_playback(
     progress.done()
     with dest.open("rb") as fh:
         os.fsync(fh.fileno())
+    if plan.rotation in (90, 270):  # the size a viewer sees, as for the original
+        width, height = height, width
     return Variant(
         name="playback",
         file=dest.name,

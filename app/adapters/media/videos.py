@@ -4,7 +4,7 @@ can play the file as it is (else `app.adapters.media.playback` makes a rendition
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
@@ -55,6 +55,8 @@ class PlaybackPlan:
 
     method: Literal["remux", "transcode"]
     reason: str
+    # The display rotation (counter-clockwise degrees) the rendition keeps, as phones write it.
+    rotation: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ def process_video(
             raise MediaRejected("the video contains no decodable frames")
         rotation = frame_rotation(frame)
         poster = _thumbnail_from_frame(frame, size, rotation)
+        playback = replace(probe.playback, rotation=rotation) if probe.playback else None
         width, height = frame.width or probe.width, frame.height or probe.height
     except MediaRejected:
         raise
@@ -99,7 +102,7 @@ def process_video(
         codec=probe.codec,
         frame_count=probe.frame_count,
     )
-    return info, poster, probe.capture, probe.playback
+    return info, poster, probe.capture, playback
 
 
 def open_video(source: Path, demuxer: str) -> av.container.InputContainer:
