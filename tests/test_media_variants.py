@@ -56,6 +56,8 @@ def assert_clean_playback(file: Path) -> tuple[int, int]:
     """H.264/AAC MP4, moov before mdat, ≤ 1080p, no location or capture metadata."""
     data = file.read_bytes()
     assert data.index(b"moov") < data.index(b"mdat")  # fast start
+    for marker in (b"\xa9xyz", b"ISO6709", b"creationdate"):  # QuickTime location and date atoms
+        assert marker not in data, marker
     with av.open(str(file)) as container:
         assert container.format.name.startswith("mov,mp4")
         video = container.streams.video[0]
@@ -68,8 +70,6 @@ def assert_clean_playback(file: Path) -> tuple[int, int]:
         }
         assert not tags & set(_VIDEO_METADATA_KEYS), tags
         return video.width, video.height
-    for marker in (b"\xa9xyz", b"ISO6709"):
-        assert marker not in data
 
 
 # Every image type, with EXIF (orientation, camera, GPS, capture time) wherever it can carry it.
