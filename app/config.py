@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # Threads making thumbnails at once, per process; and tries before a media item fails.
     media_processing_workers: int = 2
     media_max_attempts: int = 3
+    # CPU seconds one video's playback transcode may use; past it the media is `failed`.
+    media_transcode_cpu_seconds: float = 300.0
     orphan_object_grace_seconds: float = 24 * 3600.0
     orphan_sweep_interval_seconds: float = 3600.0
     analytics_retention_days: int = 365

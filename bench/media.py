@@ -289,7 +289,9 @@ def thumbnail_timings(workdir: Path, runs: int) -> dict[str, float]:
         times = []
         for _ in range(runs):
             started = time.perf_counter()
-            process_file(path, mime, workdir / "thumb.jpg")
+            out = workdir / "out"
+            out.mkdir(exist_ok=True)
+            process_file(path, mime, out)
             times.append(time.perf_counter() - started)
         results[label] = statistics.median(times)
     return results

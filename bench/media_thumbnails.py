@@ -139,7 +139,8 @@ def decoder_threads(sample: Path) -> str:
 
 
 def time_case(case: Case, thumbs: Path, runs: int) -> list[float]:
-    dest = thumbs / f"{case.path.stem}.jpg"
+    dest = thumbs / case.path.stem
+    dest.mkdir(exist_ok=True)
     process_file(case.path, case.mime, dest)  # warm caches and lazy library initialisation
     timings = []
     for _ in range(runs):

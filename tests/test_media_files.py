@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import struct
 import time
 import warnings
@@ -15,9 +16,10 @@ from pathlib import Path
 import av
 import pillow_heif
 import pytest
-from PIL import ExifTags, Image, ImageCms
+from PIL import ExifTags, Image, ImageCms, ImageFile
 
-from app.adapters.media import MediaInfo, MediaRejected, process_file
+from app.adapters import media as media_adapter
+from app.adapters.media import MediaInfo, MediaLimits, MediaRejected
 from app.adapters.media import common as media_common
 from app.adapters.media.sniff import mime_matches, sniff_mime
 from app.models.media_types import ALLOWED_MIME_TYPES, EXTENSION_FOR_MIME
@@ -29,6 +31,19 @@ GREEN = (20, 200, 20)
 
 # ---------------------------------------------------------------------------------------------
 # Sample generation
+
+
+def process_file(source: Path, declared: str, dest: Path, **limits: int) -> MediaInfo:
+    """Only the thumbnail, moved to `dest`: what these tests look at. The other variants are
+    tests/test_media_variants.py's."""
+    out = dest.parent / f".out-{dest.name}"
+    out.mkdir()
+    try:
+        result = media_adapter.process_file(source, declared, out, MediaLimits(**limits))
+        os.replace(out / "thumbnail.jpg", dest)
+    finally:
+        shutil.rmtree(out)
+    return result.info
 
 
 @pytest.fixture
@@ -170,6 +185,7 @@ def test_allowed_types_and_extensions() -> None:
         "image/webp",
         "image/heic",
         "image/heif",
+        "image/avif",
         "video/mp4",
         "video/webm",
         "video/quicktime",
@@ -181,6 +197,7 @@ def test_allowed_types_and_extensions() -> None:
         "image/webp": "webp",
         "image/heic": "heic",
         "image/heif": "heif",
+        "image/avif": "avif",
         "video/mp4": "mp4",
         "video/webm": "webm",
         "video/quicktime": "mov",
@@ -226,6 +243,9 @@ def ebml(doctype: bytes) -> bytes:
         (ftyp(b"dash", b"iso6"), "video/mp4"),
         (ftyp(b"M4V ", b"M4V ", b"M4A ", b"mp42"), "video/mp4"),
         (ebml(b"webm"), "video/webm"),
+        (ftyp(b"avif", b"mif1", b"avif"), "image/avif"),
+        (ftyp(b"mif1", b"mif1", b"avif"), "image/avif"),
+        (ftyp(b"avis", b"avis", b"msf1"), "image/avif"),
     ],
 )
 def test_sniff_mime_allowed_types(head: bytes, expected: str) -> None:
@@ -247,8 +267,6 @@ def test_sniff_mime_allowed_types(head: bytes, expected: str) -> None:
         b"RIFF\x24\x00\x00\x00WEBPJUNK",
         b"BM6\x00\x00\x00\x00\x00",
         b"II*\x00\x08\x00\x00\x00",
-        ftyp(b"avif", b"mif1", b"avif"),
-        ftyp(b"mif1", b"mif1", b"avif"),
         ftyp(b"M4A ", b"M4A ", b"mp42"),
         ftyp(b"crx ", b"isom"),
         ftyp(b"3gp4", b"isom"),
@@ -446,16 +464,27 @@ def test_thumbnail_replaces_existing_file(src_dir: Path, thumb_dir: Path) -> Non
     assert [p.name for p in thumb_dir.iterdir()] == ["a.jpg"]
 
 
-def test_12_megapixel_jpeg_gets_a_400_px_thumbnail(src_dir: Path, thumb_dir: Path) -> None:
-    # How fast is measured by bench/media_thumbnails.py (docs/performance.md), never here.
+def test_12_megapixel_jpeg_is_decoded_at_reduced_scale(
+    src_dir: Path, thumb_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libjpeg's DCT scaling (draft) decodes a 12 MP photo at 1/2 scale for the 1600 px preview:
+    # a quarter of the pixels and memory (docs/memories.md measures it: SSIM ≥ 0.97).
     source = src_dir / "big.jpg"
     noise = [Image.effect_noise((4000, 3000), 60) for _ in range(3)]
     Image.merge("RGB", noise).save(source, quality=90)
+    decoded: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
 
+    def recording_load(image: ImageFile.ImageFile) -> object:
+        decoded.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
     info = process_file(source, "image/jpeg", thumb_dir / "big.jpg")
 
     assert (info.width, info.height) == (4000, 3000)
     assert assert_clean_jpeg(thumb_dir / "big.jpg").size == (400, 300)
+    assert decoded and max(decoded) == (2000, 1500)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ SUPABASE_DIR = Path(__file__).resolve().parents[1] / "supabase"
 SEED = SUPABASE_DIR / "seed.sql"
 CONTRACT_MEDIA_TYPES = {
     "image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/heif",
-    "video/mp4", "video/webm", "video/quicktime",
+    "image/avif", "video/mp4", "video/webm", "video/quicktime",
 }  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from types import MappingProxyType
 from typing import Final
 
 IMAGE_MIME_TYPES: Final = frozenset(
-    {"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/heif"}
+    {"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/heif", "image/avif"}
 )
 VIDEO_MIME_TYPES: Final = frozenset({"video/mp4", "video/webm", "video/quicktime"})
 ALLOWED_MIME_TYPES: Final[frozenset[str]] = IMAGE_MIME_TYPES | VIDEO_MIME_TYPES
@@ -18,6 +18,7 @@ EXTENSION_FOR_MIME: Final[Mapping[str, str]] = MappingProxyType(
         "image/webp": "webp",
         "image/heic": "heic",
         "image/heif": "heif",
+        "image/avif": "avif",
         "video/mp4": "mp4",
         "video/webm": "webm",
         "video/quicktime": "mov",
@@ -33,5 +34,7 @@ PILLOW_FORMAT: Final[Mapping[str, str]] = MappingProxyType(
         "image/webp": "WEBP",
         "image/heic": "HEIF",
         "image/heif": "HEIF",
+        # Pillow's own AVIF plugin (libavif, Pillow >= 11.2); pillow-heif is built without AVIF.
+        "image/avif": "AVIF",
     }
 )

@@ -1,8 +1,8 @@
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, EmailStr, Field, StringConstraints, model_validator
 
 from app.models.identity import Role
 from app.schemas.common import AvatarUrl, DisplayName, NoNul
@@ -127,9 +127,38 @@ class Profile(BaseModel):
     created_at: datetime
 
 
+AvatarStoragePath = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=1024),
+    NoNul,
+    Field(
+        description="`storage_path` from `POST /storage/avatar-upload-url`, once uploaded: the "
+        "picture becomes the avatar; `avatar_url` is then a signed URL of its thumbnail."
+    ),
+]
+
+
 class ProfileUpdate(BaseModel):
     display_name: DisplayName | None = None
     avatar_url: AvatarUrl | None = None
+    avatar_storage_path: AvatarStoragePath | None = None
+
+    @model_validator(mode="after")
+    def _one_avatar(self) -> Self:
+        if "avatar_url" in self.model_fields_set and "avatar_storage_path" in self.model_fields_set:
+            raise ValueError("send avatar_url or avatar_storage_path, not both")
+        return self
+
+
+class PetUpdate(BaseModel):
+    avatar_url: AvatarUrl | None = None
+    avatar_storage_path: AvatarStoragePath | None = None
+
+    @model_validator(mode="after")
+    def _one_avatar(self) -> Self:
+        if "avatar_url" in self.model_fields_set and "avatar_storage_path" in self.model_fields_set:
+            raise ValueError("send avatar_url or avatar_storage_path, not both")
+        return self
 
 
 class Session(BaseModel):

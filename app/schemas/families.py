@@ -2,7 +2,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, EmailStr, Field, StringConstraints, field_validator
 
 from app.models.identity import Role
 from app.schemas.common import NEXT_CURSOR_DESCRIPTION, NoNul
@@ -25,12 +25,34 @@ class Family(BaseModel):
     created_by: UUID | None
     created_at: datetime
     members: list[Member]
+    keep_location: bool = Field(
+        default=False,
+        description="Whether GPS positions of photos and videos are kept (in each media's "
+        "`metadata.location`); off by default.",
+    )
 
 
 class FamilyUpdate(BaseModel):
-    name: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
-    ]
+    """Only the fields sent change."""
+
+    name: (
+        Annotated[
+            str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+        ]
+        | None
+    ) = None
+    keep_location: bool | None = Field(
+        default=None,
+        description="Keep the GPS position of photos and videos processed from now on; "
+        "turning it off also forgets every position kept so far.",
+    )
+
+    @field_validator("name", "keep_location")
+    @classmethod
+    def _not_null_when_sent(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may not be null")
+        return value
 
 
 class InviteCreate(BaseModel):

@@ -11,6 +11,7 @@ from app.schemas.common import NEXT_CURSOR_DESCRIPTION, NoNul
 
 MemoryStatus = Literal["draft", "published", "archived"]
 ProcessingStatus = Literal["pending", "processing", "completed", "failed"]
+VariantName = Literal["thumbnail", "preview", "playback"]
 
 MAX_TAGS = 20
 MAX_TAG_LENGTH = 50
@@ -54,6 +55,18 @@ class MemoryAuthor(BaseModel):
     role: Role
 
 
+class MediaVariantOut(BaseModel):
+    url: str | None = Field(description="Signed download URL; null until the variant is ready.")
+    width: int | None
+    height: int | None
+    mime_type: str
+
+
+class Camera(BaseModel):
+    make: str | None = None
+    model: str | None = None
+
+
 class Media(BaseModel):
     id: UUID
     memory_id: UUID
@@ -70,6 +83,22 @@ class Media(BaseModel):
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    variants: dict[VariantName, MediaVariantOut] = Field(
+        default_factory=dict,
+        description="`thumbnail` (JPEG, ≤ 400 px) and `preview` (progressive JPEG, ≤ 1600 "
+        "px) of every photo and video, and `playback` (H.264/AAC MP4, ≤ 1080p) of a video "
+        "browsers cannot play as uploaded. `url` is null until processing has made it.",
+    )
+    placeholder: str | None = Field(
+        default=None, description="A BlurHash of the picture, to paint before it loads."
+    )
+    taken_at: datetime | None = Field(
+        default=None,
+        description="When it was taken (EXIF or QuickTime), with its UTC offset when the file "
+        "gives one; without an offset it is the local time where it was taken.",
+    )
+    camera: Camera | None = None
+    sha256: str | None = Field(default=None, description="SHA-256 of the original (hex).")
 
 
 class Memory(BaseModel):

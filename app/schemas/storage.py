@@ -10,7 +10,15 @@ from app.schemas.memories import FileName
 MIN_ACCESS_SECONDS = 60
 MAX_ACCESS_SECONDS = 86_400
 
-MediaVariant = Literal["original", "thumbnail"]
+MediaVariant = Literal["original", "thumbnail", "preview", "playback"]
+Sha256 = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[0-9a-fA-F]{64}$"),
+    Field(
+        description="SHA-256 of the file (hex): 409 duplicate_media at once if the family "
+        "already has these bytes."
+    ),
+]
 MimeType = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 
@@ -20,6 +28,22 @@ class UploadUrlRequest(BaseModel):
     mime_type: MimeType
     file_size: int | None = Field(
         default=None, ge=1, description="If given, checked against the limits before uploading."
+    )
+    sha256: Sha256 | None = None
+
+
+class AvatarUploadUrlRequest(BaseModel):
+    target: Annotated[
+        str,
+        Field(
+            description='"me" for your own avatar, or the id of a pet of your family (adults '
+            "and grandparents)."
+        ),
+    ]
+    file_name: FileName
+    mime_type: MimeType
+    file_size: int | None = Field(
+        default=None, ge=1, description="If given, checked against the limit before uploading."
     )
 
 

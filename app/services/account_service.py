@@ -17,14 +17,16 @@ from uuid import UUID
 import asyncpg
 
 from app.adapters.auth.provider import AuthProvider
+from app.adapters.storage.base import StorageBackend
 from app.config import Settings
 from app.db.postgres import Connection, Database
 from app.errors import Conflict, Unauthorized
 from app.models import rbac
 from app.models.identity import Actor, Role
 from app.models.rbac import Permission
-from app.schemas.auth import Profile, ProvisionedChild, Registered
-from app.services import session_service
+from app.schemas.auth import Profile, ProfileUpdate, ProvisionedChild, Registered
+from app.services import avatar_service, media_urls, session_service
+from app.services.avatar_service import AvatarChange
 
 
 @dataclass(frozen=True)
@@ -230,32 +232,65 @@ async def provision_child(
 
 
 _PROFILE = """
-select id, email, username, display_name, avatar_url, role, family_unit_id, created_at
+select id, email, username, display_name, avatar_url, role, family_unit_id, created_at,
+       app.avatar_path(avatar_media_id) as avatar_path
 from public.user_profiles where id = $1
 """
+# $4: the avatar changes (to the URL $3 or the uploaded avatar $5, one of them null).
 _UPDATE_PROFILE = """
 update public.user_profiles
 set display_name = coalesce($2, display_name),
     avatar_url = case when $4 then $3 else avatar_url end,
+    avatar_media_id = case when $4 then $5 else avatar_media_id end,
     updated_at = now()
 where id = $1
 """
 
 
-async def get_profile(db: Connection, actor: Actor) -> Profile:
+@dataclass(frozen=True)
+class ProfileUpdated:
+    """The profile, and the avatar work to do after the commit."""
+
+    profile: Profile
+    avatar: AvatarChange
+
+
+async def get_profile(db: Connection, actor: Actor, storage: StorageBackend) -> Profile:
     row = await db.fetchrow(_PROFILE, actor.id)
     if row is None:  # the actor was loaded in this very transaction
         raise Unauthorized("Token has been revoked")
-    return Profile.model_validate(dict(row))
+    profile: dict[str, Any] = dict(row)
+    await media_urls.shape_authors(storage, [profile])
+    return Profile.model_validate(profile)
 
 
-async def update_profile(db: Connection, actor: Actor, changes: dict[str, Any]) -> Profile:
-    """Only the fields sent change; `avatar_url: null` clears the avatar."""
+async def update_profile(
+    db: Connection,
+    actor: Actor,
+    changes: ProfileUpdate,
+    storage: StorageBackend,
+    settings: Settings,
+) -> ProfileUpdated:
+    """Only the fields sent change; `avatar_url: null` clears the avatar, and
+    `avatar_storage_path` makes an uploaded picture the avatar."""
+    avatar_changes = changes.model_fields_set & {"avatar_url", "avatar_storage_path"}
+    removed: list[str] = []
+    media_id = None
+    if avatar_changes:
+        removed = await avatar_service.current_files(db, "member", actor.id)
+        if changes.avatar_storage_path is not None:
+            media_id = await avatar_service.register(
+                db, actor, storage, settings, changes.avatar_storage_path
+            )
     await db.execute(
         _UPDATE_PROFILE,
         actor.id,
-        changes.get("display_name"),
-        changes.get("avatar_url"),
-        "avatar_url" in changes,
+        changes.display_name,
+        changes.avatar_url,
+        bool(avatar_changes),
+        media_id,
     )
-    return await get_profile(db, actor)
+    return ProfileUpdated(
+        profile=await get_profile(db, actor, storage),
+        avatar=AvatarChange(media_id=media_id, removed_paths=removed),
+    )

@@ -43,9 +43,9 @@ from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.feed import FeedItem, FeedPage, FeedQuery, OrderBy, OrderDirection, Pagination
+from app.services import media_urls
+from app.services.media_urls import MEDIA_URL_EXPIRES_IN
 
-# Long enough to scroll a page and come back to it; the contract's default for access URLs.
-MEDIA_URL_EXPIRES_IN = 3600
 # What cursors of this list are bound to (app.adapters.cursors).
 CURSOR_KIND = "feed"
 
@@ -584,13 +584,21 @@ def _thumbnail_ready(media: dict[str, Any]) -> bool:
 
 
 async def _sign_media(items: list[dict[str, Any]], storage: StorageBackend) -> None:
-    """Give every media item its signed url and thumbnail_url: one signing call per page."""
+    """Sign every URL of the page in one call: each media item's url, thumbnail_url and
+    variants, and the uploaded avatars of the authors of memories and top comments."""
     media = [m for item in items for m in item["media"]]
-    if not media:
+    authors = [item["author"] for item in items]
+    authors += [comment["author"] for item in items for comment in item["top_comments"]]
+    if not media and not any(media_urls.avatar_path(author) for author in authors):
         return
     paths = [m["storage_path"] for m in media]
     paths += [m["thumbnail_path"] for m in media if _thumbnail_ready(m)]
-    urls = await storage.signed_download_urls(paths, expires_in=MEDIA_URL_EXPIRES_IN)
+    paths += [p for m in media for p in media_urls.media_paths(m)]
+    paths += [p for author in authors if (p := media_urls.avatar_path(author))]
+    urls = await media_urls.sign(storage, paths)
     for m in media:
         m["url"] = urls.get(m["storage_path"])
         m["thumbnail_url"] = urls.get(m["thumbnail_path"]) if _thumbnail_ready(m) else None
+        media_urls.shape_media(m, urls)
+    for author in authors:
+        media_urls.shape_author(author, urls)

@@ -1,9 +1,14 @@
-"""Where a memory's files live: `{family_unit_id}/{memory_id}/{media_id}.{ext}`, with the
-thumbnail `{media_id}_thumb.jpg` beside it. The server builds every path; a client never does.
+"""Where a memory's files live: `{family_unit_id}/{memory_id}/{media_id}.{ext}`, with its
+derivatives beside it (`{media_id}_thumb.jpg`, `{media_id}_preview.jpg`,
+`{media_id}_play.mp4`). Avatars of members and pets live in `{family_unit_id}/avatars/`, the
+same way. The server builds every path; a client never does.
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
 from uuid import UUID
 
 from app.errors import Invalid, UnsupportedMediaType
@@ -15,24 +20,42 @@ from app.models.media_types import ALLOWED_MIME_TYPES, EXTENSION_FOR_MIME
 @dataclass(frozen=True)
 class MediaPath:
     family_unit_id: UUID
-    memory_id: UUID
+    memory_id: UUID | None  # None: an avatar
     media_id: UUID
     extension: str
 
 
+AVATARS_FOLDER: Final = "avatars"
 _MEDIA_PATH = re.compile(
-    r"^(?P<family>[0-9a-f-]{36})/(?P<memory>[0-9a-f-]{36})/(?P<media>[0-9a-f-]{36})"
+    r"^(?P<family>[0-9a-f-]{36})/(?P<memory>[0-9a-f-]{36}|avatars)/(?P<media>[0-9a-f-]{36})"
     r"\.(?P<extension>[a-z0-9]{1,5})$"
 )
-_THUMBNAIL_SUFFIX = "_thumb.jpg"
+# Each variant's file name after the media id; the extension says its type when served.
+VARIANT_SUFFIX: Final[Mapping[str, str]] = MappingProxyType(
+    {"thumbnail": "_thumb.jpg", "preview": "_preview.jpg", "playback": "_play.mp4"}
+)
+_THUMBNAIL_SUFFIX = VARIANT_SUFFIX["thumbnail"]
 
 
 def media_object_path(family_unit_id: UUID, memory_id: UUID, media_id: UUID, mime: str) -> str:
     return f"{family_unit_id}/{memory_id}/{media_id}.{EXTENSION_FOR_MIME[mime]}"
 
 
+def avatar_object_path(family_unit_id: UUID, media_id: UUID, mime: str) -> str:
+    return f"{family_unit_id}/{AVATARS_FOLDER}/{media_id}.{EXTENSION_FOR_MIME[mime]}"
+
+
+def variant_path_for(storage_path: str, variant: str) -> str:
+    return storage_path.rsplit(".", 1)[0] + VARIANT_SUFFIX[variant]
+
+
 def thumbnail_path_for(storage_path: str) -> str:
-    return storage_path.rsplit(".", 1)[0] + _THUMBNAIL_SUFFIX
+    return variant_path_for(storage_path, "thumbnail")
+
+
+def derived_paths(storage_path: str) -> list[str]:
+    """Every derivative a media object may have, whether or not it was made (yet)."""
+    return [variant_path_for(storage_path, variant) for variant in VARIANT_SUFFIX]
 
 
 def parse_media_path(path: str) -> MediaPath:
@@ -41,22 +64,33 @@ def parse_media_path(path: str) -> MediaPath:
     try:
         if match is None:
             raise ValueError(path)
-        ids = [UUID(match[name]) for name in ("family", "memory", "media")]
+        names = (
+            ("family", "media")
+            if match["memory"] == AVATARS_FOLDER
+            else ("family", "memory", "media")
+        )
+        ids = {name: UUID(match[name]) for name in names}
         # Only the canonical spelling, so one object has exactly one path.
-        if [str(value) for value in ids] != [match["family"], match["memory"], match["media"]]:
+        if any(str(value) != match[name] for name, value in ids.items()):
             raise ValueError(path)
     except ValueError:
         raise Invalid(
             "Invalid storage path: expected {family_unit_id}/{memory_id}/{media_id}.{ext}"
         ) from None
-    return MediaPath(ids[0], ids[1], ids[2], match["extension"])
+    return MediaPath(ids["family"], ids.get("memory"), ids["media"], match["extension"])
 
 
-def check_media_file_path(path: str) -> None:
-    """Invalid (400) unless `path` is a media object or a media object's thumbnail."""
-    if path.endswith(_THUMBNAIL_SUFFIX):
-        path = path.removesuffix(_THUMBNAIL_SUFFIX) + ".jpg"
-    parse_media_path(path)
+def source_of(path: str) -> str | None:
+    """The media object a derivative belongs to, with a stand-in extension; None otherwise."""
+    for suffix in VARIANT_SUFFIX.values():
+        if path.endswith(suffix):
+            return path.removesuffix(suffix) + ".jpg"
+    return None
+
+
+def check_media_file_path(path: str) -> MediaPath:
+    """Invalid (400) unless `path` is a media object or one of its derivatives."""
+    return parse_media_path(source_of(path) or path)
 
 
 def normalize_mime(mime_type: str) -> str:

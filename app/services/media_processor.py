@@ -1,4 +1,5 @@
-"""Background media work: check, measure and thumbnail each registered file; clean storage.
+"""Background media work: check, measure and make the derivatives of each registered file
+(thumbnail, preview, playback rendition), read when and where it was taken; clean storage.
 
 The state lives in `memory_media.processing_status`, never only in this process:
 
@@ -12,9 +13,10 @@ with `FOR UPDATE SKIP LOCKED` by the sweep, so any number of server processes ca
 once without two of them claiming the same media. Results are written only while the claim
 is still the one taken (same attempt number), so a late worker cannot overwrite a newer one.
 
-The file work (`media_files.process_file`) runs in a small thread pool, never on the event
-loop; the database is only touched in short transactions around it. Background work runs
-in `system_session()`: there is no user, and it only touches the media it claimed.
+The file work (`app.adapters.media.process_file`, a pure function of plain values) runs in a
+small thread pool, never on the event loop; the database is only touched in short transactions
+around it (and once every few seconds to publish a long transcode's progress). Background work
+runs in `system_session()`: there is no user, and it only touches the media it claimed.
 """
 
 import asyncio
@@ -25,11 +27,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any, Final
 from uuid import UUID
 
-from app.adapters.media import MediaInfo, MediaRejected, process_file
+import asyncpg
+
+from app.adapters.media import MediaLimits, MediaRejected, MediaResult, process_file
+from app.adapters.media.common import PROGRESS_FILE
 from app.adapters.storage.base import StorageBackend
 from app.config import Settings
 from app.db.postgres import Database
@@ -37,19 +44,23 @@ from app.errors import NotFound
 from app.metrics import BACKGROUND_QUEUE_DEPTH, MEDIA_PROCESSED, MEDIA_PROCESSING_SECONDS
 from app.services import storage_service
 from app.services.analytics_service import AnalyticsRecorder, EventType
-from app.services.media_paths import thumbnail_path_for
+from app.services.media_paths import variant_path_for
 
 logger = logging.getLogger(__name__)
+
+# How often a running job's progress file is read and, when it moved, published.
+_PROGRESS_POLL_SECONDS: Final = 2.0
 
 
 @dataclass(frozen=True)
 class Claim:
     id: UUID
-    memory_id: UUID
+    memory_id: UUID | None  # None: an avatar
     family_unit_id: UUID
     storage_path: str
     mime_type: str
     processing_attempts: int
+    sha256: str | None
 
 
 # Right after registration: only if nobody has claimed it yet.
@@ -58,7 +69,7 @@ update public.memory_media
 set processing_status = 'processing', processing_claimed_at = now(),
     processing_attempts = processing_attempts + 1, updated_at = now()
 where id = $1 and processing_status = 'pending'
-returning id, memory_id, family_unit_id, storage_path, mime_type, processing_attempts
+returning id, memory_id, family_unit_id, storage_path, mime_type, processing_attempts, sha256
 """
 # The sweep: anything pending, or processing under a claim older than $1 seconds.
 _CLAIM_STALE = """
@@ -78,7 +89,7 @@ set processing_status = 'processing', processing_claimed_at = now(),
 from claimable
 where m.id = claimable.id
 returning m.id, m.memory_id, m.family_unit_id, m.storage_path, m.mime_type,
-          m.processing_attempts
+          m.processing_attempts, m.sha256
 """
 _GIVE_UP = """
 update public.memory_media
@@ -92,13 +103,45 @@ where processing_attempts >= $2
            and processing_claimed_at < now() - make_interval(secs => $1)))
 """
 # The result is written only under the claim that produced it ($2 = its attempt number).
+# Values travel as one JSON object ($3) read with the table's own row type. The position is
+# kept only when the family has turned keep_location on, decided here, at the last moment.
 _COMPLETE = """
-update public.memory_media
-set processing_status = 'completed', mime_type = $3, width = $4, height = $5, duration = $6,
-    thumbnail_path = $7, metadata = (metadata - 'error' - 'last_error') || $8::jsonb,
+update public.memory_media m
+set processing_status = 'completed', mime_type = r.mime_type, width = r.width,
+    height = r.height, duration = r.duration, thumbnail_path = r.thumbnail_path,
+    variants = r.variants, placeholder = r.placeholder, taken_at = r.taken_at,
+    taken_at_offset = r.taken_at_offset, camera = r.camera,
+    sha256 = coalesce(m.sha256, r.sha256),
+    metadata = (m.metadata - 'error' - 'last_error' - 'progress' - 'location') || r.metadata
+      || case when f.keep_location and $4::jsonb is not null
+              then jsonb_build_object('location', $4::jsonb) else '{}'::jsonb end,
     processing_claimed_at = null, updated_at = now()
+from jsonb_populate_record(null::public.memory_media, $3::jsonb) r,
+     public.family_units f
+where m.id = $1 and m.processing_status = 'processing' and m.processing_attempts = $2
+  and f.id = m.family_unit_id
+returning m.id
+"""
+# A memory without a date takes the earliest capture date of its media; a date a member set
+# is never touched (memory_date_from_media turns false when anyone edits it).
+_MEMORY_DATE_FROM_MEDIA = """
+update public.memories
+set memory_date = $2, memory_date_from_media = true
+where id = $1 and (memory_date is null or (memory_date_from_media and memory_date > $2))
+"""
+_DUPLICATE_OF = """
+select id from public.memory_media
+where family_unit_id = $1 and sha256 = $2 and purpose = 'memory' and id <> $3
+"""
+_NOTE_DUPLICATE = """
+update public.memory_media
+set metadata = metadata || jsonb_build_object('duplicate_of', $2::text)
+where id = $1
+"""
+_PROGRESS = """
+update public.memory_media
+set metadata = metadata || jsonb_build_object('progress', $3::float8), updated_at = now()
 where id = $1 and processing_status = 'processing' and processing_attempts = $2
-returning id
 """
 _FAIL = """
 update public.memory_media
@@ -116,6 +159,7 @@ returning id
 """
 
 _RETRY_MESSAGE = "processing was interrupted; it will be retried"
+_DUPLICATE_MESSAGE = "the same file is already in this family"
 _GAVE_UP_MESSAGE = "processing failed after {attempts} attempts"
 
 
@@ -210,15 +254,15 @@ class MediaProcessor:
         mime_type = claim.mime_type
         try:
             try:
-                info = await self._thumbnail(claim)
+                result = await self._derive(claim)
             except MediaRejected as exc:
                 await self._finish(_FAIL, claim, exc.reason)
             except NotFound:
                 await self._finish(_FAIL, claim, "the uploaded file is missing")
             else:
-                mime_type = info.mime_type
-                await self._complete(claim, info)
-                outcome = "completed"
+                mime_type = result.mime_type
+                if await self._complete(claim, result):
+                    outcome = "completed"
         except Exception:
             logger.exception("media processing error", extra={"media_id": str(claim.id)})
             outcome = "error"
@@ -239,40 +283,86 @@ class MediaProcessor:
             duration_ms=round(seconds * 1000),
         )
 
-    async def _thumbnail(self, claim: Claim) -> MediaInfo:
+    def limits(self, *, compute_sha256: bool) -> MediaLimits:
+        return MediaLimits(
+            max_pixels=self._settings.max_image_pixels,
+            max_decoded_bytes=self._settings.max_decoded_image_bytes,
+            transcode_cpu_seconds=self._settings.media_transcode_cpu_seconds,
+            compute_sha256=compute_sha256,
+        )
+
+    async def _derive(self, claim: Claim) -> MediaResult:
+        """Download, run process_file off the loop, and store every derivative it made."""
         with tempfile.TemporaryDirectory(prefix="timeless-media-") as work:
-            source, thumbnail = Path(work) / "original", Path(work) / "thumbnail.jpg"
+            source, output = Path(work) / "original", Path(work) / "out"
+            output.mkdir()
             await self._storage.download_to(claim.storage_path, source)
             job = partial(
                 process_file,
                 source,
                 claim.mime_type,
-                thumbnail,
-                max_pixels=self._settings.max_image_pixels,
-                max_decoded_bytes=self._settings.max_decoded_image_bytes,
+                output,
+                self.limits(compute_sha256=claim.sha256 is None),
             )
-            info = await asyncio.get_running_loop().run_in_executor(self._executor, job)
-            await self._storage.upload_file(
-                thumbnail_path_for(claim.storage_path), thumbnail, "image/jpeg"
-            )
-        return info
+            future = asyncio.get_running_loop().run_in_executor(self._executor, job)
+            result = await self._with_progress(claim, future, output / PROGRESS_FILE)
+            for variant in result.variants:
+                await self._storage.upload_file(
+                    variant_path_for(claim.storage_path, variant.name),
+                    output / variant.file,
+                    variant.mime_type,
+                )
+        return result
 
-    async def _complete(self, claim: Claim, info: MediaInfo) -> None:
-        details = {"codec": info.codec, "frame_count": info.frame_count}
+    async def _with_progress(
+        self, claim: Claim, future: "asyncio.Future[MediaResult]", progress_file: Path
+    ) -> MediaResult:
+        """Wait for the job, publishing what its progress file says every few seconds."""
+        published = None
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=_PROGRESS_POLL_SECONDS)
+            if done:
+                return future.result()
+            progress = await asyncio.to_thread(_read_progress, progress_file)
+            if progress is not None and progress != published:
+                published = progress
+                try:
+                    async with self._database.system_session() as db:
+                        await db.execute(_PROGRESS, claim.id, claim.processing_attempts, progress)
+                except Exception:
+                    # Only a hint for clients; the job itself goes on.
+                    logger.warning("could not publish progress", extra={"media_id": str(claim.id)})
+
+    async def _complete(self, claim: Claim, result: MediaResult) -> bool:
+        """Write the result; False when it is a duplicate (then the media failed)."""
+        values = _result_row(claim, result)
+        capture = result.capture
+        location = None
+        if capture.latitude is not None and capture.longitude is not None:
+            location = {"lat": capture.latitude, "lon": capture.longitude}
+        try:
+            async with self._database.system_session() as db:
+                updated = await db.fetchval(
+                    _COMPLETE, claim.id, claim.processing_attempts, values, location
+                )
+                taken_on = _local_date(capture.taken_at)
+                if updated is not None and claim.memory_id is not None and taken_on is not None:
+                    await db.execute(_MEMORY_DATE_FROM_MEDIA, claim.memory_id, taken_on)
+        except asyncpg.UniqueViolationError:
+            # The digest was only known now (Supabase Storage takes none at upload): the same
+            # bytes are already in the family.
+            await self._fail_as_duplicate(claim, result.sha256)
+            return False
+        # No row updated: the media was deleted meanwhile (its files are then removed by the
+        # orphan sweep) or another process holds a newer claim and writes its own result.
+        return True
+
+    async def _fail_as_duplicate(self, claim: Claim, sha256: str | None) -> None:
         async with self._database.system_session() as db:
-            await db.fetchval(
-                _COMPLETE,
-                claim.id,
-                claim.processing_attempts,
-                info.mime_type,
-                info.width,
-                info.height,
-                info.duration,
-                thumbnail_path_for(claim.storage_path),
-                {key: value for key, value in details.items() if value is not None},
-            )
-        # No row updated: the media was deleted meanwhile (its thumbnail is then removed by
-        # the orphan sweep) or another process holds a newer claim and writes its own result.
+            original = await db.fetchval(_DUPLICATE_OF, claim.family_unit_id, sha256, claim.id)
+            await db.fetchval(_FAIL, claim.id, claim.processing_attempts, _DUPLICATE_MESSAGE)
+            if original is not None:
+                await db.execute(_NOTE_DUPLICATE, claim.id, str(original))
 
     async def _finish(self, statement: str, claim: Claim, message: str) -> None:
         async with self._database.system_session() as db:
@@ -288,6 +378,56 @@ class MediaProcessor:
         except Exception:
             # The database is away too: the claim goes stale and the sweep decides later.
             logger.exception("could not record media error", extra={"media_id": str(claim.id)})
+
+
+def _result_row(claim: Claim, result: MediaResult) -> dict[str, Any]:
+    """The columns a completed result sets, as JSON for jsonb_populate_record."""
+    info, capture = result.info, result.capture
+    variants = {
+        variant.name: {
+            "path": variant_path_for(claim.storage_path, variant.name),
+            "mime_type": variant.mime_type,
+            "width": variant.width,
+            "height": variant.height,
+            "size": variant.size,
+        }
+        for variant in result.variants
+    }
+    taken_at, offset = None, None
+    if capture.taken_at is not None:
+        utc_offset = capture.taken_at.utcoffset()
+        if utc_offset is None:  # local time, zone unknown: kept as if UTC, shown without offset
+            taken_at = capture.taken_at.replace(tzinfo=UTC)
+        else:
+            taken_at, offset = capture.taken_at, round(utc_offset.total_seconds() / 60)
+    camera = {"make": capture.camera_make, "model": capture.camera_model}
+    details = {"codec": info.codec, "frame_count": info.frame_count}
+    return {
+        "mime_type": info.mime_type,
+        "width": info.width,
+        "height": info.height,
+        "duration": info.duration,
+        "thumbnail_path": variants.get("thumbnail", {}).get("path"),
+        "variants": variants,
+        "placeholder": result.placeholder,
+        "taken_at": taken_at.isoformat() if taken_at is not None else None,
+        "taken_at_offset": offset,
+        "camera": camera if any(camera.values()) else None,
+        "sha256": result.sha256,
+        "metadata": {key: value for key, value in details.items() if value is not None},
+    }
+
+
+def _local_date(taken_at: datetime | None) -> date | None:
+    """The calendar day where it was taken (the wall clock's, offset or not)."""
+    return taken_at.date() if taken_at is not None else None
+
+
+def _read_progress(file: Path) -> float | None:
+    try:
+        return round(float(file.read_text()), 2)
+    except (OSError, ValueError):
+        return None
 
 
 async def _every(interval: float, job: Callable[[], Awaitable[int]], name: str) -> None:

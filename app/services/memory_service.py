@@ -30,7 +30,8 @@ from app.schemas.memories import (
     MemoryStatus,
     MemoryUpdate,
 )
-from app.services.media_paths import normalize_mime, parse_media_path, thumbnail_path_for
+from app.services import media_urls
+from app.services.media_paths import derived_paths, normalize_mime, parse_media_path
 
 MEMORY_NOT_FOUND = "Memory not found"
 
@@ -109,27 +110,40 @@ _START = (datetime.fromisoformat("9999-12-31T00:00:00+00:00"), UUID(int=0))
 _REF = "select id, user_id, family_unit_id, status from public.memories where id = $1"
 
 
-async def get(db: Connection, actor: Actor, memory_id: UUID) -> Memory:
+async def get(db: Connection, actor: Actor, memory_id: UUID, storage: StorageBackend) -> Memory:
     rbac.require(actor, Permission.VIEW_MEMORIES)
     row = await db.fetchrow(_GET, memory_id)
     if row is None:
         raise NotFound(MEMORY_NOT_FOUND)
-    return Memory.model_validate(dict(row))
+    return (await _shaped(storage, [dict(row)]))[0]
 
 
 async def list_visible(
-    db: Connection, actor: Actor, *, status: MemoryStatus | None, limit: int, offset: int
+    db: Connection,
+    actor: Actor,
+    storage: StorageBackend,
+    *,
+    status: MemoryStatus | None,
+    limit: int,
+    offset: int,
 ) -> tuple[list[Memory], int]:
     """One page of the memories the caller can see, newest first, and how many there are."""
     rbac.require(actor, Permission.VIEW_MEMORIES)
     rows = await db.fetch(_LIST, actor.family_unit_id, status, limit, offset)
     total = await db.fetchval(_COUNT, actor.family_unit_id, status)
-    return [Memory.model_validate(dict(row)) for row in rows], total
+    return await _shaped(storage, [dict(row) for row in rows]), total
+
+
+async def _shaped(storage: StorageBackend, rows: list[dict[str, Any]]) -> list[Memory]:
+    """Memories as the API shows them: variant and avatar URLs signed in one call."""
+    await media_urls.shape_memories(storage, rows)
+    return [Memory.model_validate(row) for row in rows]
 
 
 async def scroll_visible(
     db: Connection,
     actor: Actor,
+    storage: StorageBackend,
     *,
     status: MemoryStatus | None,
     limit: int,
@@ -153,7 +167,7 @@ async def scroll_visible(
         except (KeyError, TypeError, ValueError):
             raise InvalidCursor() from None
     rows = await db.fetch(_SCROLL, actor.family_unit_id, status, *position, limit + 1)
-    memories = [Memory.model_validate(dict(row)) for row in rows[:limit]]
+    memories = await _shaped(storage, [dict(row) for row in rows[:limit]])
     next_cursor = None
     if len(rows) > limit:
         last = memories[-1]
@@ -212,7 +226,9 @@ returning m.id
 """
 
 
-async def create(db: Connection, actor: Actor, body: MemoryCreate) -> Memory:
+async def create(
+    db: Connection, actor: Actor, body: MemoryCreate, storage: StorageBackend
+) -> Memory:
     """A new memory (a draft unless said otherwise), with any media already uploaded for it."""
     rbac.require(actor, Permission.CREATE_MEMORY)
     if body.status not in INITIAL_STATUSES:
@@ -226,7 +242,7 @@ async def create(db: Connection, actor: Actor, body: MemoryCreate) -> Memory:
     values = body.model_dump(include={"title", "description", "memory_date", "location", "status"})
     values.update(family_unit_id=actor.family_unit_id, user_id=actor.id, tags=body.tags or [])
     memory_id = await db.fetchval(_INSERT, _json_values(values))
-    return await get(db, actor, memory_id)
+    return await get(db, actor, memory_id, storage)
 
 
 def _json_values(values: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +258,7 @@ def _json_values(values: dict[str, Any]) -> dict[str, Any]:
 
 
 async def update(
-    db: Connection, actor: Actor, memory_id: UUID, body: MemoryUpdate
+    db: Connection, actor: Actor, memory_id: UUID, body: MemoryUpdate, storage: StorageBackend
 ) -> tuple[Memory, int]:
     """Change only the fields sent; returns the memory and how many fields were sent."""
     await load_for_edit(db, actor, memory_id)
@@ -257,7 +273,7 @@ async def update(
         raise Invalid(f"A {current['status']} memory cannot become {new_status}")
     values: dict[str, Any] = {**dict(current), **changes, "modified_by": actor.id}
     await db.execute(_UPDATE, memory_id, _json_values(values))
-    return await get(db, actor, memory_id), len(changes)
+    return await get(db, actor, memory_id, storage), len(changes)
 
 
 # Deleting ----------------------------------------------------------------------------------
@@ -283,9 +299,12 @@ async def delete(db: Connection, actor: Actor, memory_id: UUID) -> Removed:
 
 
 def with_thumbnails(paths: list[str]) -> list[str]:
-    # The thumbnail's path is derived, not read, so one written by a processor that is still
-    # running when the row goes is removed as well.
-    return [p for path in paths for p in (path, thumbnail_path_for(path))]
+    """The objects and every derivative they may have.
+
+    Derivative paths are derived, not read, so one written by a processor that is still
+    running when the row goes is removed as well.
+    """
+    return [p for path in paths for p in (path, *derived_paths(path))]
 
 
 # Media -------------------------------------------------------------------------------------
@@ -294,15 +313,23 @@ def with_thumbnails(paths: list[str]) -> list[str]:
 # per-memory size limit. FOR UPDATE applies the memories_update policy (may edit).
 _LOCK_MEMORY = "select id from public.memories where id = $1 for update"
 _MEMORY_BYTES = "select coalesce(sum(file_size), 0) from public.memory_media where memory_id = $1"
+# `on conflict do nothing` covers both a second registration of the same upload (its id) and
+# the same bytes already in the family (the (family_unit_id, sha256) index).
 _INSERT_MEDIA = """
 insert into public.memory_media
-  (id, memory_id, family_unit_id, storage_bucket, storage_path, file_name, mime_type, file_size)
-select id, memory_id, family_unit_id, storage_bucket, storage_path, file_name, mime_type, file_size
+  (id, memory_id, family_unit_id, storage_bucket, storage_path, file_name, mime_type, file_size,
+   sha256)
+select id, memory_id, family_unit_id, storage_bucket, storage_path, file_name, mime_type,
+       file_size, sha256
 from jsonb_populate_record(null::public.memory_media, $1::jsonb)
 on conflict do nothing
 returning id, memory_id, storage_path, storage_bucket, file_name, mime_type, file_size, width,
-          height, duration, thumbnail_path, processing_status, metadata, created_at, updated_at
+          height, duration, thumbnail_path, processing_status, metadata, created_at, updated_at,
+          sha256, variants, placeholder, taken_at, taken_at_offset, camera
 """
+# Which media of the caller's family already holds these bytes (a definer function: it may
+# be in another member's draft, which row level security hides).
+_SAME_BYTES = "select app.family_media_with_sha256($1)"
 _DELETE_MEDIA = """
 delete from public.memory_media where id = $1 and memory_id = $2
 returning storage_path
@@ -352,6 +379,9 @@ async def add_media(
             f"({used} used, this file is {stored.size})"
         )
 
+    if stored.sha256 is not None:
+        await refuse_duplicate(db, stored.sha256)
+
     media = {
         "id": path.media_id,
         "memory_id": memory_id,
@@ -361,11 +391,25 @@ async def add_media(
         "file_name": ref.file_name,
         "mime_type": mime,
         "file_size": stored.size,
+        "sha256": stored.sha256,
     }
     row = await db.fetchrow(_INSERT_MEDIA, _json_values(media))
     if row is None:
+        if stored.sha256 is not None:  # registered by someone else a moment ago
+            await refuse_duplicate(db, stored.sha256)
         raise Conflict("This file is already registered")
-    return Media.model_validate(dict(row))
+    return Media.model_validate(media_urls.shape_media(dict(row), {}))
+
+
+async def refuse_duplicate(db: Connection, sha256: str) -> None:
+    """409 duplicate_media, naming the existing media, when the family already has these bytes."""
+    existing = await db.fetchval(_SAME_BYTES, sha256)
+    if existing is not None:
+        raise Conflict(
+            "This file is already in your family's memories",
+            code="duplicate_media",
+            extra={"media_id": str(existing)},
+        )
 
 
 async def remove_media(db: Connection, actor: Actor, memory_id: UUID, media_id: UUID) -> Removed:

@@ -8,8 +8,9 @@ memory the caller can see, or an upload into a memory they may edit.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 from app.adapters.storage.base import (
@@ -18,7 +19,7 @@ from app.adapters.storage.base import (
 )
 from app.config import Settings
 from app.db.postgres import Connection, Database
-from app.errors import Conflict, NotFound, PayloadTooLarge
+from app.errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
@@ -42,10 +43,17 @@ async def create_upload_url(
     memory_id: UUID,
     mime_type: str,
     file_size: int | None,
+    sha256: str | None = None,
 ) -> UploadUrlOut:
-    """A signed URL to upload one file into a memory the caller may edit."""
+    """A signed URL to upload one file into a memory the caller may edit.
+
+    With `sha256`, a phone re-syncing its camera roll learns before sending a byte that the
+    family already has the file (409 duplicate_media with its id).
+    """
     memory = await memory_service.load_for_edit(db, actor, memory_id)
     mime = media_paths.normalize_mime(mime_type)
+    if sha256 is not None:
+        await memory_service.refuse_duplicate(db, sha256)
     if file_size is not None and file_size > settings.max_file_bytes:
         raise PayloadTooLarge(f"A file may be at most {settings.max_file_bytes} bytes")
     room = settings.max_memory_bytes - await memory_service.media_bytes(db, memory_id)
@@ -74,12 +82,17 @@ async def create_upload_url(
 
 # Access URLs -------------------------------------------------------------------------------
 
-# Row level security on memory_media shows only media of memories the caller can see.
+# Row level security on memory_media shows only media of memories the caller can see (and
+# the family's avatars). A path is the media's original or one of its stored variants.
 _VISIBLE_OBJECT = """
-select id from public.memory_media where storage_path = $1 or thumbnail_path = $1
+select 1 from public.memory_media m
+where m.id = $2
+  and ($1 in (m.storage_path, m.thumbnail_path)
+       or exists (select 1 from jsonb_each(m.variants) v where v.value ->> 'path' = $1))
 """
 _VISIBLE_MEDIA = """
-select storage_path, thumbnail_path, processing_status from public.memory_media where id = $1
+select storage_path, thumbnail_path, processing_status, mime_type, variants
+from public.memory_media where id = $1 and purpose = 'memory'
 """
 
 
@@ -89,7 +102,11 @@ async def access_url(
     """A signed download URL for a media file (original or thumbnail) the caller can see."""
     rbac.require(actor, Permission.VIEW_MEMORIES)
     check_object_path(storage_path)
-    if await db.fetchval(_VISIBLE_OBJECT, storage_path) is None:
+    try:
+        media_id = media_paths.check_media_file_path(storage_path).media_id
+    except Invalid:  # a safe path, but not one the server would make: nothing is there
+        raise NotFound(FILE_NOT_FOUND) from None
+    if await db.fetchval(_VISIBLE_OBJECT, storage_path, media_id) is None:
         raise NotFound(FILE_NOT_FOUND)
     return await _signed(storage, storage_path, expires_in)
 
@@ -102,15 +119,37 @@ async def media_url(
     variant: MediaVariant,
     expires_in: int,
 ) -> AccessUrlOut:
-    """A signed URL for a media item's original or thumbnail (409 until the thumbnail exists)."""
+    """A signed URL for a media item's original or one of its variants.
+
+    409 media_not_ready until processing has made the variant (or when it failed). A video
+    that browsers play as it is has no playback rendition: `playback` is then its original.
+    A photo has no `playback` (404).
+    """
     rbac.require(actor, Permission.VIEW_MEMORIES)
     media = await db.fetchrow(_VISIBLE_MEDIA, media_id)
     if media is None:
         raise NotFound("Media not found")
-    path = media["storage_path"] if variant == "original" else media["thumbnail_path"]
-    if path is None:
-        raise Conflict(f"The thumbnail is not ready (processing is {media['processing_status']})")
-    return await _signed(storage, path, expires_in)
+    return await _signed(storage, _variant_path(media, variant), expires_in)
+
+
+def _variant_path(media: Mapping[str, Any], variant: MediaVariant) -> str:
+    if variant == "original":
+        return str(media["storage_path"])
+    if variant == "playback" and not media["mime_type"].startswith("video/"):
+        raise NotFound("A photo has no playback rendition")
+    status = media["processing_status"]
+    if status != "completed":
+        raise Conflict(
+            f"The {variant} is not ready (processing is {status})", code="media_not_ready"
+        )
+    stored = (media["variants"] or {}).get(variant) or {}
+    if stored.get("path"):
+        return str(stored["path"])
+    if variant == "playback":  # browsers play this video as uploaded
+        return str(media["storage_path"])
+    if variant == "thumbnail" and media["thumbnail_path"]:  # processed before variants existed
+        return str(media["thumbnail_path"])
+    raise NotFound(f"This media has no {variant}")
 
 
 async def _signed(storage: StorageBackend, path: str, expires_in: int) -> AccessUrlOut:
@@ -134,10 +173,14 @@ async def remove_objects(storage: StorageBackend, paths: Sequence[str]) -> None:
         logger.exception("could not remove stored files", extra={"objects": len(paths)})
 
 
+# An object is referenced while its media row exists: the original and every derivative of
+# it (derivatives are named after the media id, inside the row's own folder).
 _REFERENCED = """
-select p from unnest($1::text[]) as p
+select t.p from unnest($1::text[], $2::uuid[]) as t(p, media_id)
 where exists (
-  select 1 from public.memory_media m where m.storage_path = p or m.thumbnail_path = p
+  select 1 from public.memory_media m
+  where m.id = t.media_id
+    and starts_with(t.p, app.media_folder(m.family_unit_id, m.memory_id))
 )
 """
 _ORPHAN_BATCH = 500
@@ -171,8 +214,16 @@ async def _remove_unreferenced(
     database: Database, storage: StorageBackend, paths: list[str]
 ) -> int:
     async with database.system_session() as db:
-        referenced = {row["p"] for row in await db.fetch(_REFERENCED, paths)}
+        media_ids = [_media_id_of(path) for path in paths]
+        referenced = {row["p"] for row in await db.fetch(_REFERENCED, paths, media_ids)}
     orphans = [path for path in paths if path not in referenced]
     if orphans:
         await storage.remove(orphans)
     return len(orphans)
+
+
+def _media_id_of(path: str) -> UUID | None:
+    try:
+        return media_paths.check_media_file_path(path).media_id
+    except Invalid:  # an abandoned `.incoming` part, or a name this server never makes
+        return None

@@ -68,6 +68,7 @@ ID_OF: dict[str, Callable[[World, bool], str]] = {
     "token": lambda world, control: world.invite["token"] if control else world.invite["id"],
     # The adult's login: the `sid` its access token carries.
     "session_id": lambda world, control: jwt.get_unverified_claims(world.adult.access_token)["sid"],
+    "pet_id": lambda world, control: world.pet_id,
 }
 
 
@@ -103,6 +104,7 @@ BODIES: dict[str, Callable[[httpx.AsyncClient, World], Awaitable[dict[str, Any]]
     "CommentUpdate": lambda client, world: _const({"content": "Edited by a stranger"}),
     "MemoryUpdate": lambda client, world: _const({"title": "Edited by a stranger"}),
     "MediaRef": _fresh_upload,
+    "PetUpdate": lambda client, world: _const({"avatar_url": "https://example.com/stranger.png"}),
     "AcceptInviteRequest": lambda client, world: _const(
         {"email": world.invite["email"], "password": PASSWORD, "display_name": "Intruder"}
     ),

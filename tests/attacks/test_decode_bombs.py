@@ -21,7 +21,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from app.adapters.media import MediaRejected, process_file
+from app.adapters.media import MediaLimits, MediaRejected, process_file
 from app.adapters.media.images import decode_cost
 from app.main import create_app
 from tests.conftest import make_settings
@@ -128,13 +128,12 @@ async def test_a_decode_stays_within_its_estimate(
         cost = decode_cost(image)
     assert cost.over(BUDGET), f"{bomb.name} is no bomb: {cost.describe()}"
 
+    limits = MediaLimits(max_decoded_bytes=2**40)
     with peak_growth() as growth:
         # In a thread, as the media processor runs it.
-        info = await asyncio.to_thread(
-            process_file, bomb.file, bomb.mime, tmp_path / "thumb.jpg", max_decoded_bytes=2**40
-        )
+        result = await asyncio.to_thread(process_file, bomb.file, bomb.mime, tmp_path, limits)
 
-    assert info.width == cost.width and (tmp_path / "thumb.jpg").stat().st_size > 0
+    assert result.info.width == cost.width and (tmp_path / "thumbnail.jpg").stat().st_size > 0
     assert growth.bytes <= cost.peak_bytes + NOISE, f"{bomb.name}: {cost.describe()}; {growth}"
 
 
@@ -143,8 +142,8 @@ def test_the_budget_is_checked_before_decoding(tmp_path: Path) -> None:
     source.write_bytes(png_16_bit_grey(4000, 4000))  # 32 MB of 16-bit samples
 
     with pytest.raises(MediaRejected, match="too much memory"):
-        process_file(source, "image/png", tmp_path / "t.jpg", max_decoded_bytes=16 * MIB)
-    process_file(source, "image/png", tmp_path / "t.jpg", max_decoded_bytes=64 * MIB)
+        process_file(source, "image/png", tmp_path, MediaLimits(max_decoded_bytes=16 * MIB))
+    process_file(source, "image/png", tmp_path, MediaLimits(max_decoded_bytes=64 * MIB))
 
 
 # The reviewer's picture ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the superuser pool, not through the API) must show the server's values, not the 
 ones.
 """
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,6 +84,11 @@ def protected(victim: Member, other: Member) -> dict[str, Any]:
         "media_id": EVIL_ID,
         "upload_url": "https://evil.example/upload",
         "password_hash": "$argon2id$v=19$m=1,t=1,p=1$AAAA$AAAA",
+        "sha256": "0" * 64,
+        "variants": {"preview": {"path": f"{victim.family_id}/x/y_preview.jpg"}},
+        "avatar_media_id": EVIL_ID,
+        "purpose": "avatar",
+        "taken_at": LONG_AGO,
     }
 
 
@@ -415,6 +421,47 @@ async def test_register_media_ignores_processing_state_dimensions_and_paths(
     assert (row["width"], row["height"]) == (60, 40)
     assert row["thumbnail_path"] == ticket["storage_path"].replace(".jpg", "_thumb.jpg")
     assert "injected" not in str(row["metadata"])
+    assert row["sha256"] == hashlib.sha256(data).hexdigest() and row["purpose"] == "memory"
+    assert all(v["path"].startswith(f"{adult.family_id}/") for v in row["variants"].values())
+
+
+async def test_avatar_upload_url_ignores_path_media_id_and_limits(
+    client, factory, victim, settings
+):
+    adult = await factory.register("adult")
+    path = f"{API}/storage/avatar-upload-url"
+    body = {"target": "me", "file_name": "me.jpg", "mime_type": "image/jpeg"}
+    response = await client.post(
+        path, json=with_injected("POST", path, body, victim, victim), headers=adult.headers
+    )
+    assert response.status_code == 200, response.text
+    ticket = response.json()
+    assert ticket["storage_path"].startswith(f"{adult.family_id}/avatars/")
+    assert ticket["media_id"] != EVIL_ID
+    assert ticket["max_bytes"] <= settings.max_file_bytes
+
+
+async def test_update_pet_ignores_family_id_creator_and_media(client, pg, factory, victim):
+    world = await family(factory)
+    created = await client.post(
+        f"{API}/auth/register/pet", json={"display_name": "Rex"}, headers=world.adult.headers
+    )
+    pet_id = created.json()["pet_id"]
+    before = await pg.fetchrow("select * from public.pet_profiles where id = $1", uuid.UUID(pet_id))
+    path = f"{API}/families/me/pets/{{pet_id}}"
+    injected = with_injected(
+        "PATCH", path, {"avatar_url": "https://example.com/rex.png"}, victim, world.adult
+    )
+    injected |= {"display_name": "Renamed by a stranger"}
+    response = await client.patch(
+        f"{API}/families/me/pets/{pet_id}", json=injected, headers=world.adult.headers
+    )
+    assert response.status_code == 200, response.text
+    after = await pg.fetchrow("select * from public.pet_profiles where id = $1", uuid.UUID(pet_id))
+    assert after["avatar_url"] == "https://example.com/rex.png"
+    for column in ("id", "family_unit_id", "display_name", "created_by", "created_at"):
+        assert after[column] == before[column], column
+    assert after["avatar_media_id"] is None
 
 
 async def test_upload_url_ignores_path_media_id_and_limits(client, factory, victim, settings):
@@ -627,6 +674,12 @@ ATTACKED = {
         test_register_media_ignores_processing_state_dimensions_and_paths
     ),
     ("POST", f"{API}/storage/upload-url"): test_upload_url_ignores_path_media_id_and_limits,
+    ("POST", f"{API}/storage/avatar-upload-url"): (
+        test_avatar_upload_url_ignores_path_media_id_and_limits
+    ),
+    ("PATCH", f"{API}/families/me/pets/{{pet_id}}"): (
+        test_update_pet_ignores_family_id_creator_and_media
+    ),
     ("POST", f"{API}/feed/memories/{{memory_id}}/reactions"): (
         test_create_reaction_ignores_owner_memory_and_family
     ),

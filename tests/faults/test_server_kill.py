@@ -47,13 +47,19 @@ values ($1::uuid, $2::uuid, $3::uuid, $4, 'late.webp', 'image/webp', $5, 'pendin
 """
 
 
-def _large_webp() -> bytes:
-    """A 12 MP WebP: about half a second to decode and thumbnail here, so work piles up."""
+def _large_webps(count: int) -> list[bytes]:
+    """12 MP WebPs: about half a second each to decode and thumbnail here, so work piles up.
+
+    Each differs in one pixel: a family refuses the same bytes twice (duplicate_media)."""
     size = (4000, 3000)
     image = Image.blend(picture(size), Image.effect_noise(size, 30).convert("RGB"), 0.2)
-    out = io.BytesIO()
-    image.save(out, "WEBP", quality=60, method=0)
-    return out.getvalue()
+    photos = []
+    for index in range(count):
+        image.putpixel((index, 0), (index, 255 - index, 7))
+        out = io.BytesIO()
+        image.save(out, "WEBP", quality=60, method=0)
+        photos.append(out.getvalue())
+    return photos
 
 
 async def _statuses(conn: asyncpg.Connection, memory_id: str) -> list[dict[str, Any]]:
@@ -64,7 +70,7 @@ async def test_media_interrupted_by_sigkill_are_finished_after_restart(
     postgres: EmbeddedPostgres, fault_dir: Path, pg_conn: asyncpg.Connection
 ) -> None:
     data_dir = fault_dir / "data"
-    photo = await asyncio.to_thread(_large_webp)
+    photos = await asyncio.to_thread(_large_webps, MEDIA_COUNT)
     first = ApiServer(postgres.dsn, data_dir, SHORT_SWEEPS)
     try:
         first.start()
@@ -72,7 +78,7 @@ async def test_media_interrupted_by_sigkill_are_finished_after_restart(
             adult = await Factory(client).register("adult")
             memory = await create_memory(client, adult, title="Photos of the summer")
             registered: list[str] = []
-            for index in range(MEDIA_COUNT):
+            for index, photo in enumerate(photos):
                 ticket = await upload_url(
                     client, adult, memory["id"], "image/webp", file_size=len(photo)
                 )

@@ -7,6 +7,7 @@ HEIC, H.264 in MP4/MOV, VP8/VP9 in WebM.
 
 import asyncio
 import io
+import secrets
 import struct
 import tempfile
 import time
@@ -29,10 +30,15 @@ RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
 
 
 def picture(size: tuple[int, int], left: tuple[int, int, int] = RED) -> Image.Image:
-    """Left half one colour, right half blue, so orientation mistakes are visible."""
+    """Left half one colour, right half blue, so orientation mistakes are visible.
+
+    The bottom-right pixel is random, so no two samples are the same bytes: a family refuses
+    the same file twice (409 duplicate_media), as it would two copies of one photo.
+    """
     image = Image.new("RGB", size, BLUE)
     image.paste(left, (0, 0, size[0] // 2, size[1]))
     ImageDraw.Draw(image).ellipse((0, 0, size[0] // 4, size[1] // 4), fill=GREEN)
+    image.putpixel((size[0] - 1, size[1] - 1), tuple(secrets.token_bytes(3)))
     return image
 
 
@@ -64,6 +70,7 @@ def png_with_alpha(size: tuple[int, int] = (320, 200)) -> bytes:
 def animated_gif(size: tuple[int, int] = (120, 80), frames: int = 4) -> bytes:
     colours = [RED, GREEN, BLUE, (200, 200, 30)]
     images = [Image.new("RGB", size, colours[i % len(colours)]) for i in range(frames)]
+    images[0].putpixel((0, 0), tuple(secrets.token_bytes(3)))  # unique bytes (see picture)
     out = io.BytesIO()
     images[0].save(out, "GIF", save_all=True, append_images=images[1:], duration=100, loop=0)
     return out.getvalue()

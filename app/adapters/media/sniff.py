@@ -6,7 +6,8 @@ SNIFF_BYTES: Final = 64
 
 _HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis"})
 _HEIF_BRANDS: Final = frozenset({b"mif1", b"msf1", b"heif"})
-# AVIF shares the mif1/msf1 structural brands with HEIF but needs a decoder we do not accept.
+# AVIF shares the mif1/msf1 structural brands with HEIF; its own brands say which it is.
+# `avis` is an AVIF image sequence (animated); Pillow decodes its first frame like a GIF's.
 _AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
 _QUICKTIME_BRANDS: Final = frozenset({b"qt  "})
 _MP4_BRANDS: Final = frozenset(
@@ -57,13 +58,15 @@ def _sniff_ftyp(head: bytes) -> str | None:
     major = head[8:12]
     compatible_end = min(box_size, len(head))
     compatible = {head[i : i + 4] for i in range(16, compatible_end - 3, 4)}
+    if major in _AVIF_BRANDS:
+        return "image/avif"
     if major in _HEIC_BRANDS:
         return "image/heic"
     if major in _HEIF_BRANDS:
         if compatible & _HEIC_BRANDS:
             return "image/heic"
         if compatible & _AVIF_BRANDS:
-            return None
+            return "image/avif"
         return "image/heif"
     if major in _QUICKTIME_BRANDS:
         return "video/quicktime"

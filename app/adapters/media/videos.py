@@ -1,25 +1,62 @@
-"""Videos: probing (PyAV) and a poster thumbnail from an early frame, turned upright."""
+"""Videos: probing (PyAV), a poster from an early frame turned upright, and whether browsers
+can play the file as it is (else `app.adapters.media.playback` makes a rendition that they can).
+"""
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal
 
 import av
 from PIL import Image
 
-from app.adapters.media.common import MediaInfo, MediaRejected, check_pixels, fit
+from app.adapters.media.capture import from_video_metadata
+from app.adapters.media.common import (
+    PLAYBACK_LONG_EDGE,
+    PLAYBACK_SHORT_EDGE,
+    Capture,
+    MediaInfo,
+    MediaLimits,
+    MediaRejected,
+    check_pixels,
+    fit,
+)
 
-_FFMPEG_DEMUXER: Final[Mapping[str, str]] = MappingProxyType(
+FFMPEG_DEMUXER: Final[Mapping[str, str]] = MappingProxyType(
     {"video/mp4": "mov", "video/quicktime": "mov", "video/webm": "matroska"}
 )
 
 # Phones write a fade-in or a black first frame surprisingly often.
 _VIDEO_THUMB_AT_SECONDS: Final = 0.5
-# Videos
+
+# What Chrome, Firefox and Safari all play, by container (the sniffed type). H.264 only in
+# 8-bit 4:2:0 (High 10, 4:2:2 and 4:4:4 profiles decode in none of them without help);
+# HEVC plays in Safari and only on some hardware elsewhere; AV1 not in older Safari. A
+# QuickTime (.mov) file plays in Safari but Firefox refuses the container, so its streams
+# are copied into MP4 when they are playable themselves (a remux: seconds, no quality loss).
+_PLAYABLE_VIDEO: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {"video/mp4": frozenset({"h264"}), "video/webm": frozenset({"vp8", "vp9"})}
+)
+_PLAYABLE_AUDIO: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {"video/mp4": frozenset({"aac", "mp3"}), "video/webm": frozenset({"opus", "vorbis"})}
+)
+_PLAYABLE_PIXEL_FORMATS: Final = frozenset({"yuv420p", "yuvj420p"})
+# What may be copied into an MP4 as it is.
+_REMUXABLE_VIDEO: Final = frozenset({"h264"})
+_REMUXABLE_AUDIO: Final = frozenset({"aac", "mp3"})
+
+
+@dataclass(frozen=True)
+class PlaybackPlan:
+    """How to make the playback rendition: copy the streams into MP4, or re-encode them."""
+
+    method: Literal["remux", "transcode"]
+    reason: str
+    # The display rotation (counter-clockwise degrees) the rendition keeps, as phones write it.
+    rotation: int = 0
 
 
 @dataclass(frozen=True)
@@ -29,21 +66,26 @@ class _VideoProbe:
     duration: float | None
     codec: str | None
     frame_count: int | None
+    capture: Capture
+    playback: PlaybackPlan | None
 
 
 def process_video(
-    source: Path, mime: str, max_pixels: int, thumb_size: int
-) -> tuple[MediaInfo, Image.Image]:
-    demuxer = _FFMPEG_DEMUXER[mime]
+    source: Path, mime: str, limits: MediaLimits, size: int
+) -> tuple[MediaInfo, Image.Image, Capture, PlaybackPlan | None]:
+    """Check and probe a video: its facts, a poster within `size` x `size` (upright), and
+    how to make a playback rendition if browsers cannot play it as it is (else None)."""
+    demuxer = FFMPEG_DEMUXER[mime]
     try:
-        probe, frame = _probe_and_grab(source, demuxer, max_pixels)
+        probe, frame = _probe_and_grab(source, mime, demuxer, limits)
         if frame is None:
             # No keyframe at/after the target (long GOP or very short clip): take the first one.
             frame = _grab_first_frame(source, demuxer)
         if frame is None:
             raise MediaRejected("the video contains no decodable frames")
-        rotation = _frame_rotation(frame)
-        thumb = _thumbnail_from_frame(frame, thumb_size, rotation)
+        rotation = frame_rotation(frame)
+        poster = _thumbnail_from_frame(frame, size, rotation)
+        playback = replace(probe.playback, rotation=rotation) if probe.playback else None
         width, height = frame.width or probe.width, frame.height or probe.height
     except MediaRejected:
         raise
@@ -60,10 +102,10 @@ def process_video(
         codec=probe.codec,
         frame_count=probe.frame_count,
     )
-    return info, thumb
+    return info, poster, probe.capture, playback
 
 
-def _open_video(source: Path, demuxer: str) -> av.container.InputContainer:
+def open_video(source: Path, demuxer: str) -> av.container.InputContainer:
     # Forcing the demuxer keeps FFmpeg from probing the bytes as some other container. An absolute
     # path can never be mistaken for a "proto:" URL, and the whitelist stops the demuxer from
     # following references inside the file to network resources.
@@ -76,25 +118,65 @@ def _open_video(source: Path, demuxer: str) -> av.container.InputContainer:
 
 
 def _probe_and_grab(
-    source: Path, demuxer: str, max_pixels: int
+    source: Path, mime: str, demuxer: str, limits: MediaLimits
 ) -> tuple[_VideoProbe, av.VideoFrame | None]:
-    with _open_video(source, demuxer) as container:
+    with open_video(source, demuxer) as container:
         if not container.streams.video:
             raise MediaRejected("the file has no video track")
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
-        check_pixels(width, height, max_pixels)
+        check_pixels(width, height, limits.max_pixels)
+        duration = _video_duration(container, stream)
+        if duration is not None and duration > limits.max_video_seconds:
+            raise MediaRejected(
+                f"the video is too long ({duration / 60:.0f} minutes; "
+                f"at most {limits.max_video_seconds / 60:.0f})"
+            )
+        if duration is not None and duration <= 0:
+            raise MediaRejected("the video is empty (it lasts 0 seconds)")
+        tags = {**dict(stream.metadata), **dict(container.metadata)}
         probe = _VideoProbe(
             width=width,
             height=height,
-            duration=_video_duration(container, stream),
+            duration=duration,
             codec=_codec_name(stream),
             frame_count=stream.frames or None,
+            capture=from_video_metadata(tags),
+            playback=_playback_plan(mime, container, stream),
         )
         frame = None
         if probe.duration is not None and probe.duration > _VIDEO_THUMB_AT_SECONDS:
             frame = _grab_keyframe_after(container, stream, _VIDEO_THUMB_AT_SECONDS)
     return probe, frame
+
+
+def _playback_plan(
+    mime: str, container: av.container.InputContainer, stream: av.VideoStream
+) -> PlaybackPlan | None:
+    """None when Chrome, Firefox and Safari all play the file as it is."""
+    video = _codec_name(stream) or "unknown"
+    pixels = stream.codec_context.format.name if stream.codec_context.format else "unknown"
+    audio = _codec_name(container.streams.audio[0]) if container.streams.audio else None
+    pixels_ok = pixels in _PLAYABLE_PIXEL_FORMATS
+    if (
+        video in _PLAYABLE_VIDEO.get(mime, frozenset())
+        and pixels_ok
+        and (audio is None or audio in _PLAYABLE_AUDIO.get(mime, frozenset()))
+    ):
+        return None
+    if (
+        video in _REMUXABLE_VIDEO
+        and pixels_ok
+        and (audio is None or audio in _REMUXABLE_AUDIO)
+        and _fits_playback_box(stream.codec_context.width, stream.codec_context.height)
+    ):
+        return PlaybackPlan("remux", f"{video} in a container not every browser plays")
+    sound = f" with {audio} sound" if audio else ""
+    return PlaybackPlan("transcode", f"{video} ({pixels}){sound} does not play in every browser")
+
+
+def _fits_playback_box(width: int, height: int) -> bool:
+    return max(width, height) <= PLAYBACK_LONG_EDGE and min(width, height) <= PLAYBACK_SHORT_EDGE
 
 
 def _video_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
@@ -105,7 +187,7 @@ def _video_duration(container: av.container.InputContainer, stream: av.VideoStre
     return None
 
 
-def _codec_name(stream: av.VideoStream) -> str | None:
+def _codec_name(stream: av.VideoStream | av.AudioStream) -> str | None:
     codec = stream.codec_context.codec
     # canonical_name is the format ("av1"), name can be the decoder library ("libdav1d").
     return codec.canonical_name if codec is not None else None
@@ -129,7 +211,7 @@ def _grab_keyframe_after(
 
 def _grab_first_frame(source: Path, demuxer: str) -> av.VideoFrame | None:
     # Reopening is simpler and more reliable than seeking back after a failed forward seek.
-    with _open_video(source, demuxer) as container:
+    with open_video(source, demuxer) as container:
         if not container.streams.video:
             return None
         return _first_decoded(container, container.streams.video[0])
@@ -143,7 +225,7 @@ def _first_decoded(
     return None
 
 
-def _frame_rotation(frame: av.VideoFrame) -> int:
+def frame_rotation(frame: av.VideoFrame) -> int:
     """Counter-clockwise display rotation in degrees, normalised to 0/90/180/270."""
     try:
         degrees = frame.rotation

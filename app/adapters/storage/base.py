@@ -35,6 +35,9 @@ class ObjectStat:
     size: int
     modified_at: datetime
     etag: str
+    # SHA-256 of the bytes (hex) when the backend took it while receiving them (the built-in
+    # one does); None when unknown, and then the media processor computes it.
+    sha256: str | None = None
 
 
 class StorageBackend(Protocol):

@@ -14,6 +14,7 @@ are resolved and checked to stay inside the bucket folder before any file is tou
 import asyncio
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import time
@@ -42,6 +43,10 @@ from app.errors import (
 # them like any other unreferenced object, so an abandoned upload is removed in time too.
 INCOMING_DIR = ".incoming"
 _WRITE_BUFFER_BYTES = 1024 * 1024
+# The SHA-256 taken while an upload streamed in travels with the file as an extended
+# attribute (link() keeps it, so it is there the moment the object is). On a filesystem
+# without user xattrs it is simply unknown, and processing computes it.
+_SHA256_XATTR = "user.timeless.sha256"
 
 
 _INVALID_LINK = "Invalid or expired link"
@@ -101,6 +106,7 @@ class LocalStorageBackend:
             size=st.st_size,
             modified_at=datetime.fromtimestamp(st.st_mtime, UTC),
             etag=etag_for(st),
+            sha256=await asyncio.to_thread(_read_sha256, file),
         )
 
     async def signed_download_urls(
@@ -213,10 +219,12 @@ class LocalStorageBackend:
 
         Memory stays constant (one buffer of 1 MiB). On any failure — too large (413), empty
         (400), refused by `inspect`, disk full (507), client gone — the temporary file is
-        removed and nothing is kept. An existing object is never replaced (409).
+        removed and nothing is kept. An existing object is never replaced (409). The bytes'
+        SHA-256 is taken as they pass (no second read) and kept with the file.
         """
         final = self._file(path)
         tmp = await asyncio.to_thread(self._new_incoming_file)
+        digest = hashlib.sha256()
         try:
             size = 0
             async with await anyio.open_file(tmp, "wb") as out:
@@ -227,9 +235,12 @@ class LocalStorageBackend:
                         raise PayloadTooLarge(f"The file is larger than {max_bytes} bytes")
                     buffer += chunk
                     if len(buffer) >= _WRITE_BUFFER_BYTES:
+                        # Hashed by the write's thread, off the event loop (~2 ms per MiB).
+                        await asyncio.to_thread(digest.update, buffer)
                         # Awaited: the write is done before the buffer is reused.
                         await out.write(buffer)
                         buffer.clear()
+                digest.update(buffer)
                 await out.write(buffer)
                 await out.flush()
                 # Durable before it becomes visible: a crash never leaves a torn object.
@@ -238,6 +249,7 @@ class LocalStorageBackend:
                 raise Invalid("The file is empty")
             if inspect is not None:
                 await asyncio.to_thread(inspect, tmp)
+            await asyncio.to_thread(_write_sha256, tmp, digest.hexdigest())
             await asyncio.to_thread(self._publish, tmp, final)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -306,6 +318,19 @@ class LocalStorageBackend:
 def etag_for(st: os.stat_result) -> str:
     # Objects are write-once, so size and modification time identify the content.
     return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+def _write_sha256(file: Path, sha256: str) -> None:
+    with contextlib.suppress(OSError):  # no user xattrs here: processing computes it
+        os.setxattr(file, _SHA256_XATTR, sha256.encode())
+
+
+def _read_sha256(file: Path) -> str | None:
+    try:
+        value = os.getxattr(file, _SHA256_XATTR).decode()
+    except OSError:
+        return None
+    return value if len(value) == 64 else None
 
 
 def _fsync_file(path: Path) -> None:

@@ -4,6 +4,7 @@ from uuid import UUID
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response, status
 
 from app.adapters import rate_limit
+from app.api.avatars import schedule_avatar_work
 from app.api.deps import (
     Context,
     CurrentUser,
@@ -202,16 +203,30 @@ async def logout(
 
 
 @router.get("/me", responses=error_responses(401))
-async def me(actor: CurrentUser, db: UserDb) -> Profile:
+async def me(actor: CurrentUser, db: UserDb, context: Context) -> Profile:
     """Your profile."""
-    return await account_service.get_profile(db, actor)
+    return await account_service.get_profile(db, actor, context.storage)
 
 
-@router.patch("/me", responses=error_responses(401))
-async def update_me(body: ProfileUpdate, actor: CurrentUser, db: UserDb) -> Profile:
-    """Change your display name or avatar (role and family cannot be changed here)."""
-    changes = body.model_dump(exclude_unset=True)
-    return await account_service.update_profile(db, actor, changes)
+@router.patch("/me", responses=error_responses(400, 401, 413))
+async def update_me(
+    body: ProfileUpdate,
+    actor: CurrentUser,
+    db: UserDb,
+    context: Context,
+    tasks: BackgroundTasks,
+) -> Profile:
+    """Change your display name or avatar (role and family cannot be changed here).
+
+    An avatar is a URL (`avatar_url`) or a picture uploaded through
+    `POST /storage/avatar-upload-url` (`avatar_storage_path`); `avatar_url` is then a signed
+    URL of its thumbnail, null until processing has made it.
+    """
+    updated = await account_service.update_profile(
+        db, actor, body, context.storage, context.settings
+    )
+    schedule_avatar_work(tasks, context, updated.avatar)
+    return updated.profile
 
 
 @router.delete(

@@ -4,11 +4,13 @@ from uuid import UUID
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 
 from app.api import conditional
+from app.api.avatars import schedule_avatar_work
 from app.api.deps import Context, CurrentUser, UserDb, require
 from app.models.identity import Actor
 from app.models.rbac import Permission
+from app.schemas.auth import PetUpdate
 from app.schemas.common import error_responses
-from app.schemas.families import Family, FamilyUpdate
+from app.schemas.families import Family, FamilyUpdate, Member
 from app.services import departure_service, family_service, storage_service
 
 router = APIRouter(prefix="/families", tags=["families"])
@@ -16,24 +18,43 @@ router = APIRouter(prefix="/families", tags=["families"])
 
 @router.get("/me", response_model=Family, responses=error_responses(401))
 async def get_my_family(
-    actor: CurrentUser, db: UserDb, request: Request, response: Response
+    actor: CurrentUser, db: UserDb, context: Context, request: Request, response: Response
 ) -> Family | Response:
     """Your family and its members, pets included.
 
     Send its `ETag` as `If-None-Match` to get 304 when nothing about it changed.
     """
-    family = await family_service.get_family(db, actor)
+    family = await family_service.get_family(db, actor, context.storage)
     return conditional.answer(request, response, family, conditional.etag(family))
 
 
 @router.patch("/me", responses=error_responses(401, 403))
-async def rename_family(
+async def update_family(
     body: FamilyUpdate,
     actor: Annotated[Actor, Depends(require(Permission.UPDATE_FAMILY))],
     db: UserDb,
+    context: Context,
 ) -> Family:
-    """Rename your family."""
-    return await family_service.rename(db, actor, body.name)
+    """Rename your family, or switch `keep_location` (keeping photos' GPS positions)."""
+    return await family_service.update(db, actor, body, context.storage)
+
+
+@router.patch("/me/pets/{pet_id}", responses=error_responses(400, 401, 403, 404, 413))
+async def update_pet(
+    pet_id: UUID,
+    body: PetUpdate,
+    actor: Annotated[Actor, Depends(require(Permission.CREATE_PET))],
+    db: UserDb,
+    context: Context,
+    tasks: BackgroundTasks,
+) -> Member:
+    """Change a pet's avatar: a URL, or a picture uploaded through
+    `POST /storage/avatar-upload-url` with the pet's id as `target`."""
+    updated = await family_service.update_pet(
+        db, actor, pet_id, body, context.storage, context.settings
+    )
+    schedule_avatar_work(tasks, context, updated.avatar)
+    return updated.pet
 
 
 @router.delete(

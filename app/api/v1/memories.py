@@ -38,7 +38,7 @@ async def create_memory(
     Photos and videos are added to it afterwards: `POST /storage/upload-url`, send the bytes,
     then `POST /memories/{id}/media`.
     """
-    memory = await memory_service.create(db, actor, body)
+    memory = await memory_service.create(db, actor, body, context.storage)
     context.analytics.record(EventType.MEMORY_POSTED, actor=actor, memory_id=memory.id)
     return memory
 
@@ -71,7 +71,7 @@ async def list_memories(
     """
     if cursor is None:
         memories, total = await memory_service.list_visible(
-            db, actor, status=status_filter, limit=limit, offset=offset or 0
+            db, actor, context.storage, status=status_filter, limit=limit, offset=offset or 0
         )
         response.headers["X-Total-Count"] = str(total)
         return memories
@@ -87,7 +87,13 @@ async def list_memories(
             ]
         )
     page, total = await memory_service.scroll_visible(
-        db, actor, status=status_filter, limit=limit, cursor=cursor, cursors=context.cursors
+        db,
+        actor,
+        context.storage,
+        status=status_filter,
+        limit=limit,
+        cursor=cursor,
+        cursors=context.cursors,
     )
     response.headers["X-Total-Count"] = str(total)
     return page
@@ -106,7 +112,7 @@ async def get_memory(
 
     Send its `ETag` as `If-None-Match` to get 304 when nothing about it changed.
     """
-    memory = await memory_service.get(db, actor, memory_id)
+    memory = await memory_service.get(db, actor, memory_id, context.storage)
     context.analytics.record(EventType.MEMORY_VIEWED, actor=actor, memory_id=memory_id)
     return conditional.answer(request, response, memory, conditional.etag(memory))
 
@@ -119,7 +125,7 @@ async def update_memory(
 
     Status: draft → published → archived → published; anything else is a 400.
     """
-    memory, fields = await memory_service.update(db, actor, memory_id, body)
+    memory, fields = await memory_service.update(db, actor, memory_id, body, context.storage)
     context.analytics.record(
         EventType.MEMORY_UPDATED, actor=actor, memory_id=memory_id, fields_changed=fields
     )

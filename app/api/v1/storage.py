@@ -15,11 +15,12 @@ from app.schemas.storage import (
     MAX_ACCESS_SECONDS,
     MIN_ACCESS_SECONDS,
     AccessUrlOut,
+    AvatarUploadUrlRequest,
     MediaVariant,
     UploadUrlOut,
     UploadUrlRequest,
 )
-from app.services import storage_service
+from app.services import avatar_service, storage_service
 
 if TYPE_CHECKING:
     pass
@@ -32,7 +33,7 @@ ExpiresIn = Annotated[
 ]
 
 
-@router.post("/upload-url", responses=error_responses(401, 403, 404, 413, 415))
+@router.post("/upload-url", responses=error_responses(401, 403, 404, 409, 413, 415))
 async def create_upload_url(
     body: UploadUrlRequest, actor: CurrentUser, db: UserDb, context: Context
 ) -> UploadUrlOut:
@@ -47,6 +48,27 @@ async def create_upload_url(
         context.storage,
         context.settings,
         memory_id=body.memory_id,
+        mime_type=body.mime_type,
+        file_size=body.file_size,
+        sha256=body.sha256,
+    )
+
+
+@router.post("/avatar-upload-url", responses=error_responses(400, 401, 403, 404, 413, 415))
+async def create_avatar_upload_url(
+    body: AvatarUploadUrlRequest, actor: CurrentUser, db: UserDb, context: Context
+) -> UploadUrlOut:
+    """A signed URL to upload a new avatar: yours (`target: "me"`) or a pet's (its id).
+
+    Then `PUT` the bytes to `upload_url` and set it with `PATCH /auth/me` (or
+    `PATCH /families/me/pets/{id}`) `{"avatar_storage_path": storage_path}`.
+    """
+    return await avatar_service.create_upload_url(
+        db,
+        actor,
+        context.storage,
+        context.settings,
+        target=body.target,
         mime_type=body.mime_type,
         file_size=body.file_size,
     )
@@ -73,7 +95,11 @@ async def get_media_url(
     variant: MediaVariant = "original",
     expires_in: ExpiresIn = 3600,
 ) -> AccessUrlOut:
-    """A signed URL for a media item's original or its thumbnail (409 until it is ready)."""
+    """A signed URL for a media item's original or one of its variants (409 until ready).
+
+    `playback` is what a browser should play: the H.264/AAC rendition of a video that needs
+    one, else the original.
+    """
     return await storage_service.media_url(
         db, actor, context.storage, media_id, variant, expires_in
     )
