@@ -5,6 +5,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request,
 
 from app.adapters import rate_limit
 from app.api.deps import (
+    NO_STORE,
     Context,
     CurrentUser,
     UserDb,
@@ -87,16 +88,19 @@ for _role in FOUNDER_ROLES:
         status_code=status.HTTP_201_CREATED,
         response_model=Registered,
         name=f"register_{_role.value}",
+        operation_id=f"auth_register_{_role.value}",
         summary=f"Register {_role.value}",
         responses=error_responses(409, 429),
+        dependencies=[NO_STORE],
     )
 
 
 @router.post(
     "/register/child",
+    operation_id="auth_register_child",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 404, 409, 429),
-    dependencies=[limit_per_ip("invite_accept")],
+    dependencies=[limit_per_ip("invite_accept"), NO_STORE],
 )
 async def register_child(body: ChildRegisterRequest, context: Context) -> Registered:
     """Join the inviting family as a child, with a child invite token."""
@@ -119,7 +123,9 @@ async def register_child(body: ChildRegisterRequest, context: Context) -> Regist
 
 @router.post(
     "/provision/child",
+    operation_id="auth_provision_child",
     status_code=status.HTTP_201_CREATED,
+    dependencies=[NO_STORE],
     responses=error_responses(401, 403, 409),
 )
 async def provision_child(
@@ -142,7 +148,10 @@ async def provision_child(
 
 
 @router.post(
-    "/register/pet", status_code=status.HTTP_201_CREATED, responses=error_responses(401, 403)
+    "/register/pet",
+    operation_id="auth_register_pet",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 403),
 )
 async def register_pet(
     body: PetRequest,
@@ -158,7 +167,12 @@ async def register_pet(
     return pet
 
 
-@router.post("/login", responses=error_responses(401, 429), dependencies=[limit_per_ip("login")])
+@router.post(
+    "/login",
+    operation_id="auth_login",
+    responses=error_responses(401, 429),
+    dependencies=[limit_per_ip("login"), NO_STORE],
+)
 async def login(body: LoginRequest, context: Context, user_agent: UserAgent = None) -> Tokens:
     """Sign in with email (or a provisioned child's username) and password."""
     async with failed_attempts_limited(
@@ -179,7 +193,10 @@ async def login(body: LoginRequest, context: Context, user_agent: UserAgent = No
 
 
 @router.post(
-    "/refresh", responses=error_responses(401, 429), dependencies=[limit_per_ip("refresh")]
+    "/refresh",
+    operation_id="auth_refresh",
+    responses=error_responses(401, 429),
+    dependencies=[limit_per_ip("refresh"), NO_STORE],
 )
 async def refresh(body: RefreshRequest, context: Context, user_agent: UserAgent = None) -> Tokens:
     """Exchange a refresh token (single use) for a new pair."""
@@ -192,7 +209,12 @@ async def refresh(body: RefreshRequest, context: Context, user_agent: UserAgent 
     return issued.tokens
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401))
+@router.post(
+    "/logout",
+    operation_id="auth_logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401),
+)
 async def logout(
     actor: CurrentUser, db: UserDb, context: Context, body: LogoutRequest | None = None
 ) -> None:
@@ -201,13 +223,13 @@ async def logout(
     context.analytics.record(EventType.USER_LOGGED_OUT, actor=actor)
 
 
-@router.get("/me", responses=error_responses(401))
+@router.get("/me", operation_id="profile_get", responses=error_responses(401))
 async def me(actor: CurrentUser, db: UserDb) -> Profile:
     """Your profile."""
     return await account_service.get_profile(db, actor)
 
 
-@router.patch("/me", responses=error_responses(401))
+@router.patch("/me", operation_id="profile_update", responses=error_responses(401))
 async def update_me(body: ProfileUpdate, actor: CurrentUser, db: UserDb) -> Profile:
     """Change your display name or avatar (role and family cannot be changed here)."""
     changes = body.model_dump(exclude_unset=True)

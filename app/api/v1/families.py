@@ -5,6 +5,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, stat
 
 from app.api import conditional
 from app.api.deps import Context, CurrentUser, UserDb, require
+from app.api.openapi import conditional_responses
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.common import error_responses
@@ -14,7 +15,12 @@ from app.services import departure_service, family_service, storage_service
 router = APIRouter(prefix="/families", tags=["families"])
 
 
-@router.get("/me", response_model=Family, responses=error_responses(401))
+@router.get(
+    "/me",
+    operation_id="family_get",
+    response_model=Family,
+    responses={**error_responses(401), **conditional_responses()},
+)
 async def get_my_family(
     actor: CurrentUser, db: UserDb, request: Request, response: Response
 ) -> Family | Response:
@@ -26,7 +32,7 @@ async def get_my_family(
     return conditional.answer(request, response, family, conditional.etag(family))
 
 
-@router.patch("/me", responses=error_responses(401, 403))
+@router.patch("/me", operation_id="family_update", responses=error_responses(401, 403))
 async def rename_family(
     body: FamilyUpdate,
     actor: Annotated[Actor, Depends(require(Permission.UPDATE_FAMILY))],
@@ -38,6 +44,7 @@ async def rename_family(
 
 @router.delete(
     "/me/members/{user_id}",
+    operation_id="members_remove",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(401, 403, 404, 409),
 )
