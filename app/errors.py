@@ -11,7 +11,15 @@ from typing import Any
 
 from app.log import request_id_var
 
+# Codes that sharpen a status's default code (docs/api.md, "Errors", lists every code).
 VALIDATION_FAILED = "validation_failed"
+INVALID_CREDENTIALS = "invalid_credentials"  # 401 at login: sign in again, differently
+TOKEN_EXPIRED = "token_expired"  # 401: refresh, then retry
+TOKEN_REVOKED = "token_revoked"  # 401: the login ended; sign in again
+INVITE_INVALID = "invite_invalid"  # 400: used, expired, revoked, or not for this email/role
+LINK_INVALID = "link_invalid"  # 403: a signed storage URL changed or expired
+LAST_ADULT = "last_adult"  # 409
+MEDIA_NOT_READY = "media_not_ready"  # 409: processing has not produced it yet
 
 
 def error_body(detail: str, code: str, extra: Mapping[str, object] | None = None) -> dict[str, Any]:

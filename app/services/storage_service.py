@@ -18,7 +18,7 @@ from app.adapters.storage.base import (
 )
 from app.config import Settings
 from app.db.postgres import Connection, Database
-from app.errors import Conflict, NotFound, PayloadTooLarge
+from app.errors import MEDIA_NOT_READY, Conflict, NotFound, PayloadTooLarge
 from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
@@ -109,7 +109,10 @@ async def media_url(
         raise NotFound("Media not found")
     path = media["storage_path"] if variant == "original" else media["thumbnail_path"]
     if path is None:
-        raise Conflict(f"The thumbnail is not ready (processing is {media['processing_status']})")
+        raise Conflict(
+            f"The thumbnail is not ready (processing is {media['processing_status']})",
+            code=MEDIA_NOT_READY,
+        )
     return await _signed(storage, path, expires_in)
 
 
