@@ -180,11 +180,17 @@ def _declare_common(app: FastAPI, document: dict[str, Any]) -> None:
                 continue
             responses = operation.setdefault("responses", {})
             for status in common_statuses(route, method):
-                description, schema, headers = _COMMON[status]
+                description, schema, _ = _COMMON[status]
                 response = responses.setdefault(str(status), {"description": description})
                 # A route's own declaration (its description, its own model) comes first.
-                content = response.setdefault("content", {"application/json": {"schema": schema}})
-                if headers and content.get("application/json", {}).get("schema") == schema:
+                response.setdefault("content", {"application/json": {"schema": schema}})
+            # The headers that go with an error, wherever it was declared (a route may
+            # declare 401 itself: login); not on a route's own body (/health/ready's 503).
+            for status, (_, schema, headers) in _COMMON.items():
+                response = responses.get(str(status))
+                if response is None or not headers:
+                    continue
+                if response.get("content", {}).get("application/json", {}).get("schema") == schema:
                     named = response.setdefault("headers", {})
                     for name in headers:
                         named.setdefault(name, HEADERS[name])

@@ -20,13 +20,24 @@ def text() -> str:
 
 
 def section(title: str, level: int = 2) -> str:
-    """The body of the `## title` section, up to the next heading of that level or higher."""
-    page = text()
-    heading = re.search(rf"^{'#' * level} {re.escape(title)}\s*$", page, re.MULTILINE)
-    assert heading, f"docs/api.md has no section {'#' * level} {title}"
-    rest = page[heading.end() :]
-    following = re.search(rf"^#{{1,{level}}} ", rest, re.MULTILINE)
-    return rest[: following.start()] if following else rest
+    """The body of the `## title` section, up to the next heading of that level or higher
+    (a `#` line inside a code block is a comment, not a heading)."""
+    lines = text().splitlines(keepends=True)
+    body: list[str] | None = None
+    fenced = False
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+        heading = re.match(r"(#+) (.*?)\s*$", line) if not fenced else None
+        if body is None:
+            if heading and len(heading.group(1)) == level and heading.group(2) == title:
+                body = []
+            continue
+        if heading and len(heading.group(1)) <= level:
+            break
+        body.append(line)
+    assert body is not None, f"docs/api.md has no section {'#' * level} {title}"
+    return "".join(body)
 
 
 def _cells(line: str) -> list[str]:
@@ -84,6 +95,17 @@ def endpoints() -> list[Endpoint]:
                     found.append(Endpoint(method, full, coming, line))
     assert found, "docs/api.md's endpoint tables were not found"
     return found
+
+
+def operation_ids() -> dict[tuple[str, str], str]:
+    """The "Operation ids" table: (METHOD, full path) → operationId."""
+    rows = re.findall(
+        r"^\|\s*`([a-z_]+)`\s*\|\s*([A-Z]+) `([^`]+)`\s*\|\s*$",
+        section("Operation ids", level=3),
+        re.MULTILINE,
+    )
+    assert rows, "docs/api.md's operation id table was not found"
+    return {(method, path): operation_id for operation_id, method, path in rows}
 
 
 @dataclass(frozen=True)
