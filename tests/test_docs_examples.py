@@ -15,13 +15,15 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.faults.server import ApiServer
+from app.db.migrate import migrate
+from tests.faults.server import ApiServer, EmbeddedPostgres
 from tests.helpers import api_docs
 
 FIRST_CALLS = "First calls"
@@ -30,10 +32,19 @@ MARK = "@@docs-block@@"
 
 
 @pytest.fixture(scope="module")
-def server(migrated_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("docs-server")
-    with ApiServer(migrated_database_url, folder, env={"RATE_LIMIT_ENABLED": "true"}) as api:
-        yield api.url
+async def server() -> AsyncIterator[str]:
+    """A server of its own, on a PostgreSQL of its own: its media processor picks up the
+    unfinished media of its whole database at start, which must not be other tests' rows."""
+    # Short path: PostgreSQL's Unix socket lives in it.
+    folder = Path(tempfile.mkdtemp(prefix="tld-"))
+    try:
+        with EmbeddedPostgres(folder) as postgres:
+            await migrate(postgres.dsn)
+            env = {"RATE_LIMIT_ENABLED": "true"}
+            with ApiServer(postgres.dsn, folder / "app", env=env) as api:
+                yield api.url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _script(blocks: list[api_docs.Block]) -> str:

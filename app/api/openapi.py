@@ -127,15 +127,15 @@ def operation_id(route: Any) -> str:
 
 def install(app: FastAPI) -> None:
     """Add the declarations above to every operation of FastAPI's document."""
-    completed: list[int] = []
+    completed: list[dict[str, Any]] = []  # the document last completed (held, not its id)
 
     def openapi() -> dict[str, Any]:
         # FastAPI builds the document anew when routes were added (a second API version);
         # each new document gets the declarations once.
         document = FastAPI.openapi(app)
-        if completed != [id(document)]:
+        if not completed or completed[0] is not document:
             _declare_common(app, document)
-            completed[:] = [id(document)]
+            completed[:] = [document]
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -195,7 +195,7 @@ def _declare_common(app: FastAPI, document: dict[str, Any]) -> None:
                     for name in headers:
                         named.setdefault(name, HEADERS[name])
             if deps.no_store in set(_calls(route.dependant)):
-                success = responses[str(route.status_code or 200)]
+                success = responses.setdefault(str(route.status_code or 200), {})
                 success.setdefault("headers", {}).update(NO_STORE_HEADERS)
             operation["responses"] = dict(sorted(responses.items()))
     _drop_unused_schemas(document)
