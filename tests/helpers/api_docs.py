@@ -47,19 +47,20 @@ def _cells(line: str) -> list[str]:
 @dataclass(frozen=True)
 class ErrorCode:
     code: str
-    status: int
+    statuses: frozenset[int]  # usually one; a row may say "401, 400"
     in_progress: bool
 
 
 def error_codes() -> dict[str, ErrorCode]:
-    """The table of the "Errors" section: code → its status, and whether it is still coming."""
+    """The table of the "Errors" section: code → its statuses, and whether it is coming."""
     codes: dict[str, ErrorCode] = {}
     for line in section("Errors").splitlines():
-        match = re.match(r"\|\s*`([a-z_]+)`\s*\|\s*(\d{3})\s*\|(.*)\|\s*$", line)
+        match = re.match(r"\|\s*`([a-z_]+)`\s*\|\s*(\d{3}(?:,\s*\d{3})*)\s*\|(.*)\|\s*$", line)
         if match:
-            code, status, when = match.groups()
+            code, statuses, when = match.groups()
             assert code not in codes, f"docs/api.md lists the error code {code} twice"
-            codes[code] = ErrorCode(code, int(status), when.strip().startswith(IN_PROGRESS))
+            numbers = frozenset(int(n) for n in re.findall(r"\d{3}", statuses))
+            codes[code] = ErrorCode(code, numbers, when.strip().startswith(IN_PROGRESS))
     assert codes, "docs/api.md's error table was not found"
     return codes
 
