@@ -237,7 +237,10 @@ async def update_me(body: ProfileUpdate, actor: CurrentUser, db: UserDb) -> Prof
 
 
 @router.delete(
-    "/me", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401, 409, 503)
+    "/me",
+    operation_id="profile_delete",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 409, 503),
 )
 async def delete_me(
     actor: CurrentUser,
@@ -260,7 +263,10 @@ async def delete_me(
 
 
 @router.post(
-    "/password", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(400, 401, 429)
+    "/password",
+    operation_id="auth_password_change",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(400, 401, 429),
 )
 async def change_password(
     body: PasswordChange, actor: CurrentUser, db: UserDb, context: Context
@@ -281,13 +287,18 @@ async def change_password(
         )
 
 
-@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401))
+@router.post(
+    "/logout-all",
+    operation_id="auth_logout_all",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401),
+)
 async def logout_all(actor: CurrentUser, db: UserDb) -> None:
     """End every login of your account, this one too."""
     await session_service.logout_all(db, actor)
 
 
-@router.get("/sessions", responses=error_responses(401))
+@router.get("/sessions", operation_id="sessions_list", responses=error_responses(401))
 async def list_sessions(actor: CurrentUser, db: UserDb) -> list[Session]:
     """Your logins, newest first; `current` marks the one making this request."""
     return await session_service.list_sessions(db, actor)
@@ -295,6 +306,7 @@ async def list_sessions(actor: CurrentUser, db: UserDb) -> list[Session]:
 
 @router.delete(
     "/sessions/{session_id}",
+    operation_id="sessions_delete",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(401, 404),
 )
@@ -305,6 +317,7 @@ async def end_session(session_id: UUID, actor: CurrentUser, db: UserDb) -> None:
 
 @router.post(
     "/password-reset",
+    operation_id="auth_password_reset",
     status_code=status.HTTP_202_ACCEPTED,
     response_class=Response,
     responses={
@@ -332,6 +345,7 @@ async def request_password_reset(
 
 @router.post(
     "/password-reset/confirm",
+    operation_id="auth_password_reset_confirm",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(400, 429),
     dependencies=[limit_per_ip("password_reset_confirm")],

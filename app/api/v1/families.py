@@ -61,7 +61,10 @@ async def remove_member(
 
 
 @router.post(
-    "/me/leave", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401, 409)
+    "/me/leave",
+    operation_id="family_leave",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 409),
 )
 async def leave_family(
     actor: CurrentUser, db: UserDb, context: Context, tasks: BackgroundTasks
