@@ -10,14 +10,21 @@ import logging
 
 import asyncpg
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
-from app.errors import DomainError, InsufficientStorage
-from app.log import request_id_var
+from app.errors import (
+    DomainError,
+    InsufficientStorage,
+    NotFound,
+    ServiceUnavailable,
+    UnprocessableInput,
+    error_body,
+    validation_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,31 +75,62 @@ def is_database_outage(exc: BaseException) -> bool:
     return False
 
 
+# The code of an error the HTTP layer raises itself (Starlette's HTTPException): an unknown
+# path, a method the path does not take, a body FastAPI cannot read. docs/api.md lists each.
+HTTP_ERROR_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+_HTTP_DETAILS: dict[int, str] = {
+    404: "Not found",
+    405: "This path does not take that method; the Allow header lists those it takes",
+}
+
+
+def http_error_code(status: int) -> str:
+    """The documented code for a status the HTTP layer answers (a 4xx or 5xx)."""
+    return HTTP_ERROR_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        body = {"detail": exc.detail, "code": exc.code, "request_id": request_id_var.get()}
-        return JSONResponse({**exc.extra, **body}, status_code=exc.status_code, headers=exc.headers)
+        body = error_body(exc.detail, exc.code, exc.extra)
+        if isinstance(exc, UnprocessableInput):
+            body["errors"] = exc.errors
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's list form, minus the echoed input (it may hold a password).
-        errors = [
-            {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
-            for err in exc.errors()
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
+        # The input is never echoed back (it may hold a password): loc, msg and type only.
+        return JSONResponse(validation_body(exc.errors()), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # FastAPI answers a body it cannot decode at all (not UTF-8, or nested too deep for
-        # the parser) with a bare 400; it is malformed JSON like any other: 422, list form.
+        # the parser) with a bare 400; it is malformed JSON like any other: 422.
         if exc.status_code == 400 and isinstance(
             exc.__cause__, (UnicodeDecodeError, RecursionError)
         ):
             error = {"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}
-            return JSONResponse({"detail": [error]}, status_code=422)
-        return await http_exception_handler(request, exc)
+            return JSONResponse(validation_body([error]), status_code=422)
+        if exc.status_code == 404 and "endpoint" not in request.scope:
+            redirect = _slash_redirect(request)
+            if redirect is not None:
+                return redirect
+        detail = _HTTP_DETAILS.get(exc.status_code)
+        if detail is None:
+            detail = exc.detail if isinstance(exc.detail, str) else "Request refused"
+        body = error_body(detail, http_error_code(exc.status_code))
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(asyncpg.PostgresConnectionError)
     @app.exception_handler(asyncpg.CannotConnectNowError)
@@ -103,22 +141,40 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OSError)  # ConnectionError, TimeoutError and the rest
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            storage_full = InsufficientStorage()
-            return JSONResponse({"detail": storage_full.detail}, status_code=507)
+            return await domain_error(request, InsufficientStorage())
         if not is_database_outage(exc):
             raise exc  # a bug, not an outage: the middleware answers 500 and logs it
         logger.warning("database unavailable", extra={"error": type(exc).__name__})
-        return JSONResponse(
-            {
-                "detail": "Service temporarily unavailable; please retry",
-                "request_id": request_id_var.get(),
-            },
-            status_code=503,
-            headers={"Retry-After": "2"},
+        return await domain_error(
+            request,
+            ServiceUnavailable(
+                "Service temporarily unavailable; please retry", headers={"Retry-After": "2"}
+            ),
         )
 
     @app.exception_handler(asyncpg.InsufficientPrivilegeError)
     async def row_security_refused(request: Request, exc: Exception) -> JSONResponse:
         # Row level security refused what the service allowed: treat it as absent.
         logger.warning("row level security refused a write", extra={"error": str(exc)})
-        return JSONResponse({"detail": "Not found"}, status_code=404)
+        return await domain_error(request, NotFound())
+
+
+def _slash_redirect(request: Request) -> Response | None:
+    """`/api/v1/memories/` → 307 to `/api/v1/memories`, and the reverse, as Starlette would.
+
+    The app is built with `redirect_slashes=False` because Starlette's own redirect is an
+    absolute URL made from the request's Host header, which a client controls; this one is
+    relative (the path and query only), so it points back at whatever host was asked.
+    """
+    path = request.scope["path"]
+    # "//host/…" and "/\\host/…" read as another host in a relative Location: never redirect there.
+    if path == "/" or path.startswith(("//", "/\\")):
+        return None
+    other = path.rstrip("/") if path.endswith("/") else path + "/"
+    scope = {**request.scope, "path": other}
+    for route in request.app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            query = request.scope.get("query_string", b"").decode("latin-1")
+            return RedirectResponse(other + (f"?{query}" if query else ""), status_code=307)
+    return None

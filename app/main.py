@@ -10,12 +10,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from app import exception_handlers
-from app.api import ops, storage_objects
+from app.api import openapi, ops, storage_objects
 from app.api.v1 import router as v1_router
 from app.config import Settings, get_settings
 from app.context import build_context
 from app.log import configure_logging
-from app.middleware import RequestContextMiddleware
+from app.middleware import GuardMiddleware, RequestContextMiddleware
 from app.proxy import TrustedProxyMiddleware
 from app.schemas.common import ErrorOut, ValidationErrorOut
 
@@ -56,12 +56,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        # What RequestContextMiddleware may answer to any request: a body over the limit, and
-        # a URL that is not UTF-8 (a validation error, as FastAPI documents it on most routes).
+        # Every operation can answer these two; `app.api.openapi` adds what depends on the
+        # route (401, 413, 429, 503). Declaring 422 here also keeps FastAPI's own
+        # validation schema, which this API never answers, out of the document.
         responses={
-            413: {"model": ErrorOut, "description": "Request body too large"},
-            422: {"model": ValidationErrorOut, "description": "Validation Error"},
+            422: {"model": ValidationErrorOut, "description": "Validation failed"},
+            500: {"model": ErrorOut, "description": "A bug; quote `request_id`"},
         },
+        generate_unique_id_function=openapi.operation_id,
+        # Starlette's slash redirect builds an absolute URL from the client's Host header;
+        # `exception_handlers` answers the same 307 with a relative Location instead.
+        redirect_slashes=False,
     )
     app.state.settings = settings
 
@@ -77,21 +82,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     exception_handlers.install(app)
+    openapi.install(app)
+    # Added innermost first. GuardMiddleware's answers (413, the last-resort 500) pass
+    # through CORSMiddleware, so a browser can read them; RequestContextMiddleware, outside
+    # both, gives every response (preflights too) its request id and access log line.
+    app.add_middleware(
+        GuardMiddleware,
+        max_body_bytes=settings.max_json_body_bytes,
+        # Uploads stream to storage with their own (larger) limit; see app.api.storage_objects.
+        unlimited_prefixes=(f"{settings.api_prefix}{storage_objects.PREFIX}/",),
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_credentials=True,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["X-Request-ID", "X-Total-Count", "Retry-After", "ETag"],
+        expose_headers=["X-Request-ID", "X-Total-Count", "Retry-After", "ETag", "Location"],
     )
-    app.add_middleware(
-        RequestContextMiddleware,
-        max_body_bytes=settings.max_json_body_bytes,
-        api_prefix=settings.api_prefix,
-        # Uploads stream to storage with their own (larger) limit; see app.api.storage_objects.
-        unlimited_prefixes=(f"{settings.api_prefix}{storage_objects.PREFIX}/",),
-    )
+    app.add_middleware(RequestContextMiddleware, api_prefix=settings.api_prefix)
     # Outermost: everything inside (limits, logs, URLs) sees the client a trusted proxy names.
     app.add_middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies)
     return app

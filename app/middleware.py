@@ -1,6 +1,7 @@
-"""The outermost layer of every request: request id, body limit, access log, metrics, 500s.
+"""The layers around every request: request id, access log and metrics outside CORS; the
+URL check, the body limit and the last-resort 500 inside it (so those answers carry CORS).
 
-A pure ASGI middleware (not BaseHTTPMiddleware) so it adds no task or copy per request.
+Pure ASGI middleware (not BaseHTTPMiddleware), so they add no task or copy per request.
 """
 
 import asyncio
@@ -15,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ServiceUnavailable
+from app.errors import PayloadTooLarge, ServiceUnavailable, error_body, validation_body
 from app.log import family_id_var, request_id_var, user_id_var
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -23,21 +24,20 @@ logger = logging.getLogger("timeless.access")
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 URL_NOT_UTF8 = "The URL is not valid UTF-8 once percent-decoded"
+# The methods whose body the app reads, and so the ones the body limit applies to.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class RequestContextMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        max_body_bytes: int,
-        api_prefix: str = "",
-        unlimited_prefixes: Sequence[str] = (),
-    ):
+    """The outermost layer: request id, log context, access log line and metrics.
+
+    It answers nothing itself; everything it sees, CORS headers included, was answered by
+    the layers inside it (`app.main` puts CORSMiddleware and then `GuardMiddleware` there).
+    """
+
+    def __init__(self, app: ASGIApp, *, api_prefix: str = ""):
         self.app = app
         self.api_prefix = api_prefix
-        self.max_body_bytes = max_body_bytes
-        self.unlimited_prefixes = tuple(unlimited_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,84 +50,18 @@ class RequestContextMiddleware:
         family_id_var.set(None)
         started = time.perf_counter()
         status = 500
-        response_started = False
-        body_rejected = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
-            if body_rejected and response_started:
-                return  # we already answered 413; whatever the app says is moot
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                response_started = True
                 MutableHeaders(scope=message).append("X-Request-ID", request_id)
             await send(message)
 
-        seen = 0
-
-        async def receive_limited() -> Message:
-            # Count bytes as they arrive (chunked bodies have no Content-Length). Past
-            # the limit, answer 413 ourselves and tell the app the client went away,
-            # so nothing it half-parsed is acted on.
-            nonlocal seen, body_rejected
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes and not body_rejected:
-                    if not response_started:
-                        await self._too_large(send_with_id)
-                    body_rejected = True
-                    return {"type": "http.disconnect"}
-            return message
-
-        bad_part = _non_utf8_url_part(scope)
-        if bad_part is not None:
-            # A request validation error (docs/api.md: 422, FastAPI's list form).
-            error = {"loc": [bad_part], "msg": URL_NOT_UTF8, "type": "string_unicode"}
-            await _send_json(send_with_id, 422, {"detail": [error]})
-            self._record(scope, 422, started)
-            return
-
-        limited = not scope["path"].startswith(self.unlimited_prefixes)
-        declared = _content_length(scope) if limited else None
-        if declared is not None and declared > self.max_body_bytes:
-            await self._too_large(send_with_id)
-            self._record(scope, 413, started)
-            return
-
         try:
-            await self.app(scope, receive_limited if limited else receive, send_with_id)
-        except asyncio.CancelledError:
-            # The server is stopping and this request outlived SHUTDOWN_GRACE_SECONDS (uvicorn
-            # cancels what is left). Whatever it was writing is cleaned up by its own `finally`
-            # (an upload's temporary file is removed); the client is told to retry elsewhere
-            # or later, rather than getting uvicorn's bare 500 or a silent close.
-            self._cut_by_shutdown(scope, request_id, response_started)
-            if not response_started:
-                await _send_json(
-                    send_with_id,
-                    503,
-                    {
-                        "detail": "The server is restarting; please retry",
-                        "code": ServiceUnavailable.default_code,
-                        "request_id": request_id,
-                    },
-                    headers=[(b"retry-after", b"2")],
-                )
-                status = 503
-        except Exception:
-            if body_rejected:
-                self._record(scope, 413, started)
-                return
-            logger.exception("unhandled error")
-            if not response_started:
-                await _send_json(
-                    send_with_id,
-                    500,
-                    {"detail": "Internal server error", "request_id": request_id},
-                )
-            status = 500
-        self._record(scope, status, started)
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self._record(scope, status, started)
 
     def _request_id(self, scope: Scope) -> str:
         for name, value in scope["headers"]:
@@ -136,18 +70,6 @@ class RequestContextMiddleware:
                 if _VALID_REQUEST_ID.match(candidate):
                     return candidate
         return uuid.uuid4().hex
-
-    async def _too_large(self, send: Send) -> None:
-        await _send_json(send, 413, {"detail": f"Request body exceeds {self.max_body_bytes} bytes"})
-
-    def _cut_by_shutdown(self, scope: Scope, request_id: str, response_started: bool) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()  # handled: the task ends normally once the client is answered
-        logger.warning(
-            "request cut by shutdown",
-            extra={"route": self._route_template(scope), "response_started": response_started},
-        )
 
     def _record(self, scope: Scope, status: int, started: float) -> None:
         duration = time.perf_counter() - started
@@ -176,6 +98,102 @@ class RequestContextMiddleware:
         return prefix + str(route.path)
 
 
+class GuardMiddleware:
+    """What the app must never see, or never let out: a URL that is not UTF-8, a body over
+    the limit (413), an unhandled exception (the last-resort 500).
+
+    It sits inside CORSMiddleware, so even these answers carry the CORS headers a browser
+    needs to read them. Each is the one error shape (`app.errors.error_body`).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        unlimited_prefixes: Sequence[str] = (),
+    ):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.unlimited_prefixes = tuple(unlimited_prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        response_started = False
+        body_rejected = False
+
+        async def send_guarded(message: Message) -> None:
+            nonlocal response_started
+            if body_rejected and response_started:
+                return  # we already answered 413; whatever the app says is moot
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        seen = 0
+
+        async def receive_limited() -> Message:
+            # Count bytes as they arrive (chunked bodies have no Content-Length). Past
+            # the limit, answer 413 ourselves and tell the app the client went away,
+            # so nothing it half-parsed is acted on.
+            nonlocal seen, body_rejected
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes and not body_rejected:
+                    if not response_started:
+                        await self._too_large(send_guarded)
+                    body_rejected = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        bad_part = _non_utf8_url_part(scope)
+        if bad_part is not None:
+            error = {"loc": [bad_part], "msg": URL_NOT_UTF8, "type": "string_unicode"}
+            await _send_json(send_guarded, 422, validation_body([error]))
+            return
+
+        # Only these methods take a body here; for the others the app never reads one, so
+        # a GET is never refused for what it carries (and its OpenAPI declares no 413).
+        limited = scope["method"] in BODY_METHODS and not scope["path"].startswith(
+            self.unlimited_prefixes
+        )
+        declared = _content_length(scope) if limited else None
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(send_guarded)
+            return
+
+        try:
+            await self.app(scope, receive_limited if limited else receive, send_guarded)
+        except asyncio.CancelledError:
+            # The server is stopping and this request outlived SHUTDOWN_GRACE_SECONDS (uvicorn
+            # cancels what is left). Whatever it was writing is cleaned up by its own `finally`
+            # (an upload's temporary file is removed); the client is told to retry elsewhere
+            # or later, rather than getting uvicorn's bare 500 or a silent close.
+            _cut_by_shutdown(scope, response_started)
+            if not response_started:
+                body = error_body(
+                    "The server is restarting; please retry", ServiceUnavailable.default_code
+                )
+                await _send_json(send_guarded, 503, body, headers=[(b"retry-after", b"2")])
+        except Exception:
+            if body_rejected:
+                return
+            logger.exception("unhandled error")
+            # Once the response has started there is nothing left to say: the server sees it
+            # unfinished and closes the connection.
+            if not response_started:
+                body = error_body("Internal server error", "internal_error")
+                await _send_json(send_guarded, 500, body)
+
+    async def _too_large(self, send: Send) -> None:
+        detail = f"Request body exceeds {self.max_body_bytes} bytes"
+        await _send_json(send, 413, error_body(detail, PayloadTooLarge.default_code))
+
+
 def _non_utf8_url_part(scope: Scope) -> str | None:
     """The part of the URL ("path" or "query") that is not UTF-8 once percent-decoded.
 
@@ -199,6 +217,20 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _cut_by_shutdown(scope: Scope, response_started: bool) -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()  # handled: the task ends normally once the client is answered
+    route = scope.get("route")
+    logger.warning(
+        "request cut by shutdown",
+        extra={
+            "route": getattr(route, "path", "<unmatched>"),
+            "response_started": response_started,
+        },
+    )
 
 
 async def _send_json(

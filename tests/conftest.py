@@ -20,6 +20,7 @@ from app.db.migrate import migrate
 from app.db.postgres import init_connection
 from app.main import create_app
 from tests.helpers.factories import Factory
+from tests.helpers.responses import RESPONSES
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +83,21 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 @pytest.fixture(scope="session")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+
+    async def record(response: httpx.Response) -> None:
+        await RESPONSES.record(app, response)
+
+    # Every response is recorded for tests/test_zz_contract.py (declared statuses, error shape).
+    hooks = {"response": [record]}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", event_hooks=hooks
+    ) as c:
         yield c
+
+
+@pytest.fixture(autouse=True)
+def _name_the_test_for_the_response_log(request: pytest.FixtureRequest) -> None:
+    RESPONSES.current_test = request.node.nodeid
 
 
 @pytest.fixture(scope="session")

@@ -42,9 +42,10 @@ async def test_bad_registration_is_422_and_writes_nothing(client, pg, case):
     before = await _counts(pg)
     response = await client.post(f"{API}/auth/register/adult", json=BAD_REGISTRATIONS[case])
     assert response.status_code == 422, response.text
-    detail = response.json()["detail"]
-    assert isinstance(detail, list) and detail
-    assert {"loc", "msg", "type"} <= set(detail[0])
+    body = response.json()
+    assert body["code"] == "validation_failed"
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert body["errors"] and {"loc", "msg", "type"} <= set(body["errors"][0])
     # The rejected password is never echoed back.
     assert PASSWORD not in response.text and "tiny-pw9" not in response.text
     assert await _counts(pg) == before
@@ -58,7 +59,7 @@ async def test_malformed_json_is_422(client, pg):
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 422
-    assert response.json()["detail"][0]["type"] == "json_invalid"
+    assert response.json()["errors"][0]["type"] == "json_invalid"
     assert await _counts(pg) == before
 
 
@@ -75,7 +76,7 @@ async def test_unknown_invite_role_is_422(client, factory):
         headers=family.adult.headers,
     )
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "role"]
+    assert response.json()["errors"][0]["loc"] == ["body", "role"]
 
 
 @pytest.mark.parametrize("variant", ["same", "upper", "padded"])

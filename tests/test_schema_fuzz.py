@@ -223,11 +223,14 @@ async def test_middleware_answers_are_documented_on_every_operation(client, app,
     too_large = await client.request(
         method, path, content=b'{"title": "' + b"x" * (1024 * 1024) + b'"}', headers=headers
     )
-    assert too_large.status_code == 413
+    takes_a_body = method == "POST"
+    # A GET never reads a body, so it is never refused for one (and declares no 413).
+    assert (too_large.status_code == 413) == takes_a_body, too_large.text
     conforms(method, path, too_large)
     not_utf8 = await client.request(method, f"{path}?q=%FF", headers=headers)
     assert not_utf8.status_code == 422
     conforms(method, path, not_utf8)
     for document in (DOCUMENT, app.openapi()):
         responses = document["paths"][path][method.lower()]["responses"]
-        assert {"413", "422"} <= set(responses)
+        assert "422" in responses
+        assert ("413" in responses) == takes_a_body

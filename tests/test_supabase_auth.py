@@ -691,6 +691,9 @@ async def test_invalid_supabase_tokens_are_401(
     response = await supabase_client.get(f"{API}/auth/me", headers=bearer(token))
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"] == "Bearer"
+    # Only an expired token is worth a refresh (docs/api.md, "Errors").
+    expected = "token_expired" if problem == "expired" else "not_authenticated"
+    assert response.json()["code"] == expected
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from jose import jwt
 
 from app.adapters.supabase import tokens as supabase_tokens
 from app.adapters.supabase.tokens import (
+    ExpiredSupabaseToken,
     InvalidSupabaseToken,
     SupabaseClaims,
     SupabaseTokenVerifier,
@@ -507,6 +508,8 @@ async def test_expired_token_is_rejected(router, make_verifier, ec_key) -> None:
     just_expired = sign(claims(iat=now - 3610, exp=now - 10), ec_key)
 
     await assert_rejected(make_verifier(), just_expired)
+    with pytest.raises(ExpiredSupabaseToken):  # told apart: the client refreshes and retries
+        await make_verifier().verify(just_expired)
     # Leeway absorbs clock skew, and no more than that.
     assert (await make_verifier(leeway=30).verify(just_expired)).user_id == USER_ID
     long_expired = sign(claims(iat=now - 3700, exp=now - 100), ec_key)

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.adapters import rate_limit, tokens
@@ -49,7 +49,7 @@ class UserSession:
     actor: Actor
 
 
-async def _user_session(
+async def user_session(
     context: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> AsyncIterator[UserSession]:
@@ -76,7 +76,7 @@ async def _verify_token(context: AppContext, token: str) -> tokens.AccessClaims:
 
 # scope="function": the transaction ends (commits) when the endpoint returns,
 # before the response goes out, rather than after it has been sent.
-_Session = Annotated[UserSession, Depends(_user_session, scope="function")]
+_Session = Annotated[UserSession, Depends(user_session, scope="function")]
 
 
 def _actor(session: _Session) -> Actor:
@@ -102,13 +102,32 @@ async def count_per_ip(request: Request, context: AppContext, rule: str) -> None
     await context.rate_limiter.hit(f"{rule}:ip", client_ip, rate_limit.PER_IP[rule])
 
 
+class PerIpLimit:
+    """`limit_per_ip(rule)`: counts every request, before anything else runs.
+
+    A class, so `app.api.openapi` can tell a rate-limited route by its dependencies.
+    """
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+
+    async def __call__(self, request: Request, context: Context) -> None:
+        await count_per_ip(request, context, self.rule)
+
+
 def limit_per_ip(rule: str) -> Any:
     """A route dependency counting each request against the client IP's allowance."""
+    return Depends(PerIpLimit(rule))
 
-    async def count(request: Request, context: Context) -> None:
-        await count_per_ip(request, context, rule)
 
-    return Depends(count)
+def no_store(response: Response) -> None:
+    # RFC 6749 §5.1: a response holding tokens or credentials is kept by no cache.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+
+
+NO_STORE = Depends(no_store)
+"""For routes whose answer holds a token or a password (`dependencies=[NO_STORE]`)."""
 
 
 @asynccontextmanager

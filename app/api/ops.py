@@ -9,24 +9,32 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import Context
+from app.api.openapi import never_unavailable
 from app.db.migrate import MigrationsMissing, pending_migrations
 from app.errors import Unauthorized
 from app.metrics import DB_POOL_CONNECTIONS, render
 from app.schemas.common import error_responses
+from app.schemas.ops import Health, Readiness
 
 router = APIRouter(tags=["operations"])
 
 SWAGGER_STATIC_PATH = "/static/swagger-ui"
 
 
-@router.get("/health")
-async def health(request: Request) -> dict[str, str]:
+@router.get("/health", operation_id="health_get")
+async def health(request: Request) -> Health:
     """Liveness: the process answers, and which API version it serves. Touches no database."""
-    return {"status": "ok", "api_version": request.app.state.settings.api_version}
+    return Health(status="ok", api_version=request.app.state.settings.api_version)
 
 
-@router.get("/health/ready", responses={503: {"description": "Not ready"}})
-async def ready(context: Context) -> JSONResponse:
+@router.get(
+    "/health/ready",
+    operation_id="health_ready",
+    response_model=Readiness,
+    response_model_exclude_none=True,
+    responses={503: {"model": Readiness, "description": "Not ready: the body says why"}},
+)
+async def ready(context: Context) -> Readiness | JSONResponse:
     """Readiness: the database answers, every migration shipped with this code is applied, and
     the storage bucket exists."""
     try:
@@ -34,22 +42,37 @@ async def ready(context: Context) -> JSONResponse:
             pending = await pending_migrations(conn)
     except MigrationsMissing:
         # A broken install: not ready, whatever the database holds.
-        return JSONResponse({"status": "unavailable", "migrations": "missing"}, status_code=503)
+        return _not_ready(Readiness(status="unavailable", migrations="missing"))
     except Exception:
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return _not_ready(Readiness(status="unavailable", database="unreachable"))
     if pending:
-        return JSONResponse(
-            {"status": "unavailable", "pending_migrations": [m.version for m in pending]},
-            status_code=503,
-        )
+        versions = [m.version for m in pending]
+        return _not_ready(Readiness(status="unavailable", pending_migrations=versions))
     # A missing bucket (Supabase signs nothing against it, yet answers 200): not ready.
     storage_problem = await context.storage_problem()
     if storage_problem is not None:
-        return JSONResponse({"status": "unavailable", "storage": storage_problem}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        return _not_ready(Readiness(status="unavailable", storage=storage_problem))
+    return Readiness(status="ok")
 
 
-@router.get("/metrics", response_class=Response, responses=error_responses(401))
+def _not_ready(readiness: Readiness) -> JSONResponse:
+    # Its own body, not the error shape: what load balancers and operators read (docs/api.md).
+    return JSONResponse(readiness.model_dump(exclude_none=True), status_code=503)
+
+
+@router.get(
+    "/metrics",
+    operation_id="metrics_get",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **error_responses(401),
+    },
+)
+@never_unavailable
 async def metrics(
     context: Context, authorization: Annotated[str | None, Header()] = None
 ) -> Response:

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from app.adapters.storage.local import LocalStorageBackend
 from app.api.deps import Context
+from app.api.openapi import HEADERS, never_unavailable
 from app.config import Settings
 from app.errors import Invalid, NotFound
 from app.models.media_types import ALLOWED_MIME_TYPES
@@ -47,23 +48,98 @@ LocalStorage = Annotated[LocalStorageBackend, Depends(_local_storage)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 
 _OBJECT = "/{bucket}/{path:path}"
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_MEDIA_CONTENT = {mime: _BINARY for mime in sorted(ALLOWED_MIME_TYPES)}
+
+
+def _query(name: str, description: str, schema: dict[str, object]) -> dict[str, object]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": True,
+        "description": description,
+        "schema": schema,
+    }
+
+
+# The signed URL's own query parameters: `POST /storage/upload-url` and the access-URL routes
+# hand them out whole; a client never builds them (any change is a 403 `link_invalid`).
+_EXPIRES = _query("expires", "When the URL stops working (Unix time).", {"type": "integer"})
+_SIGNATURE = _query("signature", "The server's signature of the URL.", {"type": "string"})
+_UPLOAD_PARAMETERS = [
+    _EXPIRES,
+    _query("type", "The MIME type the URL was made for.", {"type": "string"}),
+    _query("max_bytes", "The largest file the URL accepts.", {"type": "integer"}),
+    _SIGNATURE,
+]
 _UPLOAD_ERRORS = error_responses(400, 403, 404, 409, 413, 415, 507)
-_MEDIA_CONTENT: dict[str, dict[str, object]] = {mime: {} for mime in sorted(ALLOWED_MIME_TYPES)}
+_PUT_EXTRA = {
+    "parameters": _UPLOAD_PARAMETERS,
+    "requestBody": {
+        "required": True,
+        "description": "The file's bytes; `Content-Type` the type the URL was made for.",
+        "content": {**_MEDIA_CONTENT, "application/octet-stream": _BINARY},
+    },
+}
+_POST_EXTRA = {
+    "parameters": _UPLOAD_PARAMETERS,
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        },
+    },
+}
+_DOWNLOAD_HEADERS = {
+    "ETag": HEADERS["ETag"],
+    "Cache-Control": {
+        **HEADERS["Cache-Control"],
+        "description": "`private, max-age=…, immutable`: objects never change.",
+    },
+}
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"description": "The file, as its verified type", "content": _MEDIA_CONTENT},
+    200: {
+        "description": "The file, as its verified type",
+        "content": _MEDIA_CONTENT,
+        "headers": _DOWNLOAD_HEADERS,
+    },
     206: {
         "description": "The byte range(s) asked for with `Range`",
-        "content": {**_MEDIA_CONTENT, "multipart/byteranges": {}},
+        "content": {**_MEDIA_CONTENT, "multipart/byteranges": _BINARY},
+        "headers": _DOWNLOAD_HEADERS,
     },
-    304: {"description": "Not modified: `If-None-Match` names the current `ETag`"},
+    304: {
+        "description": "Not modified: `If-None-Match` names the current `ETag`",
+        "headers": _DOWNLOAD_HEADERS,
+    },
     **error_responses(400, 403, 404),
-    416: {"description": "The `Range` is past the end of the file", "content": {"text/plain": {}}},
+    416: {
+        "description": "The `Range` is past the end of the file",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
 }
-# A malformed `Range` header is answered in plain text (by Starlette's FileResponse).
-_DOWNLOAD_RESPONSES[400] = {**_DOWNLOAD_RESPONSES[400], "content": {"text/plain": {}}}
+# A malformed `Range` header is answered in plain text (by Starlette's FileResponse); FastAPI
+# adds the JSON error body of the model beside it.
+_DOWNLOAD_RESPONSES[400] = {
+    **_DOWNLOAD_RESPONSES[400],
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
 
 
-@router.put(_OBJECT, status_code=status.HTTP_201_CREATED, responses=_UPLOAD_ERRORS)
+@router.put(
+    _OBJECT,
+    operation_id="objects_upload",
+    status_code=status.HTTP_201_CREATED,
+    responses=_UPLOAD_ERRORS,
+    openapi_extra=_PUT_EXTRA,
+)
+@never_unavailable
 async def upload_object(
     bucket: str, path: str, request: Request, local: LocalStorage, settings: AppSettings
 ) -> UploadedObject:
@@ -81,7 +157,14 @@ async def upload_object(
     )
 
 
-@router.post(_OBJECT, status_code=status.HTTP_201_CREATED, responses=_UPLOAD_ERRORS)
+@router.post(
+    _OBJECT,
+    operation_id="objects_upload_form",
+    status_code=status.HTTP_201_CREATED,
+    responses=_UPLOAD_ERRORS,
+    openapi_extra=_POST_EXTRA,
+)
+@never_unavailable
 async def upload_object_form(
     bucket: str, path: str, request: Request, local: LocalStorage, settings: AppSettings
 ) -> UploadedObject:
@@ -100,9 +183,12 @@ async def upload_object_form(
 
 @router.get(
     _OBJECT,
+    operation_id="objects_download",
     response_class=FileResponse,
     responses=_DOWNLOAD_RESPONSES,
+    openapi_extra={"parameters": [_EXPIRES, _SIGNATURE]},
 )
+@never_unavailable
 async def download_object(
     bucket: str, path: str, request: Request, local: LocalStorage
 ) -> Response:

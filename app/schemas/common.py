@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 
 def _reject_nul(value: str) -> str:
@@ -34,27 +34,39 @@ NEXT_CURSOR_DESCRIPTION = (
 
 
 class ErrorOut(BaseModel):
-    """Every error body (docs/api.md, "Errors"): a sentence for people, a code for programs."""
+    """Every error body (docs/api.md, "Errors"): a sentence for people, a code for programs.
 
-    detail: str
-    code: str | None = Field(
-        default=None,
-        description="Stable snake_case name a client can branch on.",
+    Some codes add named fields (`duplicate_media` adds `media_id`), hence open to extras.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    detail: str = Field(description="One sentence, safe to show to a person.")
+    code: str = Field(
+        description="Stable snake_case name a client branches on (docs/api.md, error codes).",
         examples=["not_found"],
     )
-    request_id: str | None = Field(default=None, description="Quote it when reporting a problem.")
+    request_id: str = Field(description="The response's X-Request-ID; quote it in reports.")
 
 
 class ValidationErrorItem(BaseModel):
-    loc: list[str | int]
+    loc: list[str | int] = Field(
+        description="Where: starts with body, query, path or header.", examples=[["body", "title"]]
+    )
     msg: str
-    type: str
+    type: str = Field(examples=["string_too_long"])
 
 
-class ValidationErrorOut(BaseModel):
-    detail: list[ValidationErrorItem]
+class ValidationErrorOut(ErrorOut):
+    """A 422: `code` is `validation_failed`, and `errors` has one entry per field."""
+
+    errors: list[ValidationErrorItem]
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
-    """OpenAPI `responses=` for the error codes an operation can return."""
+    """OpenAPI `responses=` for the rule-specific error codes an operation can return.
+
+    The statuses every operation of a kind can return (401, 413, 422, 429, 500, 503) are
+    declared for it by `app.api.openapi`; list here only what its own rules answer.
+    """
     return {code: {"model": ErrorOut} for code in codes}

@@ -1,10 +1,17 @@
 """Memory and media shapes, shared by the memory endpoints and the feed."""
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from app.models.identity import Role
 from app.schemas.common import NEXT_CURSOR_DESCRIPTION, NoNul
@@ -67,6 +74,38 @@ class Camera(BaseModel):
     model: str | None = None
 
 
+def _absent_when_none(value: object) -> bool:
+    return value is None
+
+
+class MediaMetadata(BaseModel):
+    """What processing found, or why it failed; a key is absent when it does not apply.
+
+    Open: a newer server may add keys, which a client ignores.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str | None = Field(
+        default=None,
+        exclude_if=_absent_when_none,
+        description="Why processing `failed`, in plain words.",
+    )
+    last_error: str | None = Field(
+        default=None,
+        exclude_if=_absent_when_none,
+        description="A passing problem on the last attempt; processing tries again.",
+    )
+    codec: str | None = Field(
+        default=None, exclude_if=_absent_when_none, description="The video codec, e.g. `h264`."
+    )
+    frame_count: int | None = Field(
+        default=None,
+        exclude_if=_absent_when_none,
+        description="Frames in a video or an animated image (1 for a still image).",
+    )
+
+
 class Media(BaseModel):
     id: UUID
     memory_id: UUID
@@ -80,7 +119,7 @@ class Media(BaseModel):
     duration: float | None
     thumbnail_path: str | None
     processing_status: ProcessingStatus
-    metadata: dict[str, Any]
+    metadata: MediaMetadata
     created_at: datetime
     updated_at: datetime
     variants: dict[VariantName, MediaVariantOut] = Field(

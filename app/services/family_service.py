@@ -8,7 +8,7 @@ from uuid import UUID
 from app.adapters.storage.base import StorageBackend
 from app.config import Settings
 from app.db.postgres import Connection
-from app.errors import Conflict, NotFound
+from app.errors import LAST_ADULT, Conflict, NotFound
 from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
@@ -134,6 +134,6 @@ async def remove_member(db: Connection, actor: Actor, member_id: UUID) -> None:
         if await db.fetchval(_REMOVE_PET, member_id) is None:
             raise NotFound("Member not found")
     elif outcome == "last_adult":
-        raise Conflict("The last adult of a family cannot be removed")
+        raise Conflict("The last adult of a family cannot be removed", code=LAST_ADULT)
     elif outcome != "removed":
         raise NotFound("Member not found")

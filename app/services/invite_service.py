@@ -15,7 +15,7 @@ from app.adapters.cursors import CursorCodec, InvalidCursor
 from app.adapters.tokens import hash_token, new_opaque_token
 from app.config import Settings
 from app.db.postgres import Connection, Database
-from app.errors import Conflict, Invalid, NotFound
+from app.errors import INVITE_INVALID, Conflict, Invalid, NotFound
 from app.models import rbac
 from app.models.identity import Actor, Role
 from app.schemas.auth import Registered
@@ -237,15 +237,18 @@ async def accept(
         if invite is None:
             raise NotFound("Invite not found")
         if invite["status"] != "pending":
-            raise Invalid(_NOT_VALID_REASONS[invite["status"]])
+            raise Invalid(_NOT_VALID_REASONS[invite["status"]], code=INVITE_INVALID)
         role = Role(invite["role"])
         if require_role is not None and role is not require_role:
-            raise Invalid(f"This invite is for a {role.value}, not a {require_role.value}")
+            raise Invalid(
+                f"This invite is for a {role.value}, not a {require_role.value}",
+                code=INVITE_INVALID,
+            )
         given_email = account_service.normalize_email(email)
         if given_email is not None and given_email != invite["email"]:
-            raise Invalid("Email does not match the invitation")
+            raise Invalid("Email does not match the invitation", code=INVITE_INVALID)
         if given_email is None and role is not Role.CHILD:
-            raise Invalid("Email is required")
+            raise Invalid("Email is required", code=INVITE_INVALID)
         # A child joining without an email logs in with a username, as provisioned ones do.
         username = (
             await account_service.new_child_username(database, display_name)

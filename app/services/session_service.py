@@ -12,7 +12,7 @@ from app.adapters.auth.provider import AuthProvider
 from app.adapters.tokens import AccessClaims, hash_token, issue_access_token, new_opaque_token
 from app.config import Settings
 from app.db.postgres import Connection, Database
-from app.errors import Invalid, NotFound, Unauthorized
+from app.errors import INVALID_CREDENTIALS, TOKEN_REVOKED, Invalid, NotFound, Unauthorized
 from app.models.identity import Actor, Role
 from app.schemas.auth import Session, SignedIn, Tokens
 
@@ -101,7 +101,7 @@ async def login(
         password=password,
     )
     if not ok or candidate is None or candidate["removed_at"] is not None:
-        raise Unauthorized(INVALID_LOGIN)
+        raise Unauthorized(INVALID_LOGIN, code=INVALID_CREDENTIALS)
     async with database.system_session() as db:
         return await issue_tokens(
             db,
@@ -160,9 +160,11 @@ async def refresh(
                     family_unit_id=row["family_unit_id"],
                     session_id=row["session_id"],
                 )
-    raise Unauthorized(
-        "Refresh token reuse detected; please sign in again" if reused else INVALID_REFRESH
-    )
+    if reused:
+        raise Unauthorized("Refresh token reuse detected; please sign in again", code=TOKEN_REVOKED)
+    if row is not None and (row["revoked_at"] is not None or row["removed_at"] is not None):
+        raise Unauthorized("This login has ended; please sign in again", code=TOKEN_REVOKED)
+    raise Unauthorized(INVALID_REFRESH)
 
 
 _REVOKE_SESSION_OF_REFRESH_TOKEN = """
@@ -250,7 +252,7 @@ async def change_password(
         password=current_password,
     )
     if not ok:
-        raise Invalid(WRONG_CURRENT_PASSWORD, code="invalid_credentials")
+        raise Invalid(WRONG_CURRENT_PASSWORD, code=INVALID_CREDENTIALS)
     await provider.set_password(actor.id, new_password)
     # A Supabase token names no login of ours: then every one of ours ends.
     await end_all_sessions(db, actor.id, reason="password changed", keep=actor.session_id)
@@ -285,10 +287,12 @@ async def load_actor(
     """The member as the database knows them now; 401 if removed or logged out."""
     row = await db.fetchrow(_LOAD_ACTOR, claims.session_id, touch_after_seconds)
     if row is None:
-        # No session id: a Supabase Auth token, whose account has no (or no longer a) profile.
-        raise Unauthorized(
-            "Token has been revoked" if claims.session_id else "No member profile for this account"
-        )
+        if claims.session_id is not None:
+            # Our own token: its login ended (logout, reuse) or its member was removed.
+            raise Unauthorized("Token has been revoked", code=TOKEN_REVOKED)
+        # No session id: a Supabase Auth token, whose account has no (or no longer a) profile;
+        # row level security hides a removed member's profile, so the two read alike.
+        raise Unauthorized("No member profile for this account")
     return Actor(
         id=row["id"],
         family_unit_id=row["family_unit_id"],

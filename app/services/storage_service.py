@@ -19,7 +19,7 @@ from app.adapters.storage.base import (
 )
 from app.config import Settings
 from app.db.postgres import Connection, Database
-from app.errors import Conflict, Invalid, NotFound, PayloadTooLarge
+from app.errors import MEDIA_NOT_READY, Conflict, Invalid, NotFound, PayloadTooLarge
 from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
@@ -139,9 +139,7 @@ def _variant_path(media: Mapping[str, Any], variant: MediaVariant) -> str:
         raise NotFound("A photo has no playback rendition")
     status = media["processing_status"]
     if status != "completed":
-        raise Conflict(
-            f"The {variant} is not ready (processing is {status})", code="media_not_ready"
-        )
+        raise Conflict(f"The {variant} is not ready (processing is {status})", code=MEDIA_NOT_READY)
     stored = (media["variants"] or {}).get(variant) or {}
     if stored.get("path"):
         return str(stored["path"])

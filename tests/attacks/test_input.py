@@ -154,10 +154,10 @@ async def test_invalid_utf8_in_a_json_body_is_422(client, pg, adult, body):
         content=body,
         headers={**adult.headers, "Content-Type": "application/json"},
     )
-    # Malformed JSON like any other: the contract's 422 list form.
+    # Malformed JSON like any other: the contract's 422 with `errors`.
     assert_clean_4xx(response, 422)
     # (A UTF-8-encoded surrogate gets as far as the field, which refuses it.)
-    assert response.json()["detail"][0]["type"] in ("json_invalid", "string_unicode")
+    assert response.json()["errors"][0]["type"] in ("json_invalid", "string_unicode")
     assert await pg.fetchval("select count(*) from public.memories") == before
 
 
@@ -173,7 +173,7 @@ async def test_lone_surrogate_escape_in_json_is_422(client, adult, body):
         headers={**adult.headers, "Content-Type": "application/json"},
     )
     assert_clean_4xx(response, 422)
-    assert response.json()["detail"][0]["loc"] == ["body", "title"]
+    assert response.json()["errors"][0]["loc"] == ["body", "title"]
 
 
 @pytest.mark.parametrize(
@@ -183,7 +183,7 @@ async def test_lone_surrogate_escape_in_json_is_422(client, adult, body):
 async def test_invalid_utf8_in_a_query_string_is_a_4xx(client, adult, query):
     response = await client.get(f"{API}/feed?{query}", headers=adult.headers)
     assert_clean_4xx(response, 422)
-    assert response.json()["detail"] == [
+    assert response.json()["errors"] == [
         {"loc": ["query"], "msg": URL_NOT_UTF8, "type": "string_unicode"}
     ]
 
@@ -195,7 +195,7 @@ async def test_invalid_utf8_in_a_query_string_is_a_4xx(client, adult, query):
 async def test_invalid_utf8_in_a_path_is_a_4xx(client, adult, path):
     response = await client.get(API + path, headers=adult.headers)
     assert_clean_4xx(response, 422)
-    assert response.json()["detail"] == [
+    assert response.json()["errors"] == [
         {"loc": ["path"], "msg": URL_NOT_UTF8, "type": "string_unicode"}
     ]
 
@@ -315,7 +315,7 @@ async def test_nul_byte_in_any_text_field_is_a_clear_422_and_nothing_is_written(
     assert not failures, failures
     for name, response in responses.items():
         if response.status_code == 422:  # names the field and says why
-            error = response.json()["detail"][0]
+            error = response.json()["errors"][0]
             assert error["loc"][-1] == name.split(".")[-1] or error["loc"][-2] == "tags", name
             assert "U+0000" in error["msg"], (name, error)
     assert await pg.fetchval("select count(*) from public.memories") == before

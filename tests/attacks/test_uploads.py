@@ -536,14 +536,14 @@ async def test_file_name_with_a_nul_byte_is_a_clear_422(client, owner, memory, f
         client, owner, memory["id"], "image/jpeg", file_name=file_name
     )
     assert response.status_code == 422, response.text
-    assert response.json()["detail"][0]["loc"][-1] == "file_name"
+    assert response.json()["errors"][0]["loc"][-1] == "file_name"
     grant = await ticket(client, owner, memory["id"], file_size=len(data))
     assert (await samples.send_bytes(client, grant, data)).status_code == 201
     registered = await samples.register(
         client, owner, memory["id"], grant, mime_type="image/jpeg", file_name=file_name
     )
     assert registered.status_code == 422, registered.text
-    assert registered.json()["detail"][0]["loc"][-1] == "file_name"
+    assert registered.json()["errors"][0]["loc"][-1] == "file_name"
 
 
 OBJECT_PATHS = [
@@ -685,8 +685,9 @@ async def test_upload_signature_on_another_path_is_forbidden(client, owner, memo
         {"expires": str(int(time.time()) + 10**6)},
         {"signature": "A" * 43},
         {"signature": ""},
+        {"signature": "é" * 43},
     ],
-    ids=["type", "max_bytes", "expires", "signature", "empty signature"],
+    ids=["type", "max_bytes", "expires", "signature", "empty signature", "non-ASCII signature"],
 )
 async def test_tampered_upload_url_is_forbidden(client, owner, memory, bucket_dir, change):
     grant = await ticket(client, owner, memory["id"])
@@ -698,6 +699,13 @@ async def test_tampered_upload_url_is_forbidden(client, owner, memory, bucket_di
     )
     assert response.status_code == 403, response.text
     assert files_under(bucket_dir) == before
+
+
+async def test_non_ascii_download_signature_is_forbidden(client, owner, photo):
+    url = await _signed(client, owner, photo)
+    response = await client.get(with_query(url, signature="é" * 43))
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "link_invalid"
 
 
 async def test_expired_download_url_is_forbidden(client, app, owner, photo):

@@ -39,13 +39,20 @@ import httpx
 
 from app.adapters.supabase.client import Supabase
 from app.adapters.supabase.tokens import (
+    ExpiredSupabaseToken,
     InvalidSupabaseToken,
     SupabaseTokenVerifier,
     SupabaseUnavailable,
     looks_like_supabase_token,
 )
 from app.adapters.tokens import AccessClaims
-from app.errors import Conflict, ServiceUnavailable, Unauthorized, UnprocessableInput
+from app.errors import (
+    TOKEN_EXPIRED,
+    Conflict,
+    ServiceUnavailable,
+    Unauthorized,
+    UnprocessableInput,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +162,9 @@ class SupabaseAuthProvider:
             logger.warning("Supabase Auth already has an account for an unused email")
             raise Conflict("An account with this email already exists")
         if error.code == "weak_password":
-            raise UnprocessableInput(f"Password rejected: {error.message or 'too weak'}")
+            raise UnprocessableInput(
+                f"Password rejected: {error.message or 'too weak'}", loc=("body", "password")
+            )
         if error.code in _REFUSED_INPUT_CODES:
             raise UnprocessableInput(
                 f"The sign-in service refused this account: {error.message or error.code}"
@@ -472,8 +481,10 @@ class SupabaseAccessTokens:
             return None
         try:
             claims = await self._verifier.verify(token)
+        except ExpiredSupabaseToken:
+            raise Unauthorized("Token has expired", code=TOKEN_EXPIRED) from None
         except InvalidSupabaseToken:
-            raise Unauthorized("Invalid or expired token") from None
+            raise Unauthorized("Invalid token") from None
         except SupabaseUnavailable:
             logger.warning("Supabase signing keys unavailable; refusing a Supabase token")
             raise ServiceUnavailable(UNAVAILABLE, headers=_RETRY_AFTER) from None

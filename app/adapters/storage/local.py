@@ -29,6 +29,7 @@ import anyio
 from app.adapters.storage.base import ObjectStat, UploadTarget, check_object_path
 from app.adapters.storage.signing import DOWNLOAD, UPLOAD, UploadGrant, UrlSigner, expiry
 from app.errors import (
+    LINK_INVALID,
     Conflict,
     Forbidden,
     InsufficientStorage,
@@ -190,10 +191,10 @@ class LocalStorageBackend:
                 signature, UPLOAD, self.bucket, path, expires, mime_type, max_bytes
             )
             if not valid or int(expires) < time.time():
-                raise Forbidden(_INVALID_LINK)
+                raise Forbidden(_INVALID_LINK, code=LINK_INVALID)
             return UploadGrant(path=path, mime_type=mime_type, max_bytes=int(max_bytes))
         except (KeyError, ValueError):
-            raise Forbidden(_INVALID_LINK) from None
+            raise Forbidden(_INVALID_LINK, code=LINK_INVALID) from None
 
     def verify_download(self, path: str, params: Mapping[str, str]) -> int:
         """Seconds the download URL stays valid, or Forbidden (403)."""
@@ -202,9 +203,9 @@ class LocalStorageBackend:
             valid = self._signer.verify(signature, DOWNLOAD, self.bucket, path, expires)
             remaining = int(expires) - int(time.time())
         except (KeyError, ValueError):
-            raise Forbidden(_INVALID_LINK) from None
+            raise Forbidden(_INVALID_LINK, code=LINK_INVALID) from None
         if not valid or remaining < 0:
-            raise Forbidden(_INVALID_LINK)
+            raise Forbidden(_INVALID_LINK, code=LINK_INVALID)
         return remaining
 
     async def receive(

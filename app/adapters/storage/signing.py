@@ -38,7 +38,9 @@ class UrlSigner:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def verify(self, signature: str, *parts: str) -> bool:
-        return hmac.compare_digest(self.sign(*parts), signature)
+        # As bytes: compare_digest refuses str with non-ASCII characters (a forged signature
+        # of "é" would otherwise be a 500, not a 403).
+        return hmac.compare_digest(self.sign(*parts).encode(), signature.encode())
 
 
 # The longest step an expiry is rounded up by.

@@ -20,7 +20,7 @@ from uuid import UUID
 import httpx
 from jose import jwk, jwt
 from jose.backends.base import Key
-from jose.exceptions import JOSEError
+from jose.exceptions import ExpiredSignatureError, JOSEError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,13 @@ class InvalidSupabaseToken(Exception):
         # Only fixed reasons from this module end up here, never token text: the message may
         # be logged or returned to the caller.
         super().__init__(reason)
+
+
+class ExpiredSupabaseToken(InvalidSupabaseToken):
+    """A valid token of this project, past its `exp`: the client refreshes and retries."""
+
+    def __init__(self) -> None:
+        super().__init__("token has expired")
 
 
 class SupabaseUnavailable(Exception):
@@ -211,6 +218,8 @@ class SupabaseTokenVerifier:
                     "require_sub": True,
                 },
             )
+        except ExpiredSignatureError:
+            raise ExpiredSupabaseToken() from None
         except JOSEError:
             raise InvalidSupabaseToken("token failed verification") from None
         except (ValueError, TypeError):

@@ -12,7 +12,7 @@ from app.services import analytics_service
 router = APIRouter(prefix="/analytics", tags=["analytics"])
 
 
-@router.get("/summary", responses=error_responses(401, 403))
+@router.get("/summary", operation_id="analytics_summary", responses=error_responses(401, 403))
 async def family_summary(
     actor: Annotated[Actor, Depends(require(Permission.VIEW_ANALYTICS))],
     db: UserDb,

@@ -6,6 +6,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request,
 from app.adapters import rate_limit
 from app.api.avatars import schedule_avatar_work
 from app.api.deps import (
+    NO_STORE,
     Context,
     CurrentUser,
     UserDb,
@@ -88,16 +89,19 @@ for _role in FOUNDER_ROLES:
         status_code=status.HTTP_201_CREATED,
         response_model=Registered,
         name=f"register_{_role.value}",
+        operation_id=f"auth_register_{_role.value}",
         summary=f"Register {_role.value}",
         responses=error_responses(409, 429),
+        dependencies=[NO_STORE],
     )
 
 
 @router.post(
     "/register/child",
+    operation_id="auth_register_child",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 404, 409, 429),
-    dependencies=[limit_per_ip("invite_accept")],
+    dependencies=[limit_per_ip("invite_accept"), NO_STORE],
 )
 async def register_child(body: ChildRegisterRequest, context: Context) -> Registered:
     """Join the inviting family as a child, with a child invite token."""
@@ -120,7 +124,9 @@ async def register_child(body: ChildRegisterRequest, context: Context) -> Regist
 
 @router.post(
     "/provision/child",
+    operation_id="auth_provision_child",
     status_code=status.HTTP_201_CREATED,
+    dependencies=[NO_STORE],
     responses=error_responses(401, 403, 409),
 )
 async def provision_child(
@@ -143,7 +149,10 @@ async def provision_child(
 
 
 @router.post(
-    "/register/pet", status_code=status.HTTP_201_CREATED, responses=error_responses(401, 403)
+    "/register/pet",
+    operation_id="auth_register_pet",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 403),
 )
 async def register_pet(
     body: PetRequest,
@@ -159,7 +168,12 @@ async def register_pet(
     return pet
 
 
-@router.post("/login", responses=error_responses(401, 429), dependencies=[limit_per_ip("login")])
+@router.post(
+    "/login",
+    operation_id="auth_login",
+    responses=error_responses(401, 429),
+    dependencies=[limit_per_ip("login"), NO_STORE],
+)
 async def login(body: LoginRequest, context: Context, user_agent: UserAgent = None) -> Tokens:
     """Sign in with email (or a provisioned child's username) and password."""
     async with failed_attempts_limited(
@@ -180,7 +194,10 @@ async def login(body: LoginRequest, context: Context, user_agent: UserAgent = No
 
 
 @router.post(
-    "/refresh", responses=error_responses(401, 429), dependencies=[limit_per_ip("refresh")]
+    "/refresh",
+    operation_id="auth_refresh",
+    responses=error_responses(401, 429),
+    dependencies=[limit_per_ip("refresh"), NO_STORE],
 )
 async def refresh(body: RefreshRequest, context: Context, user_agent: UserAgent = None) -> Tokens:
     """Exchange a refresh token (single use) for a new pair."""
@@ -193,7 +210,12 @@ async def refresh(body: RefreshRequest, context: Context, user_agent: UserAgent 
     return issued.tokens
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401))
+@router.post(
+    "/logout",
+    operation_id="auth_logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401),
+)
 async def logout(
     actor: CurrentUser, db: UserDb, context: Context, body: LogoutRequest | None = None
 ) -> None:
@@ -202,13 +224,13 @@ async def logout(
     context.analytics.record(EventType.USER_LOGGED_OUT, actor=actor)
 
 
-@router.get("/me", responses=error_responses(401))
+@router.get("/me", operation_id="profile_get", responses=error_responses(401))
 async def me(actor: CurrentUser, db: UserDb, context: Context) -> Profile:
     """Your profile."""
     return await account_service.get_profile(db, actor, context.storage)
 
 
-@router.patch("/me", responses=error_responses(400, 401, 413))
+@router.patch("/me", operation_id="profile_update", responses=error_responses(400, 401))
 async def update_me(
     body: ProfileUpdate,
     actor: CurrentUser,
@@ -230,7 +252,10 @@ async def update_me(
 
 
 @router.delete(
-    "/me", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401, 409, 503)
+    "/me",
+    operation_id="profile_delete",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 409, 503),
 )
 async def delete_me(
     actor: CurrentUser,
@@ -253,7 +278,10 @@ async def delete_me(
 
 
 @router.post(
-    "/password", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(400, 401, 429)
+    "/password",
+    operation_id="auth_password_change",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(400, 401, 429),
 )
 async def change_password(
     body: PasswordChange, actor: CurrentUser, db: UserDb, context: Context
@@ -274,13 +302,18 @@ async def change_password(
         )
 
 
-@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401))
+@router.post(
+    "/logout-all",
+    operation_id="auth_logout_all",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401),
+)
 async def logout_all(actor: CurrentUser, db: UserDb) -> None:
     """End every login of your account, this one too."""
     await session_service.logout_all(db, actor)
 
 
-@router.get("/sessions", responses=error_responses(401))
+@router.get("/sessions", operation_id="sessions_list", responses=error_responses(401))
 async def list_sessions(actor: CurrentUser, db: UserDb) -> list[Session]:
     """Your logins, newest first; `current` marks the one making this request."""
     return await session_service.list_sessions(db, actor)
@@ -288,6 +321,7 @@ async def list_sessions(actor: CurrentUser, db: UserDb) -> list[Session]:
 
 @router.delete(
     "/sessions/{session_id}",
+    operation_id="sessions_delete",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(401, 404),
 )
@@ -298,6 +332,7 @@ async def end_session(session_id: UUID, actor: CurrentUser, db: UserDb) -> None:
 
 @router.post(
     "/password-reset",
+    operation_id="auth_password_reset",
     status_code=status.HTTP_202_ACCEPTED,
     response_class=Response,
     responses={
@@ -325,6 +360,7 @@ async def request_password_reset(
 
 @router.post(
     "/password-reset/confirm",
+    operation_id="auth_password_reset_confirm",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(400, 429),
     dependencies=[limit_per_ip("password_reset_confirm")],

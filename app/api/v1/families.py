@@ -6,6 +6,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, stat
 from app.api import conditional
 from app.api.avatars import schedule_avatar_work
 from app.api.deps import Context, CurrentUser, UserDb, require
+from app.api.openapi import conditional_responses
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.auth import PetUpdate
@@ -16,7 +17,12 @@ from app.services import departure_service, family_service, storage_service
 router = APIRouter(prefix="/families", tags=["families"])
 
 
-@router.get("/me", response_model=Family, responses=error_responses(401))
+@router.get(
+    "/me",
+    operation_id="family_get",
+    response_model=Family,
+    responses={**error_responses(401), **conditional_responses()},
+)
 async def get_my_family(
     actor: CurrentUser, db: UserDb, context: Context, request: Request, response: Response
 ) -> Family | Response:
@@ -28,7 +34,7 @@ async def get_my_family(
     return conditional.answer(request, response, family, conditional.etag(family))
 
 
-@router.patch("/me", responses=error_responses(401, 403))
+@router.patch("/me", operation_id="family_update", responses=error_responses(401, 403))
 async def update_family(
     body: FamilyUpdate,
     actor: Annotated[Actor, Depends(require(Permission.UPDATE_FAMILY))],
@@ -59,6 +65,7 @@ async def update_pet(
 
 @router.delete(
     "/me/members/{user_id}",
+    operation_id="members_remove",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(401, 403, 404, 409),
 )
@@ -75,7 +82,10 @@ async def remove_member(
 
 
 @router.post(
-    "/me/leave", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401, 409)
+    "/me/leave",
+    operation_id="family_leave",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 409),
 )
 async def leave_family(
     actor: CurrentUser, db: UserDb, context: Context, tasks: BackgroundTasks

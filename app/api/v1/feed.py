@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api import conditional
 from app.api.deps import Context, CurrentUser, UserDb
+from app.api.openapi import conditional_responses
 from app.schemas.common import MAX_CURSOR_LENGTH, error_responses
 from app.schemas.feed import (
     Comment,
@@ -24,7 +25,12 @@ from app.services.analytics_service import EventType
 router = APIRouter(prefix="/feed", tags=["feed"])
 
 
-@router.get("", response_model=FeedPage, responses=error_responses(400, 401))
+@router.get(
+    "",
+    operation_id="feed_list",
+    response_model=FeedPage,
+    responses={**error_responses(400, 401), **conditional_responses()},
+)
 async def get_feed(
     query: Annotated[FeedQuery, Query()],
     actor: CurrentUser,
@@ -66,6 +72,7 @@ async def get_feed(
 
 @router.post(
     "/memories/{memory_id}/reactions",
+    operation_id="reactions_create",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(401, 404, 409),
 )
@@ -80,7 +87,11 @@ async def create_reaction(
     return reaction
 
 
-@router.get("/memories/{memory_id}/reactions", responses=error_responses(401, 404))
+@router.get(
+    "/memories/{memory_id}/reactions",
+    operation_id="reactions_list",
+    responses=error_responses(401, 404),
+)
 async def list_reactions(memory_id: UUID, actor: CurrentUser, db: UserDb) -> list[Reaction]:
     """Every reaction on a memory, oldest first."""
     return await reaction_service.list_for_memory(db, actor, memory_id)
@@ -88,6 +99,7 @@ async def list_reactions(memory_id: UUID, actor: CurrentUser, db: UserDb) -> lis
 
 @router.delete(
     "/memories/{memory_id}/reactions/{reaction_id}",
+    operation_id="reactions_delete",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(401, 403, 404),
 )
@@ -106,6 +118,7 @@ async def delete_reaction(
 
 @router.post(
     "/memories/{memory_id}/comments",
+    operation_id="comments_create",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 401, 404),
 )
@@ -132,8 +145,9 @@ async def create_comment(
 
 @router.get(
     "/memories/{memory_id}/comments",
+    operation_id="comments_list",
     response_model=list[Comment] | CommentPage,
-    responses=error_responses(400, 401, 404),
+    responses={**error_responses(400, 401, 404), **conditional_responses()},
 )
 async def list_comments(
     memory_id: UUID,
@@ -180,6 +194,7 @@ async def list_comments(
 
 @router.put(
     "/memories/{memory_id}/comments/{comment_id}",
+    operation_id="comments_update",
     responses=error_responses(401, 403, 404, 409),
 )
 async def update_comment(
@@ -200,6 +215,7 @@ async def update_comment(
 
 @router.delete(
     "/memories/{memory_id}/comments/{comment_id}",
+    operation_id="comments_delete",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(401, 403, 404),
 )

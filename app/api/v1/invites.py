@@ -4,7 +4,14 @@ from uuid import UUID
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, status
 
 from app.adapters import rate_limit
-from app.api.deps import Context, UserDb, failed_attempts_limited, limit_per_ip, require
+from app.api.deps import (
+    NO_STORE,
+    Context,
+    UserDb,
+    failed_attempts_limited,
+    limit_per_ip,
+    require,
+)
 from app.api.registration import record_joined
 from app.models.identity import Actor, Role
 from app.models.rbac import Permission
@@ -27,7 +34,13 @@ InviteToken = Annotated[str, Path(min_length=1, max_length=512)]
 Inviter = Annotated[Actor, Depends(require(Permission.INVITE_MEMBERS))]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(401, 403, 409, 503))
+@router.post(
+    "",
+    operation_id="invites_create",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[NO_STORE],
+    responses=error_responses(401, 403, 409, 503),
+)
 async def create_invite(
     body: InviteCreate, actor: Inviter, db: UserDb, context: Context, tasks: BackgroundTasks
 ) -> InviteCreated:
@@ -51,7 +64,12 @@ async def create_invite(
     return created
 
 
-@router.get("", response_model=list[Invite] | InvitePage, responses=error_responses(400, 401, 403))
+@router.get(
+    "",
+    operation_id="invites_list",
+    response_model=list[Invite] | InvitePage,
+    responses=error_responses(400, 401, 403),
+)
 async def list_invites(
     actor: Inviter,
     db: UserDb,
@@ -83,7 +101,10 @@ async def list_invites(
 
 
 @router.get(
-    "/{token}", responses=error_responses(404, 429), dependencies=[limit_per_ip("invite_lookup")]
+    "/{token}",
+    operation_id="invites_lookup",
+    responses=error_responses(404, 429),
+    dependencies=[limit_per_ip("invite_lookup")],
 )
 async def lookup_invite(token: InviteToken, context: Context) -> InviteLookup:
     """Check an invite before accepting it (no sign-in needed)."""
@@ -92,9 +113,10 @@ async def lookup_invite(token: InviteToken, context: Context) -> InviteLookup:
 
 @router.post(
     "/{token}/accept",
+    operation_id="invites_accept",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 404, 409, 429),
-    dependencies=[limit_per_ip("invite_accept")],
+    dependencies=[limit_per_ip("invite_accept"), NO_STORE],
 )
 async def accept_invite(
     token: InviteToken, body: AcceptInviteRequest, context: Context
@@ -118,6 +140,7 @@ async def accept_invite(
 
 @router.delete(
     "/{invite_id}",
+    operation_id="invites_revoke",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(401, 403, 404, 409),
 )

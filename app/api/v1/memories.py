@@ -6,6 +6,7 @@ from fastapi.exceptions import RequestValidationError
 
 from app.api import conditional
 from app.api.deps import Context, CurrentUser, UserDb
+from app.api.openapi import conditional_responses, success_headers
 from app.schemas.common import MAX_CURSOR_LENGTH, error_responses
 from app.schemas.memories import (
     Media,
@@ -27,11 +28,17 @@ MAX_OFFSET = 2**63 - 1
 
 @router.post(
     "",
+    operation_id="memories_create",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 401, 403),
+    responses={**error_responses(400, 401, 403), **success_headers(201, "Location")},
 )
 async def create_memory(
-    body: MemoryCreate, actor: CurrentUser, db: UserDb, context: Context
+    body: MemoryCreate,
+    actor: CurrentUser,
+    db: UserDb,
+    context: Context,
+    request: Request,
+    response: Response,
 ) -> Memory:
     """Create a memory; it is a draft (visible only to you) unless `status` says `published`.
 
@@ -39,11 +46,18 @@ async def create_memory(
     then `POST /memories/{id}/media`.
     """
     memory = await memory_service.create(db, actor, body, context.storage)
+    # Relative (the path only): an absolute URL would repeat the client's Host header.
+    response.headers["Location"] = f"{request.url.path.rstrip('/')}/{memory.id}"
     context.analytics.record(EventType.MEMORY_POSTED, actor=actor, memory_id=memory.id)
     return memory
 
 
-@router.get("", response_model=list[Memory] | MemoryPage, responses=error_responses(400, 401))
+@router.get(
+    "",
+    operation_id="memories_list",
+    response_model=list[Memory] | MemoryPage,
+    responses={**error_responses(400, 401), **success_headers(200, "X-Total-Count")},
+)
 async def list_memories(
     actor: CurrentUser,
     db: UserDb,
@@ -99,7 +113,12 @@ async def list_memories(
     return page
 
 
-@router.get("/{memory_id}", response_model=Memory, responses=error_responses(401, 404))
+@router.get(
+    "/{memory_id}",
+    operation_id="memories_get",
+    response_model=Memory,
+    responses={**error_responses(401, 404), **conditional_responses()},
+)
 async def get_memory(
     memory_id: UUID,
     actor: CurrentUser,
@@ -117,7 +136,9 @@ async def get_memory(
     return conditional.answer(request, response, memory, conditional.etag(memory))
 
 
-@router.put("/{memory_id}", responses=error_responses(400, 401, 403, 404))
+@router.put(
+    "/{memory_id}", operation_id="memories_update", responses=error_responses(400, 401, 403, 404)
+)
 async def update_memory(
     memory_id: UUID, body: MemoryUpdate, actor: CurrentUser, db: UserDb, context: Context
 ) -> Memory:
@@ -134,6 +155,7 @@ async def update_memory(
 
 @router.delete(
     "/{memory_id}",
+    operation_id="memories_delete",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(401, 403, 404),
 )
@@ -150,6 +172,7 @@ async def delete_memory(
 
 @router.post(
     "/{memory_id}/media",
+    operation_id="media_create",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 401, 403, 404, 409, 413, 415),
 )
@@ -175,6 +198,7 @@ async def add_media(
 
 @router.delete(
     "/{memory_id}/media/{media_id}",
+    operation_id="media_delete",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(401, 403, 404),
 )

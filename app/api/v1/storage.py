@@ -33,7 +33,11 @@ ExpiresIn = Annotated[
 ]
 
 
-@router.post("/upload-url", responses=error_responses(401, 403, 404, 409, 413, 415))
+@router.post(
+    "/upload-url",
+    operation_id="storage_upload_url",
+    responses=error_responses(401, 403, 404, 409, 413, 415),
+)
 async def create_upload_url(
     body: UploadUrlRequest, actor: CurrentUser, db: UserDb, context: Context
 ) -> UploadUrlOut:
@@ -74,7 +78,9 @@ async def create_avatar_upload_url(
     )
 
 
-@router.get("/access-url", responses=error_responses(400, 401, 404))
+@router.get(
+    "/access-url", operation_id="storage_access_url", responses=error_responses(400, 401, 404)
+)
 async def get_access_url(
     storage_path: Annotated[str, Query(min_length=1, max_length=1024)],
     actor: CurrentUser,
@@ -86,7 +92,11 @@ async def get_access_url(
     return await storage_service.access_url(db, actor, context.storage, storage_path, expires_in)
 
 
-@router.get("/media/{media_id}/url", responses=error_responses(401, 404, 409))
+@router.get(
+    "/media/{media_id}/url",
+    operation_id="storage_media_url",
+    responses=error_responses(401, 404, 409),
+)
 async def get_media_url(
     media_id: UUID,
     actor: CurrentUser,
