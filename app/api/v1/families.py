@@ -45,7 +45,11 @@ async def update_family(
     return await family_service.update(db, actor, body, context.storage)
 
 
-@router.patch("/me/pets/{pet_id}", responses=error_responses(400, 401, 403, 404, 413))
+@router.patch(
+    "/me/pets/{pet_id}",
+    operation_id="pets_update",
+    responses=error_responses(400, 401, 403, 404),
+)
 async def update_pet(
     pet_id: UUID,
     body: PetUpdate,

@@ -58,7 +58,11 @@ async def create_upload_url(
     )
 
 
-@router.post("/avatar-upload-url", responses=error_responses(400, 401, 403, 404, 413, 415))
+@router.post(
+    "/avatar-upload-url",
+    operation_id="storage_avatar_upload_url",
+    responses=error_responses(400, 401, 403, 404, 413, 415),
+)
 async def create_avatar_upload_url(
     body: AvatarUploadUrlRequest, actor: CurrentUser, db: UserDb, context: Context
 ) -> UploadUrlOut:
