@@ -66,8 +66,12 @@ _COLUMNS = {
     # The member's own logins (policy auth_sessions_revoke_own): ending one, and the time of
     # its last use, which the trigger sets to now whatever is written.
     ("app.auth_sessions", "UPDATE"): "last_used_at revoked_at revoked_reason",
-    ("public.family_units", "UPDATE"): "name updated_at",
-    ("public.user_profiles", "UPDATE"): "avatar_url display_name updated_at",
+    # keep_location: PATCH /families/me (the update policy limits it to adults, grandparents).
+    ("public.family_units", "UPDATE"): "keep_location name updated_at",
+    # avatar_media_id: an avatar uploaded through the signed-upload flow (a trigger refuses a
+    # memory's photo, or another family's media, as an avatar).
+    ("public.user_profiles", "UPDATE"): "avatar_media_id avatar_url display_name updated_at",
+    ("public.pet_profiles", "UPDATE"): "avatar_media_id avatar_url",
     # An adult provisioning a child (policy user_profiles_provision_child).
     ("public.user_profiles", "INSERT"): "display_name email family_unit_id id role username",
     ("public.pet_profiles", "INSERT"): "avatar_url created_by display_name family_unit_id",
@@ -79,8 +83,12 @@ _COLUMNS = {
     ("public.memories", "UPDATE"): (
         "description location memory_date modified_by status tags title updated_at"
     ),
+    # purpose (memory or avatar) and sha256 as registration writes them. NOTE: a member's own
+    # token could register a wrong sha256 and so make the family refuse those bytes later as a
+    # duplicate: a nuisance inside the member's own family only (reviewed, kept).
     ("public.memory_media", "INSERT"): (
-        "family_unit_id file_name file_size id memory_id mime_type storage_bucket storage_path"
+        "family_unit_id file_name file_size id memory_id mime_type purpose sha256"
+        " storage_bucket storage_path"
     ),
     ("public.memory_reactions", "INSERT"): "emoji family_unit_id memory_id user_id",
     (
@@ -107,6 +115,17 @@ COLUMN_PRIVILEGES = {
 # token can mail text of its own to someone it invited, as often as it likes (reported, not
 # changed here).
 CALLABLE_FUNCTIONS = {
+    # Media variants: pure path helpers (no table access of their own), the family's dedupe
+    # lookup (definer: answers only for the caller's own family; it tells a member whether the
+    # family holds a file with that hash, drafts included: reviewed, needed for 409 before
+    # upload), and forgetting stored locations (definer: the caller's family, adults and
+    # grandparents only, as PATCH /families/me {keep_location: false} does).
+    ("authenticated", "app.avatar_path(uuid)", False),
+    ("authenticated", "app.family_media_with_sha256(text)", True),
+    ("authenticated", "app.forget_family_locations()", True),
+    ("authenticated", "app.media_folder(uuid, uuid)", False),
+    ("authenticated", "app.path_in_folder(text, text)", False),
+    ("authenticated", "app.variant_paths_in_folder(jsonb, text)", False),
     ("authenticated", "app.current_family_id()", True),
     ("authenticated", "app.current_member_role()", True),
     ("authenticated", "app.depart_family(boolean, boolean)", True),
