@@ -40,6 +40,7 @@ PERMISSIONS: dict[str, set[str]] = {
     "delete own comment": {"adult", "teen", "grandparent"},
     "delete anyone's comment": {"adult", "grandparent"},
     "read analytics": {"adult", "grandparent"},
+    "change a pet's profile": {"adult", "grandparent"},
 }
 # Who may invite whom (pets are created, never invited).
 INVITABLE: dict[str, set[str]] = {
@@ -1041,3 +1042,48 @@ async def test_analytics_select_not_another_familys(pg, a, b, table):
     assert total > 0
     query = f"select count(*) from {table} where family_unit_id = $1"
     assert await count_as(pg, b.members["adult"], query, u(a.family)) == 0
+
+
+# --- pets' profiles and avatars -----------------------------------------------------------------
+
+
+@covers("public.pet_profiles.pet_profiles_update")
+@pytest.mark.parametrize("role", ROLES)
+async def test_pet_profiles_update_by_role(pg, a, role):
+    statement = (
+        "update public.pet_profiles set avatar_url = 'https://x.example/p.png' where id = $1"
+    )
+    expected = done(1 if may(role, "change a pet's profile") else 0)
+    assert await run_as(pg, a.members[role], statement, a.pet) == expected
+
+
+@covers("public.pet_profiles.pet_profiles_update")
+async def test_pet_profiles_update_with_no_where_clause(pg, a, b):
+    statement = "update public.pet_profiles set avatar_url = null"
+    # B's adult reaches B's own pet only, never A's.
+    assert await run_as(pg, b.members["adult"], statement) == done(1)
+    assert await run_as(pg, b.members["adult"], f"{statement} where id = $1", a.pet) == done(0)
+
+
+_NEW_AVATAR = (
+    "insert into public.memory_media (id, memory_id, family_unit_id, purpose, storage_path,"
+    " file_name, mime_type, file_size) values ($1, null, $2, 'avatar', $3, 'me.jpg',"
+    " 'image/jpeg', 10)"
+)
+
+
+def _avatar_row(family: str) -> tuple[uuid.UUID, uuid.UUID, str]:
+    media = uuid.uuid4()
+    return media, u(family), f"{family}/avatars/{media}.jpg"
+
+
+@covers("public.memory_media.memory_media_insert_avatar")
+@pytest.mark.parametrize("role", ROLES)
+async def test_memory_media_insert_avatar_by_any_member_of_the_family(pg, a, role):
+    statement_status = await run_as(pg, a.members[role], _NEW_AVATAR, *_avatar_row(a.family))
+    assert statement_status == "INSERT 0 1"
+
+
+@covers("public.memory_media.memory_media_insert_avatar")
+async def test_memory_media_insert_avatar_into_own_family_only(pg, a, b):
+    await refused_as(pg, b.members["adult"], _NEW_AVATAR, *_avatar_row(a.family))
