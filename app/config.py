@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     jwt_secret_key: SecretStr | None = None
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 7 * 24 * 3600
+    # A rotated refresh token presented again within this many seconds (several tabs
+    # refreshing at once) gets a pair for the same login; later, it is taken for theft.
+    refresh_reuse_interval_seconds: float = Field(default=10.0, ge=0)
     invite_ttl_days: int = 7
     # argon2id cost; tests lower it, production keeps the library's defaults.
     password_hash_time_cost: int = 3
