@@ -124,6 +124,19 @@ class Settings(BaseSettings):
     # A login's last_used_at moves on refresh, and on access at most once per this interval.
     session_touch_interval_seconds: int = 300
 
+    # Live updates (GET /events; docs/events.md).
+    # The LISTEN connection needs a session: with Supabase's transaction pooler (port 6543)
+    # point this at the session pooler (5432) or the direct connection. Empty: DATABASE_URL.
+    events_listen_database_url: SecretStr | None = None
+    # Events are kept this long for Last-Event-ID replay (the contract promises 15 minutes).
+    events_retention_seconds: int = Field(default=3600, ge=900)
+    events_purge_interval_seconds: float = 300.0
+    # Events waiting for one slow stream; beyond it the stream is dropped with a retry hint.
+    events_queue_size: int = Field(default=256, ge=1)
+    events_keepalive_seconds: float = Field(default=15.0, gt=0)
+    # The reconnect delay the stream suggests to clients (the SSE `retry:` field).
+    events_retry_ms: int = Field(default=3000, ge=0)
+
     # Operations.
     # On SIGTERM, requests still open after this many seconds are cut (503 if nothing was sent
     # yet); then the built-in PostgreSQL stops. 7 s leaves room for that inside the 10 s that
