@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -613,6 +613,26 @@ class EventBroker:
 # The stream -------------------------------------------------------------------------------
 
 KEEPALIVE = b": keep-alive\n\n"
+# Frames are written in chunks of about this size at most. A reader that stops reading
+# leaves at most the transport's buffer (64 KiB before it pauses) plus one chunk in the
+# server's memory; one large chunk would park all its queued events there at once.
+CHUNK_BYTES = 64 * 1024
+
+
+def _chunks(events: list[LiveEvent], after_seq: int) -> Iterator[bytes]:
+    """The frames of the events past `after_seq`, joined into chunks of ~CHUNK_BYTES."""
+    chunk: list[bytes] = []
+    size = 0
+    for event in events:
+        if event.seq <= after_seq:
+            continue
+        chunk.append(event.frame)
+        size += len(event.frame)
+        if size >= CHUNK_BYTES:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+    if chunk:
+        yield b"".join(chunk)
 
 
 class EventStream:
@@ -629,8 +649,8 @@ class EventStream:
         seen = subscriber.start_seq
         if self.last_event_id is not None:
             async for page in broker.replay(subscriber, self.last_event_id):
-                if page:
-                    yield b"".join(event.frame for event in page)
+                for chunk in _chunks(page, self.last_event_id):
+                    yield chunk
             # A client that already saw more (from a server further ahead) gets no repeats.
             seen = max(seen, self.last_event_id)
         # An `id` with no data sets the browser's Last-Event-ID without an event: a stream
@@ -638,10 +658,11 @@ class EventStream:
         yield f"id: {seen}\n\n".encode()
         while True:
             batch = await subscriber.take(broker.keepalive_seconds)
-            frames = [event.frame for event in batch if event.seq > seen]
-            if frames:
-                yield b"".join(frames)
-            elif subscriber.closed is None:
+            wrote = False
+            for chunk in _chunks(batch, seen):
+                yield chunk
+                wrote = True
+            if not wrote and subscriber.closed is None:
                 yield KEEPALIVE
             if subscriber.closed is not None:
                 if subscriber.closed in (CloseReason.TOO_SLOW, CloseReason.SHUTDOWN):

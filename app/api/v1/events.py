@@ -28,8 +28,9 @@ async def create_event_ticket(actor: CurrentUser, db: UserDb, response: Response
 
 @router.get(
     "",
-    status_code=status.HTTP_200_OK,
-    response_class=EventStreamResponse,
+    # No response_class: the route's errors (401, 422) stay documented as JSON; the stream
+    # is returned as a response object and documented here.
+    response_class=Response,
     responses={
         200: {
             "description": "Server-Sent Events: the family's live updates.",
