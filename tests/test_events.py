@@ -23,12 +23,12 @@ from fastapi import FastAPI
 from jose import jwt
 
 from app.db.listener import APPLICATION_NAME
-from app.errors import Unauthorized
+from app.errors import ServiceUnavailable, Unauthorized
 from app.main import create_app
 from app.models.identity import Actor, Role
 from app.models.rbac import Permission
 from app.services import events_service
-from app.services.events_service import CloseReason, EventType
+from app.services.events_service import CloseReason, EventBroker, EventType
 from tests.conftest import make_settings
 from tests.faults.server import free_port
 from tests.helpers import API
@@ -693,3 +693,30 @@ async def test_a_removed_members_stream_without_a_login_session_ends_too(
         assert stream.subscriber.closed is CloseReason.REMOVED
     finally:
         stream.close()
+
+
+async def test_a_stopping_broker_ends_its_streams_and_takes_no_new_ones(app, factory: Factory):
+    member = (await factory.family(["adult"])).adult
+    claims = jwt.get_unverified_claims(member.access_token)
+    actor = Actor(
+        id=uuid.UUID(member.id),
+        family_unit_id=uuid.UUID(member.family_id),
+        role=Role.ADULT,
+        display_name="Ann",
+        session_id=uuid.UUID(claims["sid"]),
+    )
+    context = app.state.context
+    broker = EventBroker(context.database, context.settings.database_url.get_secret_value())
+    broker.start()
+    try:
+        stream = await events_service.open_stream(broker, actor, last_event_id=None)
+        broker.close_streams()
+        async with asyncio.timeout(EVENT_TIMEOUT):
+            chunks = [chunk async for chunk in stream.chunks()]
+        assert chunks[-1].startswith(b"retry: ")
+        assert stream.subscriber.closed is CloseReason.SHUTDOWN
+        with pytest.raises(ServiceUnavailable):
+            await events_service.open_stream(broker, actor, last_event_id=None)
+        assert broker.stream_count == 0
+    finally:
+        await broker.stop()

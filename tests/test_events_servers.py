@@ -215,3 +215,20 @@ async def wait_for(condition: Callable[[], bool], within: float = EVENT_TIMEOUT)
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+async def test_stopping_a_server_ends_its_streams_with_a_retry_hint(
+    migrated_database_url: str, data_dir: Path
+):
+    """SIGTERM ends open streams at once (clients reconnect elsewhere), rather than holding
+    uvicorn's graceful shutdown until its timeout cuts them without a word."""
+    with ApiServer(migrated_database_url, data_dir / "events-stop", SERVER_ENV) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            member = (await Factory(client).family(["adult"])).adult
+            async with open_events(client, headers=member.headers) as reader:
+                await reader.next()  # the stream is up
+                stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+                rest = await reader.wait_ended()
+                await stopping
+    assert rest, "the stream was cut without a word"
+    assert rest[-1].retry is not None

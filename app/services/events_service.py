@@ -33,7 +33,7 @@ from uuid import UUID
 from app.adapters.tokens import hash_token, new_opaque_token
 from app.db.listener import PgListener
 from app.db.postgres import Connection, Database
-from app.errors import Unauthorized
+from app.errors import ServiceUnavailable, Unauthorized
 from app.metrics import EVENT_STREAMS_CLOSED, EVENT_STREAMS_OPEN
 from app.models import rbac
 from app.models.identity import Actor, Role
@@ -385,7 +385,7 @@ class EventBroker:
         self._stopping = True
         for family in list(self._families.values()):
             for subscriber in list(family.subscribers):
-                subscriber.close(CloseReason.SHUTDOWN)
+                self._end(subscriber, CloseReason.SHUTDOWN)
 
     async def stop(self) -> None:
         self.close_streams()
@@ -427,7 +427,12 @@ class EventBroker:
         except BaseException:
             self.unsubscribe(subscriber)
             raise
-        if not row["active"] or self._stopping or subscriber.closed is not None:
+        if self._stopping:
+            self.unsubscribe(subscriber)
+            raise ServiceUnavailable(
+                "This server is shutting down; reconnect", headers={"Retry-After": "1"}
+            )
+        if not row["active"] or subscriber.closed is not None:
             self.unsubscribe(subscriber)
             raise Unauthorized("Token has been revoked", code="token_revoked")
         if family.cursor is None:

@@ -38,7 +38,7 @@ async def create_event_ticket(actor: CurrentUser, db: UserDb, response: Response
                 "text/event-stream": {"schema": {"type": "string"}, "example": _STREAM_EXAMPLE}
             },
         },
-        **error_responses(401),
+        **error_responses(401, 503),
     },
 )
 async def stream_events(
