@@ -18,7 +18,9 @@ Usage: python bench/events.py [--streams 1000] [--rounds 30] [--slow 50] [--burs
    published (50 per transaction). The server's RSS is sampled throughout: with a bounded
    queue per stream it must level off, whatever the burst; the slow streams are dropped
    (`event_streams_closed_total{reason="too_slow"}`) and the readers get everything.
-   Run again with `--queue-size 1000000` to see what an unbounded queue would do.
+6. The control: the same slow-reader phase on a second server whose queue is in effect
+   unbounded (EVENTS_QUEUE_SIZE=1000000), to show what the bound prevents (--no-control
+   skips it).
 
 With --write-docs the results replace the "## Live updates" section of docs/performance.md.
 """
@@ -57,6 +59,7 @@ PASSWORD = "bench password 123"
 JWT_SECRET = "bench-secret-key-that-is-long-enough-0123456789abcdef"
 API = "/api/v1"
 WAIT_SECONDS = 60.0
+UNBOUNDED = 1_000_000
 PADDING = "x" * 4000  # makes each burst event about 4 KiB on the wire
 
 
@@ -371,8 +374,8 @@ Slow readers: {slow} streams that never read (4 KiB receive buffer) and 10 that 
 
 | events published | {sample_header} |
 |---|{sample_align}
-| server RSS, MiB | {sample_values} |
-
+| server RSS, MiB, queue {queue_size} | {sample_values} |
+{control_row}
 {dropped_slow} of the {slow} stalled streams were dropped (`too_slow`, with a `retry:` hint);
 {readers_complete} of the 10 reading streams received all {burst} events
 ({readers_dropped} dropped). {verdict}
@@ -387,6 +390,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=5000)
     parser.add_argument("--queue-size", type=int, default=256, help="EVENTS_QUEUE_SIZE")
     parser.add_argument("--pgdata", type=Path, default=ROOT / "bench" / ".data" / "pg-events")
+    parser.add_argument("--no-control", action="store_true", help="skip the unbounded control")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     workdir = args.pgdata.parent
@@ -402,8 +406,16 @@ def main() -> None:
     asyncio.run(migrate(dsn))
     port = free_port()
     server = start_server(dsn, port, workdir, args.queue_size)
+    control: list[tuple[int, float]] = []
     try:
         results = asyncio.run(run(args, dsn, port, psutil.Process(server.pid)))
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        if not args.no_control:
+            print("control: the same slow readers with an unbounded queue", flush=True)
+            port = free_port()
+            server = start_server(dsn, port, workdir, UNBOUNDED)
+            control = asyncio.run(run_control(args, dsn, port, psutil.Process(server.pid)))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
@@ -412,8 +424,17 @@ def main() -> None:
         shutil.rmtree(workdir / "data", ignore_errors=True)
 
     samples = results.pop("samples")
-    growth = samples[-1][1] - samples[1][1] if len(samples) > 2 else 0.0
-    verdict = f"RSS moved {growth:+.1f} MiB between the first 500 events and the end of the burst."
+    verdict = f"RSS moved {growth(samples):+.1f} MiB from 500 events to the end of the burst"
+    control_row = ""
+    if control:
+        verdict += f"; on the control server (unbounded queue) it moved {growth(control):+.1f} MiB."
+        control_row = (
+            f"| server RSS, MiB, queue {UNBOUNDED:,} (the control) | "
+            + " | ".join(f"{rss:.0f}" for _, rss in control)
+            + " |\n"
+        )
+    else:
+        verdict += "."
     section = DOCS_SECTION.format(
         machine=machine(),
         command=" ".join(["python bench/events.py", *sys.argv[1:]]),
@@ -426,12 +447,29 @@ def main() -> None:
         sample_header=" | ".join(f"{n:,}" for n, _ in samples),
         sample_align="---:|" * len(samples),
         sample_values=" | ".join(f"{rss:.0f}" for _, rss in samples),
+        control_row=control_row,
         verdict=verdict,
         **results,
     )
     print("\n" + section)
     if args.write_docs:
         print(f"wrote {write_docs(section)}")
+
+
+def growth(samples: list[tuple[int, float]]) -> float:
+    """RSS from the sample after the first 500 events to the last one."""
+    return samples[-1][1] - samples[1][1] if len(samples) > 2 else 0.0
+
+
+async def run_control(
+    args: argparse.Namespace, dsn: str, port: int, server: psutil.Process
+) -> list[tuple[int, float]]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        family = await make_family(client)
+        slow = await slow_readers(port, dsn, client, family, server, args.slow, args.burst)
+    print(f"  {slow}", flush=True)
+    samples: list[tuple[int, float]] = slow["samples"]  # type: ignore[assignment]
+    return samples
 
 
 async def run(args: argparse.Namespace, dsn: str, port: int, server: psutil.Process) -> dict:
