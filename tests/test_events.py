@@ -1,7 +1,7 @@
 """Live updates, GET /events (docs/api.md, "Live updates"; docs/events.md).
 
 The session's app is served over real HTTP by an in-process uvicorn (an ASGI transport
-would buffer the endpless stream), and changes are made through the API as usual. "Nothing
+would buffer the endless stream), and changes are made through the API as usual. "Nothing
 arrives" is never asserted by waiting: a visible change made afterwards (a marker) must
 be the next event, because a family's events arrive in commit order.
 
