@@ -11,11 +11,13 @@ open stream: tests/faults/test_events_restart.py.
 
 import asyncio
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -720,3 +722,26 @@ async def test_a_stopping_broker_ends_its_streams_and_takes_no_new_ones(app, fac
         assert broker.stream_count == 0
     finally:
         await broker.stop()
+
+
+async def test_a_member_cannot_publish_events_or_write_tickets_with_sql(factory: Factory, pg):
+    """As Supabase's Data API would let a member's token: no forged events, no own tickets."""
+    member = (await factory.family(["adult"])).adult
+    claims = json.dumps({"sub": member.id, "role": "authenticated"})
+    statements = [
+        "select app.publish_live_event($1, 'member.removed', '{}'::jsonb)",
+        "insert into app.event_tickets (ticket_hash, user_id, expires_at)"
+        " values ('x', $1, now() + interval '1 year')",
+        "select count(*) from app.live_events where family_unit_id = $1",
+    ]
+    for statement in statements:
+        async with pg.acquire() as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with conn.transaction():
+                    await conn.execute(
+                        "select set_config('role', 'authenticated', true),"
+                        " set_config('request.jwt.claims', $1, true)",
+                        claims,
+                    )
+                    arg = uuid.UUID(member.family_id if "family" in statement else member.id)
+                    await conn.execute(statement, arg)

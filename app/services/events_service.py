@@ -138,7 +138,8 @@ async def publish(
 ) -> None:
     """Announce an event to a family, in `db`'s transaction: sent only if it commits.
 
-    For what the tables' triggers do not announce themselves (export progress). Limit the
+    For what the tables' triggers do not announce themselves (export progress). `db` is a
+    system session: members cannot publish (a forged event could end others' streams). Limit the
     audience with `only_member_id` (one member) or `permission` (the roles holding it, as
     the permission table says now). `data` is JSON: ids as strings.
     """
@@ -180,12 +181,14 @@ where spent.expires_at > now()
 """
 
 
-async def create_ticket(db: Connection, actor: Actor) -> EventTicket:
+async def create_ticket(database: Database, actor: Actor) -> EventTicket:
     """A single-use ticket for `GET /events?ticket=`, bound to the caller's login."""
     ticket = new_opaque_token()
-    await db.execute(
-        _NEW_TICKET, hash_token(ticket), actor.id, actor.session_id, float(TICKET_TTL_SECONDS)
-    )
+    # System session: members have no grant on the tickets table (its lifetime is ours).
+    async with database.system_session() as db:
+        await db.execute(
+            _NEW_TICKET, hash_token(ticket), actor.id, actor.session_id, float(TICKET_TTL_SECONDS)
+        )
     return EventTicket(ticket=ticket, expires_in=TICKET_TTL_SECONDS)
 
 

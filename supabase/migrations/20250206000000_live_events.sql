@@ -51,27 +51,20 @@ create index if not exists event_tickets_expires_idx on app.event_tickets (expir
 
 grant all on app.live_events, app.event_tickets to service_role;
 grant usage on sequence app.live_events_seq to service_role;
-grant insert on app.event_tickets to authenticated;
 
 alter table app.live_events enable row level security;
 alter table app.live_events force row level security;
 alter table app.event_tickets enable row level security;
 alter table app.event_tickets force row level security;
 
--- Members read events only through the service (GET /events), never with SQL: no select
--- policy. A member may create a ticket for themselves and one of their live logins.
-drop policy if exists event_tickets_insert_own on app.event_tickets;
-create policy event_tickets_insert_own on app.event_tickets for insert to authenticated
-with check (
-  user_id = (select auth.uid())
-  and (session_id is null or exists (
-    select 1 from app.auth_sessions s
-    where s.id = event_tickets.session_id and s.revoked_at is null))
-);
+-- Members never touch either table with SQL (no grants, no policies): events are read
+-- through GET /events, and tickets are issued and spent by the service (a member writing
+-- its own ticket could choose its lifetime).
 
 -- Publishing ---------------------------------------------------------------------------------
--- The one way an event is written, by the triggers below and by services
--- (events_service.publish). A member's session may only publish to its own family.
+-- The one way an event is written, by the triggers below (as their owner) and by services
+-- in a system session (events_service.publish). Never by a member: a forged member.removed
+-- would end someone else's streams.
 
 create or replace function app.publish_live_event(
   family uuid, event_type text, payload jsonb, only_member uuid default null,
@@ -79,16 +72,13 @@ create or replace function app.publish_live_event(
 ) returns void
 language plpgsql volatile security definer set search_path = '' as $$
 begin
-  if current_user = 'authenticated' and family is distinct from app.current_family_id() then
-    raise exception 'cannot publish to another family' using errcode = '42501';
-  end if;
   insert into app.live_events (family_unit_id, type, data, only_member_id, roles)
   values (family, event_type, payload, only_member, audience_roles);
 end
 $$;
 revoke all on function app.publish_live_event(uuid, text, jsonb, uuid, text[]) from public;
 grant execute on function app.publish_live_event(uuid, text, jsonb, uuid, text[])
-  to authenticated, service_role;
+  to service_role;
 
 -- Just before commit: number the transaction's events in commit order for their family,
 -- then notify. The lock is held only from here to the end of the commit, and nothing else

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response, status
 
-from app.api.deps import Context, CurrentUser, StreamUser, UserDb
+from app.api.deps import Context, CurrentUser, StreamUser
 from app.api.event_stream import EventStreamResponse
 from app.schemas.common import error_responses
 from app.schemas.events import EventTicket
@@ -20,10 +20,12 @@ MAX_SEQ = 2**63 - 1
 
 
 @router.post("/ticket", status_code=status.HTTP_201_CREATED, responses=error_responses(401))
-async def create_event_ticket(actor: CurrentUser, db: UserDb, response: Response) -> EventTicket:
+async def create_event_ticket(
+    actor: CurrentUser, context: Context, response: Response
+) -> EventTicket:
     """A single-use ticket, valid 60 s, to open `GET /events?ticket=` from an EventSource."""
     response.headers["Cache-Control"] = "no-store"
-    return await events_service.create_ticket(db, actor)
+    return await events_service.create_ticket(context.database, actor)
 
 
 @router.get(
