@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response, status
 
-from app.api.deps import Context, CurrentUser, StreamUser
+from app.api.deps import NO_STORE, Context, CurrentUser, StreamUser
 from app.api.event_stream import EventStreamResponse
 from app.schemas.common import error_responses
 from app.schemas.events import EventTicket
@@ -19,17 +19,21 @@ _STREAM_EXAMPLE = (
 MAX_SEQ = 2**63 - 1
 
 
-@router.post("/ticket", status_code=status.HTTP_201_CREATED, responses=error_responses(401))
-async def create_event_ticket(
-    actor: CurrentUser, context: Context, response: Response
-) -> EventTicket:
+@router.post(
+    "/ticket",
+    operation_id="events_ticket_create",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[NO_STORE],
+    responses=error_responses(401),
+)
+async def create_event_ticket(actor: CurrentUser, context: Context) -> EventTicket:
     """A single-use ticket, valid 60 s, to open `GET /events?ticket=` from an EventSource."""
-    response.headers["Cache-Control"] = "no-store"
     return await events_service.create_ticket(context.database, actor)
 
 
 @router.get(
     "",
+    operation_id="events_stream",
     # No response_class: the route's errors (401, 422) stay documented as JSON; the stream
     # is returned as a response object and documented here.
     response_class=Response,
