@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     jwt_secret_key: SecretStr | None = None
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 7 * 24 * 3600
+    # A rotated refresh token presented again within this many seconds (several tabs
+    # refreshing at once) gets a pair for the same login; later, it is taken for theft.
+    refresh_reuse_interval_seconds: float = Field(default=10.0, ge=0)
     invite_ttl_days: int = 7
     # argon2id cost; tests lower it, production keeps the library's defaults.
     password_hash_time_cost: int = 3
@@ -120,6 +123,19 @@ class Settings(BaseSettings):
     password_reset_ttl_seconds: int = 30 * 60
     # A login's last_used_at moves on refresh, and on access at most once per this interval.
     session_touch_interval_seconds: int = 300
+
+    # Live updates (GET /events; docs/events.md).
+    # The LISTEN connection needs a session: with Supabase's transaction pooler (port 6543)
+    # point this at the session pooler (5432) or the direct connection. Empty: DATABASE_URL.
+    events_listen_database_url: SecretStr | None = None
+    # Events are kept this long for Last-Event-ID replay (the contract promises 15 minutes).
+    events_retention_seconds: int = Field(default=3600, ge=900)
+    events_purge_interval_seconds: float = 300.0
+    # Events waiting for one slow stream; beyond it the stream is dropped with a retry hint.
+    events_queue_size: int = Field(default=256, ge=1)
+    events_keepalive_seconds: float = Field(default=15.0, gt=0)
+    # The reconnect delay the stream suggests to clients (the SSE `retry:` field).
+    events_retry_ms: int = Field(default=3000, ge=0)
 
     # Operations.
     # On SIGTERM, requests still open after this many seconds are cut (503 if nothing was sent

@@ -29,6 +29,7 @@ from app.db.postgres import Database
 from app.errors import ServiceUnavailable
 from app.proxy import public_base_url
 from app.services.analytics_service import AnalyticsRecorder
+from app.services.events_service import EventBroker
 from app.services.mail_outbox import MailOutbox
 from app.services.media_processor import MediaProcessor
 from app.services.scroll_history import ScrollHistory
@@ -52,6 +53,8 @@ class AppContext:
     # history feed scrolls read back no longer than cursors live.
     cursors: CursorCodec
     scroll_history: ScrollHistory
+    # Live updates: this process's open GET /events streams and its LISTEN connection.
+    events: EventBroker
     # The built-in store when it runs: its own signed-URL routes serve it (else None).
     local_storage: LocalStorageBackend | None = None
     # Supabase mode: one HTTP client for Auth, tokens and Storage (closed at shutdown), and
@@ -75,6 +78,7 @@ class AppContext:
     async def aclose(self) -> None:
         await self.outbox.stop()
         await self.scroll_history.stop()
+        await self.events.stop()
         await self.media.stop()
         await self.analytics.stop()
         if self.supabase is not None:
@@ -97,6 +101,15 @@ async def build_context(settings: Settings) -> AppContext:
         batch_size=settings.analytics_batch_size,
         flush_interval=settings.analytics_flush_interval_seconds,
         retention_days=settings.analytics_retention_days,
+    )
+    events = EventBroker(
+        database,
+        (settings.events_listen_database_url or settings.database_url).get_secret_value(),
+        queue_size=settings.events_queue_size,
+        keepalive_seconds=settings.events_keepalive_seconds,
+        retry_ms=settings.events_retry_ms,
+        retention_seconds=settings.events_retention_seconds,
+        purge_interval_seconds=settings.events_purge_interval_seconds,
     )
     counters = RedisCounterStore(settings.redis_url) if settings.redis_url else MemoryCounterStore()
     rate_limiter = RateLimiter(counters, enabled=settings.rate_limit_enabled)
@@ -135,6 +148,7 @@ async def build_context(settings: Settings) -> AppContext:
         outbox=MailOutbox(database, build_mailer(settings), settings),
         cursors=CursorCodec(settings.jwt_secret),
         scroll_history=ScrollHistory(database),
+        events=events,
         local_storage=local_storage,
         supabase=supabase,
         external_tokens=external_tokens,

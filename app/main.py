@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import exception_handlers
 from app.api import openapi, ops, storage_objects
+from app.api.event_stream import close_streams_on_exit_signal
 from app.api.v1 import router as v1_router
 from app.config import Settings, get_settings
 from app.context import build_context
@@ -44,9 +45,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         context.media.start()
         context.outbox.start()
         context.scroll_history.start()
+        context.events.start()
+        stop_closing_streams = close_streams_on_exit_signal(context.events.close_streams)
         try:
             yield
         finally:
+            stop_closing_streams()
             await context.aclose()
 
     app = FastAPI(

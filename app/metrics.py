@@ -62,6 +62,19 @@ ANALYTICS_DROPPED = Counter(
     registry=REGISTRY,
 )
 
+EVENT_STREAMS_OPEN = Gauge(
+    "event_streams_open",
+    "Open GET /events streams.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+EVENT_STREAMS_CLOSED = Counter(
+    "event_streams_closed_total",
+    "GET /events streams the server ended, by reason (too_slow, revoked, removed, shutdown).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
 
 def render() -> bytes:
     """The text exposition: this process's registry, or every worker's in multiprocess mode."""

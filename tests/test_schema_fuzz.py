@@ -20,6 +20,7 @@ signature in the query string that is not part of the schema, so they can only a
 tests/attacks/test_uploads.py.
 """
 
+import asyncio
 import contextlib
 import re
 from typing import Any
@@ -127,6 +128,52 @@ async def send(client: httpx.AsyncClient, case: Any, token: str) -> httpx.Respon
     return await client.request(prepared.method, prepared.url, headers=headers, content=body)
 
 
+class LeaveStreamsAfterTheFirstChunk:
+    """The app, seen by a client that reads the first chunk of an event stream and leaves.
+
+    GET /events never ends by itself, and an ASGI transport waits for the whole response:
+    for that path only, the first chunk ends the response for the client and the app is
+    told the client disconnected (as when a browser closes its EventSource).
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/events"):
+            await self.app(scope, receive, send)
+            return
+        left = asyncio.Event()
+        request_read = False
+
+        async def receive_until_left() -> Any:
+            nonlocal request_read
+            if not request_read:
+                message = await receive()
+                request_read = message["type"] != "http.request" or not message.get("more_body")
+                return message
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send_until_left(message: Any) -> None:
+            if left.is_set():
+                return
+            if message["type"] == "http.response.body" and message.get("more_body"):
+                await send({**message, "more_body": False})
+                left.set()
+                return
+            await send(message)
+
+        await self.app(scope, receive_until_left, send_until_left)
+
+
+@pytest.fixture(scope="module")
+async def fuzz_client(app) -> Any:
+    transport = httpx.ASGITransport(app=LeaveStreamsAfterTheFirstChunk(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
 def test_every_operation_is_fuzzed(app):
     """The collected operations are the running app's, and there are plenty of them."""
     assert operations(app.openapi()) == OPERATIONS
@@ -138,7 +185,7 @@ def test_every_operation_is_fuzzed(app):
 @pytest.mark.parametrize(
     ("method", "path"), OPERATIONS, ids=[f"{method} {path}" for method, path in OPERATIONS]
 )
-async def test_operation_conforms_to_its_schema_as_every_role(client, method, path):
+async def test_operation_conforms_to_its_schema_as_every_role(client, fuzz_client, method, path):
     world = await build_world(client)
     cases = cases_for(method, path, world)
     assert cases, "nothing generated"
@@ -146,7 +193,7 @@ async def test_operation_conforms_to_its_schema_as_every_role(client, method, pa
     for role in ROLES:
         member = world.member(role)
         for case in cases:
-            response = await send(client, case, member.access_token)
+            response = await send(fuzz_client, case, member.access_token)
             try:
                 case.validate_response(response, checks=CHECKS)
             except FailureGroup as group:

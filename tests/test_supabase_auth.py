@@ -34,6 +34,7 @@ from app.services.session_service import INVALID_LOGIN
 from tests.conftest import make_settings
 from tests.helpers import API
 from tests.helpers.factories import PASSWORD, unique_email
+from tests.helpers.sessions import end_reuse_interval
 from tests.helpers.supabase_fixtures import (
     ANON_KEY,
     AUTH_URL,
@@ -179,12 +180,13 @@ async def test_wrong_password_and_unknown_login_get_the_same_401(flows: Flows):
         assert f"@{CHILD_EMAIL_DOMAIN}".encode() in asked[1].content
 
 
-async def test_refresh_rotates_and_detects_reuse(flows: Flows):
+async def test_refresh_rotates_and_detects_reuse(flows: Flows, pg: asyncpg.Pool):
     body = await flows.register()
     old = body["tokens"]["refresh_token"]
     first = await flows.client.post(f"{API}/auth/refresh", json={"refresh_token": old})
     assert first.status_code == 200, first.text
     assert first.json()["refresh_token"] != old
+    await end_reuse_interval(pg, old)
     reused = await flows.client.post(f"{API}/auth/refresh", json={"refresh_token": old})
     assert reused.status_code == 401
 

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.adapters import rate_limit, tokens
@@ -23,7 +23,7 @@ from app.log import family_id_var, user_id_var
 from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
-from app.services import session_service
+from app.services import events_service, session_service
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /auth/login.")
 
@@ -113,6 +113,38 @@ class PerIpLimit:
 
     async def __call__(self, request: Request, context: Context) -> None:
         await count_per_ip(request, context, self.rule)
+
+
+async def _stream_actor(
+    context: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ticket: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=512,
+            description="A ticket from POST /events/ticket, for clients that cannot send "
+            "headers (EventSource). Single use.",
+        ),
+    ] = None,
+) -> Actor:
+    """The member of a long-lived request (GET /events): a ticket, or a bearer token.
+
+    Checked in a short transaction of its own: a stream must not hold a connection.
+    """
+    if ticket is not None:
+        return await events_service.redeem_ticket(context.database, ticket)
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Not authenticated")
+    claims = await _verify_token(context, credentials.credentials)
+    async with context.database.user_session(claims.database_claims()) as db:
+        actor = await session_service.load_actor(db, claims)
+    user_id_var.set(str(actor.id))
+    family_id_var.set(str(actor.family_unit_id))
+    return actor
+
+
+StreamUser = Annotated[Actor, Depends(_stream_actor)]
 
 
 def limit_per_ip(rule: str) -> Any:

@@ -115,7 +115,8 @@ async def login(
 
 _REFRESH_TOKEN_FOR_UPDATE = """
 select t.id, t.session_id, t.expires_at, t.rotated_at, s.revoked_at, s.user_id,
-       p.role, p.family_unit_id, p.removed_at
+       p.role, p.family_unit_id, p.removed_at,
+       t.rotated_at > now() - make_interval(secs => $2) as within_reuse_interval
 from app.refresh_tokens t
 join app.auth_sessions s on s.id = t.session_id
 join public.user_profiles p on p.id = s.user_id
@@ -140,17 +141,25 @@ async def refresh(
 
     Presenting a token that was already exchanged means two parties hold it: the
     whole login session is revoked (every token descended from it) and committed
-    before the 401 is raised.
+    before the 401 is raised. Except within `refresh_reuse_interval_seconds` of its
+    rotation: several tabs of one browser share one refresh token and refresh at the
+    same moment, so each of them gets its own valid pair for the same login (the row
+    lock makes them take turns; the first rotates, the others find it just rotated).
     """
     reused = False
     async with database.system_session() as db:
-        row = await db.fetchrow(_REFRESH_TOKEN_FOR_UPDATE, hash_token(refresh_token))
+        row = await db.fetchrow(
+            _REFRESH_TOKEN_FOR_UPDATE,
+            hash_token(refresh_token),
+            float(settings.refresh_reuse_interval_seconds),
+        )
         if row is not None and row["revoked_at"] is None and row["removed_at"] is None:
-            if row["rotated_at"] is not None:
+            if row["rotated_at"] is not None and not row["within_reuse_interval"]:
                 await db.execute(_REVOKE_SESSION, row["session_id"], "refresh token reuse")
                 reused = True
             elif row["expires_at"] > datetime.now(UTC):
-                await db.execute(_ROTATE, row["id"])
+                if row["rotated_at"] is None:
+                    await db.execute(_ROTATE, row["id"])
                 await db.execute(_TOUCH_ON_REFRESH, row["session_id"], clean_user_agent(user_agent))
                 return await issue_tokens(
                     db,

@@ -109,12 +109,24 @@ class EmbeddedPostgres:
 
 
 class ApiServer:
-    """`uvicorn app.main:configure_from_env --factory` in a subprocess on 127.0.0.1."""
+    """`uvicorn app.main:configure_from_env --factory` in a subprocess on 127.0.0.1.
 
-    def __init__(self, dsn: str, data_dir: Path, env: Mapping[str, str] | None = None):
+    With `workers=2`, uvicorn runs two worker processes behind the one port.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        workers: int = 1,
+    ):
         self.dsn = dsn
         self.data_dir = data_dir
         self.extra_env = dict(env or {})
+        # More than one: uvicorn's own worker processes, as `timeless serve --workers N`.
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -170,6 +182,7 @@ class ApiServer:
                     "5",
                     # As `timeless serve`: forwarded headers are app.proxy's to judge.
                     "--no-proxy-headers",
+                    *(["--workers", str(self.workers)] if self.workers > 1 else []),
                 ],
                 cwd=ROOT,
                 env=self.environment(),
