@@ -1,4 +1,4 @@
-"""The `timeless` command: serve, migrate, seed-demo, backup, restore.
+"""The `timeless` command: serve, migrate, seed-demo, import, backup, restore.
 
 Every command that needs the database and finds no DATABASE_URL starts the built-in
 PostgreSQL for its own duration and stops it when it ends (normally, by an exception, on
@@ -7,6 +7,7 @@ SIGINT or SIGTERM), unless another live process still uses it.
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from uuid import UUID
 
 from app.config import WILDCARD_HOSTS, get_settings
 from app.log import configure_logging
@@ -141,6 +143,48 @@ def cmd_seed_demo(args: argparse.Namespace) -> None:
         asyncio.run(seed_demo(dsn, base_url=args.base_url))
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    """Import a Takeout, a folder of photos or a Timeless export into a family, as a member."""
+    source = Path(args.path)
+    if not source.exists():
+        sys.exit(f"timeless import: {source} does not exist")
+    with _database() as dsn:
+        _migrate(dsn)
+        report = asyncio.run(_import(dsn, source, UUID(args.family), UUID(args.as_user)))
+    print(json.dumps(report, indent=2))
+
+
+async def _import(dsn: str, source: Path, family_id: UUID, user_id: UUID) -> dict[str, object]:
+    from pydantic import SecretStr
+
+    from app.adapters.archive.sources import SourceError
+    from app.context import build_context
+    from app.errors import DomainError
+    from app.progress_bar import ProgressBar
+    from app.services import import_service
+
+    settings = get_settings().model_copy(update={"database_url": SecretStr(dsn)})
+    context = await build_context(settings)
+    bar = ProgressBar(f"importing {source.name}")
+    try:
+        report = await import_service.import_local(
+            context.database,
+            context.storage,
+            settings,
+            path=source,
+            family_unit_id=family_id,
+            user_id=user_id,
+            on_progress=lambda p: bar.update(p.files_done, p.files_total, p.bytes_done),
+        )
+    except (SourceError, DomainError) as exc:
+        sys.exit(f"timeless import: {exc}")
+    finally:
+        bar.close()
+        await context.aclose()
+    # The photos are stored and registered; any running server's media sweep processes them.
+    return report.as_json()
+
+
 def cmd_backup(args: argparse.Namespace) -> None:
     from app.db.backup import BackupError, backup
 
@@ -186,6 +230,15 @@ def main(argv: list[str] | None = None) -> None:
         "--base-url", help="where the running server is reached (default: from the settings)"
     )
     seed.set_defaults(func=cmd_seed_demo)
+    imports = sub.add_parser(
+        "import", help="import a Google Takeout, a folder of photos or a Timeless export"
+    )
+    imports.add_argument("path", help="a zip file or a folder")
+    imports.add_argument("--family", required=True, help="the family's id")
+    imports.add_argument(
+        "--as", dest="as_user", required=True, help="the adult or grandparent it is imported as"
+    )
+    imports.set_defaults(func=cmd_import)
     backup = sub.add_parser(
         "backup", help="write the database to FILE (pg_dump's custom format; safe while serving)"
     )

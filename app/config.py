@@ -90,9 +90,15 @@ class Settings(BaseSettings):
     # Memory one picture may need once decoded (width × height × channels × bytes per sample
     # × frames, and what the decoder itself holds); bounds each media job's memory.
     max_decoded_image_bytes: int = DEFAULT_MAX_DECODED_IMAGE_BYTES
+    # An archive uploaded to import (a Google Takeout part is 2–50 GB; ask for 10 GB parts).
+    max_import_bytes: int = 10 * 1024 * 1024 * 1024
 
     # Background work.
     media_sweep_interval_seconds: float = 30.0
+    # Imports: how often a process looks for queued ones (<= 0: never, e.g. in tests), and
+    # when a running import whose process stopped heartbeating is taken over.
+    import_poll_interval_seconds: float = 5.0
+    import_stale_seconds: float = 300.0
     media_stale_after_seconds: float = 300.0
     # Threads making thumbnails at once, per process; and tries before a media item fails.
     media_processing_workers: int = 2

@@ -30,6 +30,7 @@ from app.errors import ServiceUnavailable
 from app.proxy import public_base_url
 from app.services.analytics_service import AnalyticsRecorder
 from app.services.events_service import EventBroker
+from app.services.import_service import ImportRunner
 from app.services.mail_outbox import MailOutbox
 from app.services.media_processor import MediaProcessor
 from app.services.scroll_history import ScrollHistory
@@ -55,6 +56,8 @@ class AppContext:
     scroll_history: ScrollHistory
     # Live updates: this process's open GET /events streams and its LISTEN connection.
     events: EventBroker
+    # Imports queued by members (Takeouts, folders, exports), run in the background.
+    imports: ImportRunner
     # The built-in store when it runs: its own signed-URL routes serve it (else None).
     local_storage: LocalStorageBackend | None = None
     # Supabase mode: one HTTP client for Auth, tokens and Storage (closed at shutdown), and
@@ -76,6 +79,7 @@ class AppContext:
             return None
 
     async def aclose(self) -> None:
+        await self.imports.stop()
         await self.outbox.stop()
         await self.scroll_history.stop()
         await self.events.stop()
@@ -137,13 +141,15 @@ async def build_context(settings: Settings) -> AppContext:
         )
         auth_provider = LocalAuthProvider(database, passwords)
         local_storage = storage = local_storage_backend(settings)
+    media = MediaProcessor(database, storage, analytics, settings)
     context = AppContext(
         settings=settings,
         database=database,
         auth_provider=auth_provider,
         analytics=analytics,
         storage=storage,
-        media=MediaProcessor(database, storage, analytics, settings),
+        media=media,
+        imports=ImportRunner(database, storage, settings, on_media=media.process),
         rate_limiter=rate_limiter,
         outbox=MailOutbox(database, build_mailer(settings), settings),
         cursors=CursorCodec(settings.jwt_secret),

@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         context.scroll_history.start()
         context.events.start()
         stop_closing_streams = close_streams_on_exit_signal(context.events.close_streams)
+        context.imports.start()
         try:
             yield
         finally:

@@ -63,6 +63,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         # Tests send queued mail themselves (`context.outbox.send_due()`), so no background
         # sender of one app takes mail another test's app is about to deliver.
         "mail_poll_interval_seconds": 0,
+        # Likewise imports: a test runs the one it queued (`context.imports.run_next()`).
+        "import_poll_interval_seconds": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

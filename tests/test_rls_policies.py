@@ -41,6 +41,7 @@ PERMISSIONS: dict[str, set[str]] = {
     "delete anyone's comment": {"adult", "grandparent"},
     "read analytics": {"adult", "grandparent"},
     "change a pet's profile": {"adult", "grandparent"},
+    "export and import the archive": {"adult", "grandparent"},
 }
 # Who may invite whom (pets are created, never invited).
 INVITABLE: dict[str, set[str]] = {
@@ -1087,3 +1088,121 @@ async def test_memory_media_insert_avatar_by_any_member_of_the_family(pg, a, rol
 @covers("public.memory_media.memory_media_insert_avatar")
 async def test_memory_media_insert_avatar_into_own_family_only(pg, a, b):
     await refused_as(pg, b.members["adult"], _NEW_AVATAR, *_avatar_row(a.family))
+
+
+# --- imports ------------------------------------------------------------------------------------
+# Adults and grandparents bring a family's past in; an import writes its records in the importing
+# member's own session. Each table: seen only by those roles of the family, written only by them,
+# only for their own family, and only pointing at their own family's rows.
+
+_IMPORT = "export and import the archive"
+
+
+async def _import_rows(pg: asyncpg.Pool, seeded: Seeded) -> tuple[uuid.UUID, uuid.UUID]:
+    """A job, and a media row of the family's adult's published memory (superuser, kept)."""
+    fid = u(seeded.family)
+    job = await pg.fetchval(
+        "insert into public.family_imports (family_unit_id, created_by, source_name)"
+        " values ($1, $2, 'takeout.zip') returning id",
+        fid,
+        u(seeded.members["adult"]),
+    )
+    media = await pg.fetchval(
+        "insert into public.memory_media (id, memory_id, family_unit_id, storage_path, file_name,"
+        " mime_type, file_size) values ($1, $2, $3, $4, 'a.jpg', 'image/jpeg', 10) returning id",
+        uuid.uuid4(),
+        seeded.published["adult"],
+        fid,
+        f"{fid}/{seeded.published['adult']}/{uuid.uuid4()}.jpg",
+    )
+    await pg.execute(
+        "insert into public.import_items (family_unit_id, sha256, media_id) values ($1, $2, $3)",
+        fid,
+        uuid.uuid4().hex * 2,
+        media,
+    )
+    await pg.execute(
+        "insert into public.import_memories (family_unit_id, import_key, memory_id)"
+        " values ($1, $2, $3)",
+        fid,
+        f"album:{uuid.uuid4()}",
+        seeded.published["adult"],
+    )
+    return job, media
+
+
+@pytest.fixture(scope="module")
+async def imported(pg, families) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
+    a_rows, b_rows = await _import_rows(pg, families[0]), await _import_rows(pg, families[1])
+    return {"a": a_rows, "b": b_rows}
+
+
+_IMPORT_TABLES = ("family_imports", "import_items", "import_memories")
+
+
+@covers(
+    "public.family_imports.family_imports_select",
+    "public.import_items.import_items_select",
+    "public.import_memories.import_memories_select",
+)
+@pytest.mark.parametrize("role", ROLES)
+async def test_import_tables_select_own_family_by_role(pg, a, imported, role):
+    for table in _IMPORT_TABLES:
+        query = f"select count(*) from public.{table}"
+        expected = 1 if may(role, _IMPORT) else 0
+        assert await count_as(pg, a.members[role], query) == expected, table
+
+
+_NEW_IMPORT = (
+    "insert into public.family_imports (family_unit_id, created_by, source_name)"
+    " values ($1, $2, 'x.zip')"
+)
+
+
+@covers("public.family_imports.family_imports_insert")
+@pytest.mark.parametrize("role", ROLES)
+async def test_family_imports_insert_by_role(pg, a, role):
+    member = a.members[role]
+    if may(role, _IMPORT):
+        assert await run_as(pg, member, _NEW_IMPORT, u(a.family), u(member)) == "INSERT 0 1"
+    else:
+        await refused_as(pg, member, _NEW_IMPORT, u(a.family), u(member))
+
+
+@covers("public.family_imports.family_imports_insert")
+async def test_family_imports_insert_own_family_and_own_name_only(pg, a, b):
+    adult, grandparent = a.members["adult"], a.members["grandparent"]
+    await refused_as(pg, b.members["adult"], _NEW_IMPORT, u(a.family), u(b.members["adult"]))
+    await refused_as(pg, adult, _NEW_IMPORT, u(a.family), u(grandparent))
+
+
+_NEW_ITEM = "insert into public.import_items (family_unit_id, sha256, media_id) values ($1, $2, $3)"
+_NEW_IMPORT_MEMORY = (
+    "insert into public.import_memories (family_unit_id, import_key, memory_id) values ($1, $2, $3)"
+)
+
+
+@covers("public.import_items.import_items_insert", "public.import_memories.import_memories_insert")
+@pytest.mark.parametrize("role", ROLES)
+async def test_import_records_insert_by_role(pg, a, imported, role):
+    member, media = a.members[role], imported["a"][1]
+    item = (u(a.family), uuid.uuid4().hex * 2, media)
+    memory = (u(a.family), "day:2019-06-14", a.published["adult"])
+    if may(role, _IMPORT):
+        assert await run_as(pg, member, _NEW_ITEM, *item) == "INSERT 0 1"
+        assert await run_as(pg, member, _NEW_IMPORT_MEMORY, *memory) == "INSERT 0 1"
+    else:
+        await refused_as(pg, member, _NEW_ITEM, *item)
+        await refused_as(pg, member, _NEW_IMPORT_MEMORY, *memory)
+
+
+@covers("public.import_items.import_items_insert", "public.import_memories.import_memories_insert")
+async def test_import_records_point_at_own_family_rows_only(pg, a, b, imported):
+    adult = b.members["adult"]
+    # Stamped with B's own family, but naming A's media and A's memory: refused (the family
+    # check on the row pointed at, alone).
+    await refused_as(pg, adult, _NEW_ITEM, u(b.family), uuid.uuid4().hex * 2, imported["a"][1])
+    await refused_as(pg, adult, _NEW_IMPORT_MEMORY, u(b.family), "k", a.published["adult"])
+    # Stamped with A's family: refused too.
+    await refused_as(pg, adult, _NEW_ITEM, u(a.family), uuid.uuid4().hex * 2, imported["a"][1])
+    await refused_as(pg, adult, _NEW_IMPORT_MEMORY, u(a.family), "k", a.published["adult"])

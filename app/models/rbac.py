@@ -30,6 +30,7 @@ class Permission(StrEnum):
     DELETE_OWN_COMMENT = "delete_own_comment"
     DELETE_ANY_COMMENT = "delete_any_comment"
     VIEW_ANALYTICS = "view_analytics"
+    MANAGE_ARCHIVE = "manage_archive"  # export and import the family archive
 
 
 _A, _T, _C, _G = Role.ADULT, Role.TEEN, Role.CHILD, Role.GRANDPARENT
@@ -53,6 +54,7 @@ PERMISSIONS: Mapping[Permission, frozenset[Role]] = {
     Permission.DELETE_OWN_COMMENT: frozenset({_A, _T, _G}),
     Permission.DELETE_ANY_COMMENT: frozenset({_A, _G}),
     Permission.VIEW_ANALYTICS: frozenset({_A, _G}),
+    Permission.MANAGE_ARCHIVE: frozenset({_A, _G}),
 }
 
 # Which roles each role may invite (pets are created, never invited).

@@ -3,7 +3,7 @@
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from app.schemas.memories import FileName
 
@@ -23,7 +23,12 @@ MimeType = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 
 
 class UploadUrlRequest(BaseModel):
-    memory_id: UUID
+    purpose: Literal["media", "import"] = Field(
+        default="media",
+        description="`media`: a photo or video of `memory_id`. `import`: a zip to import into "
+        "the family (`POST /families/me/imports`), without `memory_id`, as `application/zip`.",
+    )
+    memory_id: UUID | None = None
     file_name: FileName
     mime_type: MimeType
     file_size: int | None = Field(
@@ -46,11 +51,19 @@ class AvatarUploadUrlRequest(BaseModel):
         default=None, ge=1, description="If given, checked against the limit before uploading."
     )
 
+    @model_validator(mode="after")
+    def _memory_for_media_only(self) -> "UploadUrlRequest":
+        if self.purpose == "media" and self.memory_id is None:
+            raise ValueError("memory_id is required to upload a photo or video")
+        if self.purpose == "import" and self.memory_id is not None:
+            raise ValueError("an archive to import belongs to no memory: leave memory_id out")
+        return self
+
 
 class UploadUrlOut(BaseModel):
     upload_url: str = Field(description="Send the file's bytes here, straight from the client.")
     storage_path: str = Field(description="Register the file with this path once it is uploaded.")
-    media_id: UUID
+    media_id: UUID = Field(description="The new media's id (for an import: the upload's id).")
     expires_in: int = Field(description="Seconds the upload URL stays valid.")
     method: Literal["PUT"] = Field(
         description="Send the raw bytes with this method (built-in storage also takes a POST "

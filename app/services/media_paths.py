@@ -100,3 +100,38 @@ def normalize_mime(mime_type: str) -> str:
         allowed = ", ".join(sorted(ALLOWED_MIME_TYPES))
         raise UnsupportedMediaType(f"Unsupported file type {mime!r}; allowed: {allowed}")
     return mime
+
+
+# Archives a member uploads to import: `{family_unit_id}/imports/{upload_id}.zip`.
+_IMPORT_PATH = re.compile(r"^(?P<family>[0-9a-f-]{36})/imports/(?P<upload>[0-9a-f-]{36})\.zip$")
+IMPORT_MIME = "application/zip"
+
+
+@dataclass(frozen=True)
+class ImportPath:
+    family_unit_id: UUID
+    upload_id: UUID
+
+
+def import_object_path(family_unit_id: UUID, upload_id: UUID) -> str:
+    return f"{family_unit_id}/imports/{upload_id}.zip"
+
+
+def is_import_path(path: str) -> bool:
+    return _IMPORT_PATH.match(path) is not None
+
+
+def parse_import_path(path: str) -> ImportPath:
+    """The ids in an import upload's path; Invalid (400) for anything else."""
+    match = _IMPORT_PATH.match(path)
+    try:
+        if match is None:
+            raise ValueError(path)
+        family, upload = UUID(match["family"]), UUID(match["upload"])
+        if [str(family), str(upload)] != [match["family"], match["upload"]]:
+            raise ValueError(path)
+    except ValueError:
+        raise Invalid(
+            "Invalid storage path: expected an import upload, {family_unit_id}/imports/{id}.zip"
+        ) from None
+    return ImportPath(family, upload)

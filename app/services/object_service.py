@@ -47,7 +47,10 @@ async def receive_upload(
     """
     if bucket != local.bucket:
         raise NotFound("Not found")
-    media_paths.parse_media_path(path)
+    if media_paths.is_import_path(path):
+        media_paths.parse_import_path(path)
+    else:
+        media_paths.parse_media_path(path)
     grant = local.verify_upload(path, params)
     if content_type is not None:
         sent = content_type.split(";", 1)[0].strip().lower()
@@ -84,7 +87,15 @@ async def _checked_type(chunks: AsyncIterator[bytes], declared: str) -> AsyncIte
         _check_type(head, declared)
 
 
+# A zip starts with a local file header (or, empty, with the end of its central directory).
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def _check_type(head: bytes, declared: str) -> None:
+    if declared == media_paths.IMPORT_MIME:
+        if not head.startswith(_ZIP_MAGIC):
+            raise UnsupportedMediaType("The archive to import is not a zip file")
+        return
     sniffed = sniff_mime(head)
     if sniffed is None:
         raise UnsupportedMediaType(

@@ -19,7 +19,14 @@ from app.adapters.storage.base import (
 )
 from app.config import Settings
 from app.db.postgres import Connection, Database
-from app.errors import MEDIA_NOT_READY, Conflict, Invalid, NotFound, PayloadTooLarge
+from app.errors import (
+    MEDIA_NOT_READY,
+    Conflict,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
@@ -77,6 +84,45 @@ async def create_upload_url(
         method="PUT",
         headers=target.headers,
         max_bytes=max_bytes,
+    )
+
+
+async def create_import_upload_url(
+    db: Connection,
+    actor: Actor,
+    storage: StorageBackend,
+    settings: Settings,
+    *,
+    mime_type: str,
+    file_size: int | None,
+) -> UploadUrlOut:
+    """A signed URL to upload a zip (a Takeout, a Timeless export) to import into the family."""
+    rbac.require(actor, Permission.MANAGE_ARCHIVE)
+    if mime_type.split(";", 1)[0].strip().lower() not in (
+        media_paths.IMPORT_MIME,
+        "application/x-zip-compressed",
+    ):
+        raise UnsupportedMediaType("An archive to import is a zip file (application/zip)")
+    if file_size is not None and file_size > settings.max_import_bytes:
+        raise PayloadTooLarge(
+            f"An archive may be at most {settings.max_import_bytes} bytes; export it in parts"
+        )
+    upload_id = uuid4()
+    path = media_paths.import_object_path(actor.family_unit_id, upload_id)
+    target = await storage.create_upload_url(
+        path,
+        mime_type=media_paths.IMPORT_MIME,
+        max_bytes=settings.max_import_bytes,
+        expires_in=settings.upload_url_ttl_seconds,
+    )
+    return UploadUrlOut(
+        upload_url=target.url,
+        storage_path=path,
+        media_id=upload_id,
+        expires_in=target.expires_in,
+        method="PUT",
+        headers=target.headers,
+        max_bytes=settings.max_import_bytes,
     )
 
 
@@ -179,6 +225,10 @@ where exists (
   select 1 from public.memory_media m
   where m.id = t.media_id
     and starts_with(t.p, app.media_folder(m.family_unit_id, m.memory_id))
+) or exists (
+  -- An archive uploaded to import, until its import has finished.
+  select 1 from public.family_imports i
+  where i.storage_path = t.p and i.status in ('queued', 'running')
 )
 """
 _ORPHAN_BATCH = 500

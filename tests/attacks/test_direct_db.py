@@ -43,6 +43,13 @@ TABLE_PRIVILEGES = {
     ("authenticated", "public.analytics_events", "SELECT"),
     ("authenticated", "public.analytics_metrics", "SELECT"),
     ("authenticated", "public.family_units", "SELECT"),
+    # Imports (adults and grandparents of the family): the jobs they follow, and the records
+    # of what an import already brought in, written in the importing member's own session.
+    ("authenticated", "public.family_imports", "SELECT"),
+    ("authenticated", "public.import_items", "INSERT"),
+    ("authenticated", "public.import_items", "SELECT"),
+    ("authenticated", "public.import_memories", "INSERT"),
+    ("authenticated", "public.import_memories", "SELECT"),
     ("authenticated", "public.invitations", "SELECT"),
     ("authenticated", "public.memories", "DELETE"),
     ("authenticated", "public.memories", "SELECT"),
@@ -91,6 +98,8 @@ _COLUMNS = {
         " storage_bucket storage_path"
     ),
     ("public.memory_reactions", "INSERT"): "emoji family_unit_id memory_id user_id",
+    # Starting an import; its status, progress and report are the runner's (system session).
+    ("public.family_imports", "INSERT"): "created_by family_unit_id source_name storage_path",
     (
         "public.memory_comments",
         "INSERT",

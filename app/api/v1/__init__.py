@@ -2,8 +2,18 @@
 
 from fastapi import APIRouter
 
-from app.api.v1 import analytics, auth, events, families, feed, invites, memories, storage
+from app.api.v1 import (
+    analytics,
+    auth,
+    events,
+    families,
+    feed,
+    imports,
+    invites,
+    memories,
+    storage,
+)
 
 router = APIRouter()
-for _module in (auth, families, invites, memories, storage, feed, analytics, events):
+for _module in (auth, families, imports, invites, memories, storage, feed, analytics, events):
     router.include_router(_module.router)

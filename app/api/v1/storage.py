@@ -44,8 +44,15 @@ async def create_upload_url(
     """A signed URL to send one photo or video of a memory you may edit straight to storage.
 
     Then `PUT` the raw bytes to `upload_url` with `headers`, and register the file with
-    `POST /memories/{memory_id}/media` using `storage_path`.
+    `POST /memories/{memory_id}/media` using `storage_path`. With `purpose: "import"`, the URL
+    takes a zip to import instead (`POST /families/me/imports` with `storage_path`).
     """
+    if body.purpose == "import":
+        return await storage_service.create_import_upload_url(
+            db, actor, context.storage, context.settings, mime_type=body.mime_type,
+            file_size=body.file_size,
+        )  # fmt: skip
+    assert body.memory_id is not None  # the schema requires it for media
     return await storage_service.create_upload_url(
         db,
         actor,
