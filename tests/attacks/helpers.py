@@ -55,6 +55,7 @@ class World:
     comment: dict[str, Any]  # the adult's top-level comment on `memory`
     reply: dict[str, Any]  # the teen's reply to `comment`
     invite: dict[str, Any]  # pending teen invite (with its token)
+    import_job: dict[str, Any]  # a queued import (of an empty zip) started by the adult
     tag: str  # in every text of this world, so its data is recognisable anywhere
 
     @property
@@ -133,6 +134,7 @@ async def build_world(client: httpx.AsyncClient, *, photo: bool = True) -> World
         201,
     )
     invite = await factory.invite(adult, "teen")
+    import_job = await _queued_import(client, adult)
     return World(
         family=family,
         pet_id=pet["pet_id"],
@@ -143,7 +145,31 @@ async def build_world(client: httpx.AsyncClient, *, photo: bool = True) -> World
         comment=comment,
         reply=reply,
         invite=invite,
+        import_job=import_job,
         tag=tag,
+    )
+
+
+# An empty zip: just the end of its central directory.
+EMPTY_ZIP = b"PK\x05\x06" + bytes(18)
+
+
+async def _queued_import(client: httpx.AsyncClient, adult: Member) -> Any:
+    ticket = await ok(
+        await client.post(
+            f"{API}/storage/upload-url",
+            json={"purpose": "import", "file_name": "t.zip", "mime_type": "application/zip"},
+            headers=adult.headers,
+        )
+    )
+    await ok(await client.put(ticket["upload_url"], content=EMPTY_ZIP), 201)
+    return await ok(
+        await client.post(
+            f"{API}/families/me/imports",
+            json={"storage_path": ticket["storage_path"]},
+            headers=adult.headers,
+        ),
+        202,
     )
 
 

@@ -19,7 +19,7 @@ import pytest
 from jose import jwt
 
 from app.adapters.tokens import hash_token
-from tests.attacks.helpers import API, openapi_schema, operations
+from tests.attacks.helpers import API, EMPTY_ZIP, openapi_schema, operations
 from tests.helpers import media_samples as samples
 from tests.helpers.factories import PASSWORD, Factory, Member, unique_email
 
@@ -642,6 +642,52 @@ async def test_password_reset_confirm_ignores_user_id_of_another_member(
     assert member_login.status_code == 200
 
 
+# Imports ------------------------------------------------------------------------------------
+
+
+async def test_start_import_ignores_family_creator_status_progress_and_report(
+    client, pg, factory, victim
+):
+    world = await family(factory)
+    adult = world.adult
+    ticket = (
+        await client.post(
+            f"{API}/storage/upload-url",
+            json={"purpose": "import", "file_name": "t.zip", "mime_type": "application/zip"},
+            headers=adult.headers,
+        )
+    ).json()
+    assert (await client.put(ticket["upload_url"], content=EMPTY_ZIP)).status_code == 201
+    path = f"{API}/families/me/imports"
+    injected = with_injected(
+        "POST", path, {"storage_path": ticket["storage_path"]}, victim, world.by_role("teen")
+    )
+    injected.update(
+        status="completed",
+        family_unit_id=victim.family_id,
+        progress={"files_done": 99},
+        report={"memories_created": 99},
+        error="injected",
+    )
+    response = await client.post(path, json=injected, headers=adult.headers)
+    assert response.status_code == 202, response.text
+    job = await pg.fetchrow(
+        "select * from public.family_imports where id = $1", uuid.UUID(response.json()["id"])
+    )
+    assert job["family_unit_id"] == uuid.UUID(world.id)
+    assert job["created_by"] == uuid.UUID(adult.id)
+    assert job["status"] == "queued" and job["error"] is None
+    assert job["progress"]["files_done"] == 0 and job["report"]["memories_created"] == 0
+    assert recent(job["created_at"])
+    assert (
+        await pg.fetchval(
+            "select count(*) from public.family_imports where family_unit_id = $1",
+            uuid.UUID(victim.family_id),
+        )
+        == 0
+    )
+
+
 # Coverage -----------------------------------------------------------------------------------
 
 ATTACKED = {
@@ -667,6 +713,9 @@ ATTACKED = {
         test_password_reset_confirm_ignores_user_id_of_another_member
     ),
     ("PATCH", f"{API}/families/me"): test_rename_family_ignores_id_and_creator,
+    ("POST", f"{API}/families/me/imports"): (
+        test_start_import_ignores_family_creator_status_progress_and_report
+    ),
     ("POST", f"{API}/invites"): (
         test_create_invite_ignores_status_family_id_inviter_expiry_and_token
     ),
