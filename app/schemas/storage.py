@@ -36,6 +36,14 @@ class UploadUrlRequest(BaseModel):
     )
     sha256: Sha256 | None = None
 
+    @model_validator(mode="after")
+    def _memory_for_media_only(self) -> "UploadUrlRequest":
+        if self.purpose == "media" and self.memory_id is None:
+            raise ValueError("memory_id is required to upload a photo or video")
+        if self.purpose == "import" and self.memory_id is not None:
+            raise ValueError("an archive to import belongs to no memory: leave memory_id out")
+        return self
+
 
 class AvatarUploadUrlRequest(BaseModel):
     target: Annotated[
@@ -50,14 +58,6 @@ class AvatarUploadUrlRequest(BaseModel):
     file_size: int | None = Field(
         default=None, ge=1, description="If given, checked against the limit before uploading."
     )
-
-    @model_validator(mode="after")
-    def _memory_for_media_only(self) -> "UploadUrlRequest":
-        if self.purpose == "media" and self.memory_id is None:
-            raise ValueError("memory_id is required to upload a photo or video")
-        if self.purpose == "import" and self.memory_id is not None:
-            raise ValueError("an archive to import belongs to no memory: leave memory_id out")
-        return self
 
 
 class UploadUrlOut(BaseModel):

@@ -343,6 +343,7 @@ class Importer:
                     tags=group.tags or None,
                     status="published",
                 ),
+                self.storage,
             )
             await db.execute(_RECORD_MEMORY, self.actor.family_unit_id, key, memory.id)
         self.report.memories_created += 1

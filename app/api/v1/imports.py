@@ -18,7 +18,10 @@ Archivist = Annotated[Actor, Depends(require(Permission.MANAGE_ARCHIVE))]
 
 
 @router.post(
-    "", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(400, 401, 403, 404, 409)
+    "",
+    operation_id="imports_create",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(400, 401, 403, 404, 409),
 )
 async def imports_create(
     body: ImportCreate, actor: Archivist, db: UserDb, context: Context
@@ -32,13 +35,13 @@ async def imports_create(
     return job
 
 
-@router.get("", responses=error_responses(401, 403))
+@router.get("", operation_id="imports_list", responses=error_responses(401, 403))
 async def imports_list(actor: Archivist, db: UserDb) -> list[ImportJob]:
     """The family's imports, newest first."""
     return await import_service.list_jobs(db, actor)
 
 
-@router.get("/{import_id}", responses=error_responses(401, 403, 404))
+@router.get("/{import_id}", operation_id="imports_get", responses=error_responses(401, 403, 404))
 async def imports_get(import_id: UUID, actor: Archivist, db: UserDb) -> ImportJob:
     """One import: its progress while it runs, and its report once it has finished."""
     return await import_service.get_job(db, actor, import_id)
