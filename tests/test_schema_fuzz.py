@@ -77,6 +77,7 @@ def real_path_parameters(world: World, path: str) -> dict[str, str]:
         # The adult's login (the `sid` of its access token): theirs to end, no one else's.
         "session_id": jwt.get_unverified_claims(world.adult.access_token)["sid"],
         "pet_id": world.pet_id,
+        "import_id": world.import_job["id"],
     }
     return {name: ids[name] for name in re.findall(r"{(\w+)}", path)}
 

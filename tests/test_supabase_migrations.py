@@ -110,7 +110,8 @@ async def test_the_memories_bucket_is_private_with_the_specs_limits(conn: asyncp
     assert bucket["name"] == "memories"
     assert bucket["public"] is False
     assert bucket["file_size_limit"] == 50 * 1024 * 1024
-    assert set(bucket["allowed_mime_types"]) == CONTRACT_MEDIA_TYPES
+    # And the zip a family uploads to import (docs/importing.md).
+    assert set(bucket["allowed_mime_types"]) == CONTRACT_MEDIA_TYPES | {"application/zip"}
 
 
 # --- the storage read policy ---------------------------------------------------------------------

@@ -108,9 +108,10 @@ grant insert (family_unit_id, created_by, storage_path, source_name)
 grant select, insert on public.import_memories, public.import_items to authenticated;
 grant all on public.family_imports, public.import_memories, public.import_items to service_role;
 
--- Supabase Storage: the uploaded archive is a zip in the family's folder; the bucket accepts
--- zips up to the import limit (media keep their own, smaller limits, enforced by the API at
--- upload-URL time and again when a file is registered).
+-- Supabase Storage: the uploaded archive is a zip in the family's folder, so the bucket accepts
+-- zips (upload URLs are signed by the API for one path each: a member cannot put a zip where a
+-- photo goes). Its size limit stays the media limit: an operator who wants imports larger than
+-- that through the API raises it (docs/importing.md); `timeless import` has no such limit.
 do $$
 begin
   if to_regclass('storage.buckets') is null then
@@ -118,9 +119,9 @@ begin
   end if;
   update storage.buckets
   set allowed_mime_types = (
-        select array_agg(distinct t) from unnest(allowed_mime_types || array['application/zip']) t
-      ),
-      file_size_limit = greatest(coalesce(file_size_limit, 0), 10::bigint * 1024 * 1024 * 1024)
+        select array_agg(distinct t order by t)
+        from unnest(allowed_mime_types || array['application/zip']) t
+      )
   where id = 'memories';
 end
 $$;
