@@ -7,6 +7,7 @@ decided once, here, in `build_context`; nothing else in the code knows.
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from app.adapters.auth.local import LocalAuthProvider
 from app.adapters.auth.provider import AuthProvider
@@ -28,6 +29,7 @@ from app.config import Environment, Settings
 from app.db.postgres import Database
 from app.errors import ServiceUnavailable
 from app.proxy import public_base_url
+from app.services import storage_service
 from app.services.analytics_service import AnalyticsRecorder
 from app.services.events_service import EventBroker
 from app.services.import_service import ImportRunner
@@ -140,7 +142,7 @@ async def build_context(settings: Settings) -> AppContext:
             memory_kib=settings.password_hash_memory_kib,
         )
         auth_provider = LocalAuthProvider(database, passwords)
-        local_storage = storage = local_storage_backend(settings)
+        local_storage = storage = local_storage_backend(settings, database)
     media = MediaProcessor(database, storage, analytics, settings)
     context = AppContext(
         settings=settings,
@@ -181,8 +183,9 @@ def build_mailer(settings: Settings) -> Mailer | None:
     return LogMailer(settings.data_dir / "mail", settings.mail_from)
 
 
-def local_storage_backend(settings: Settings) -> LocalStorageBackend:
-    """Files under settings.storage_root, served through URLs signed by this server.
+def local_storage_backend(settings: Settings, database: Database) -> LocalStorageBackend:
+    """Files under settings.storage_root, served through URLs signed by this server with each
+    family's signing epoch mixed in (so a removal voids that family's earlier links).
 
     The URLs point at PUBLIC_BASE_URL, else at the address each request was sent to.
     """
@@ -192,4 +195,5 @@ def local_storage_backend(settings: Settings) -> LocalStorageBackend:
         bucket=settings.supabase_storage_bucket,
         public_url=lambda: f"{public_base_url(settings)}{objects}",
         secret=settings.jwt_secret,
+        key_epochs=partial(storage_service.signing_epochs, database),
     )

@@ -474,7 +474,7 @@ class LocalHarness:
         assert target.method == "PUT"
         path, params = self._path_and_params(target.url)
         try:
-            grant = self.backend.verify_upload(path, params)
+            grant = await self.backend.verify_upload(path, params)
 
             async def body() -> AsyncIterator[bytes]:
                 yield data
@@ -486,7 +486,7 @@ class LocalHarness:
 
     async def fetch(self, url: str) -> bytes:
         path, params = self._path_and_params(url)
-        self.backend.verify_download(path, params)
+        await self.backend.verify_download(path, params)
         return self.backend.local_file(path).read_bytes()
 
     def age(self, path: str, seconds: float) -> None:

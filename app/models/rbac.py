@@ -82,7 +82,11 @@ def required_roles_message(permission: Permission) -> str:
     return f"Operation requires {names} role"
 
 
+def may_invite(inviter_role: Role, invited_role: Role) -> bool:
+    return invited_role in INVITABLE_ROLES.get(inviter_role, frozenset())
+
+
 def require_can_invite(actor: Actor, invited_role: Role) -> None:
     require(actor, Permission.INVITE_MEMBERS)
-    if invited_role not in INVITABLE_ROLES.get(actor.role, frozenset()):
+    if not may_invite(actor.role, invited_role):
         raise Forbidden(f"A {actor.role.value} cannot invite a {invited_role.value}")

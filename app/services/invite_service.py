@@ -62,16 +62,26 @@ returning id
 _VISIBLE_INVITE_STATUS = """
 select app.invite_status(status, expires_at) from public.invitations where id = $1
 """
+# Both read the inviter as the database knows them now: an invite admits someone only while
+# the member who sent it is still an active member of that family allowed to invite that role.
 _BY_TOKEN = """
 select i.id, i.email, i.role, i.expires_at, f.name as family_name,
-       app.invite_status(i.status, i.expires_at) as status
-from public.invitations i join public.family_units f on f.id = i.family_unit_id
+       app.invite_status(i.status, i.expires_at) as status,
+       p.role as inviter_role,
+       (p.family_unit_id = i.family_unit_id and p.removed_at is null) as inviter_active
+from public.invitations i
+join public.family_units f on f.id = i.family_unit_id
+left join public.user_profiles p on p.id = i.invited_by
 where i.token_hash = $1
 """
 _LOCK_BY_TOKEN = """
-select id, email, role, family_unit_id, app.invite_status(status, expires_at) as status
-from public.invitations where token_hash = $1
-for update
+select i.id, i.email, i.role, i.family_unit_id,
+       app.invite_status(i.status, i.expires_at) as status,
+       p.role as inviter_role,
+       (p.family_unit_id = i.family_unit_id and p.removed_at is null) as inviter_active
+from public.invitations i left join public.user_profiles p on p.id = i.invited_by
+where i.token_hash = $1
+for update of i
 """
 _MARK_ACCEPTED = """
 update public.invitations set status = 'accepted', accepted_at = now(), accepted_by = $2
@@ -83,6 +93,24 @@ _NOT_VALID_REASONS = {
     "expired": "This invite has expired",
     "revoked": "This invite has been revoked",
 }
+
+
+def _status(invite: asyncpg.Record) -> str:
+    """The invite's status, where a pending invite whose inviter can no longer invite that
+    role (removed, gone, or never allowed) counts as revoked."""
+    status: str = invite["status"]
+    if status == "pending" and not (
+        invite["inviter_active"]
+        and rbac.may_invite(Role(invite["inviter_role"]), Role(invite["role"]))
+    ):
+        return "revoked"
+    return status
+
+
+def mask_email(email: str) -> str:
+    """`gina@example.com` → `g***@example.com`: enough to recognise one's own address."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
 
 
 def invite_link(settings: Settings, token: str) -> str:
@@ -209,9 +237,9 @@ async def lookup(database: Database, token: str) -> InviteLookup:
     if row is None:
         raise NotFound("Invite not found")
     preview = {key: row[key] for key in ("id", "email", "role", "family_name", "expires_at")}
-    preview["status"] = row["status"]
-    if row["status"] != "pending":
-        reason = _NOT_VALID_REASONS[row["status"]]
+    status = preview["status"] = _status(row)
+    if status != "pending":
+        reason = _NOT_VALID_REASONS[status]
         return InviteLookup.model_validate({"valid": False, "invite": preview, "reason": reason})
     return InviteLookup.model_validate({"valid": True, "invite": preview})
 
@@ -236,8 +264,11 @@ async def accept(
         invite = await db.fetchrow(_LOCK_BY_TOKEN, hash_token(token))
         if invite is None:
             raise NotFound("Invite not found")
-        if invite["status"] != "pending":
-            raise Invalid(_NOT_VALID_REASONS[invite["status"]], code=INVITE_INVALID)
+        # Checked under the invite's row lock: a removal revoking it waits for this
+        # transaction, or this one sees it revoked (or its inviter removed).
+        status = _status(invite)
+        if status != "pending":
+            raise Invalid(_NOT_VALID_REASONS[status], code=INVITE_INVALID)
         role = Role(invite["role"])
         if require_role is not None and role is not require_role:
             raise Invalid(

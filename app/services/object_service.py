@@ -51,7 +51,7 @@ async def receive_upload(
         media_paths.parse_import_path(path)
     else:
         media_paths.parse_media_path(path)
-    grant = local.verify_upload(path, params)
+    grant = await local.verify_upload(path, params)
     if content_type is not None:
         sent = content_type.split(";", 1)[0].strip().lower()
         if sent not in (grant.mime_type, "application/octet-stream"):
@@ -126,7 +126,7 @@ async def open_download(
     if bucket != local.bucket:
         raise NotFound("Not found")
     media_paths.check_media_file_path(path)
-    remaining = local.verify_download(path, params)
+    remaining = await local.verify_download(path, params)
     file = local.local_file(path)
     try:
         st = await asyncio.to_thread(file.stat)

@@ -8,7 +8,7 @@ memory the caller can see, or an upload into a memory they may edit.
 """
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -202,6 +202,33 @@ async def _signed(storage: StorageBackend, path: str, expires_in: int) -> Access
     if url is None:
         raise NotFound(FILE_NOT_FOUND)
     return AccessUrlOut(access_url=url, expires_in=expires_in)
+
+
+# Signing keys (built-in storage) ---------------------------------------------------------------
+
+_SIGNING_EPOCHS = """
+select id::text as family, storage_signing_epoch from public.family_units
+where id = any($1::uuid[])
+"""
+
+
+async def signing_epochs(database: Database, families: Collection[str]) -> dict[str, int]:
+    """The built-in storage's signing epoch of each family named (by the first segment of an
+    object path); ending a membership moves it on (`app.end_membership`), which voids every
+    link of the family signed before. Anything that is not a family id is at epoch 0."""
+    ids = [UUID(family) for family in families if _is_canonical_uuid(family)]
+    if not ids:
+        return {}
+    async with database.system_session() as db:
+        rows = await db.fetch(_SIGNING_EPOCHS, ids)
+    return {row["family"]: row["storage_signing_epoch"] for row in rows}
+
+
+def _is_canonical_uuid(value: str) -> bool:
+    try:
+        return str(UUID(value)) == value
+    except ValueError:
+        return False
 
 
 # Removing files ----------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 `LocalStorageBackend` keeps objects as files under `<storage_root>/<bucket>/<path>` and
 serves them itself through URLs signed with an HMAC key derived from the JWT secret.
 Each URL is bound to one operation, one object path and an expiry; an upload URL is also
-bound to the declared MIME type and the largest size accepted. Objects are write-once:
+bound to the declared MIME type and the largest size accepted. The signature also covers the
+signing epoch of the family the object belongs to (the first segment of its path), read
+through `key_epochs` when signing and when verifying: moving a family's epoch on (a member
+was removed) voids every link of that family handed out before. Objects are write-once:
 an upload streams into a temporary file that becomes visible only when it is complete,
 within its limit and accepted by the caller's check, and never replaces an existing file.
 
@@ -19,7 +22,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -52,12 +55,22 @@ _SHA256_XATTR = "user.timeless.sha256"
 
 _INVALID_LINK = "Invalid or expired link"
 
+# The current signing epoch of each family named (by the first segment of object paths);
+# a family left out is at epoch 0.
+KeyEpochs = Callable[[Collection[str]], Awaitable[Mapping[str, int]]]
+
 
 class LocalStorageBackend:
     """Files under `<root>/<bucket>/`, served through signed URLs of this server."""
 
     def __init__(
-        self, root: Path, *, bucket: str, public_url: str | Callable[[], str], secret: str
+        self,
+        root: Path,
+        *,
+        bucket: str,
+        public_url: str | Callable[[], str],
+        secret: str,
+        key_epochs: KeyEpochs | None = None,
     ):
         self.root = root
         self.bucket = bucket
@@ -66,6 +79,7 @@ class LocalStorageBackend:
         self._bucket_dir = (root / bucket).resolve()
         self._incoming = self._bucket_dir / INCOMING_DIR
         self._signer = UrlSigner(secret)
+        self._key_epochs = key_epochs
 
     @property
     def public_url(self) -> str:
@@ -80,8 +94,15 @@ class LocalStorageBackend:
     ) -> UploadTarget:
         check_object_path(path)
         expires = int(time.time()) + expires_in
+        epochs = await self._epochs([path])
         signature = self._signer.sign(
-            UPLOAD, self.bucket, path, str(expires), mime_type, str(max_bytes)
+            UPLOAD,
+            self.bucket,
+            path,
+            str(expires),
+            mime_type,
+            str(max_bytes),
+            *_epoch_part(epochs, path),
         )
         query = {
             "expires": expires,
@@ -114,10 +135,14 @@ class LocalStorageBackend:
         self, paths: Sequence[str], *, expires_in: int
     ) -> dict[str, str]:
         expires = expiry(expires_in, time.time())
-        urls = {}
         for path in paths:
             check_object_path(path)
-            signature = self._signer.sign(DOWNLOAD, self.bucket, path, str(expires))
+        epochs = await self._epochs(paths)
+        urls = {}
+        for path in paths:
+            signature = self._signer.sign(
+                DOWNLOAD, self.bucket, path, str(expires), *_epoch_part(epochs, path)
+            )
             # Both values are URL-safe as they are (a number; base64url), so no encoding pass.
             urls[path] = f"{self._object_url(path)}?expires={expires}&signature={signature}"
         return urls
@@ -182,13 +207,15 @@ class LocalStorageBackend:
 
     # Built-in only: receiving uploads and serving downloads --------------------------------
 
-    def verify_upload(self, path: str, params: Mapping[str, str]) -> UploadGrant:
-        """The upload a URL allows, or Forbidden (403) if tampered, expired or for another path."""
+    async def verify_upload(self, path: str, params: Mapping[str, str]) -> UploadGrant:
+        """The upload a URL allows, or Forbidden (403) if tampered, expired, for another path
+        or signed before the family's signing epoch moved on."""
+        epoch = _epoch_part(await self._epochs([path]), path)
         try:
             expires, mime_type = params["expires"], params["type"]
             max_bytes, signature = params["max_bytes"], params["signature"]
             valid = self._signer.verify(
-                signature, UPLOAD, self.bucket, path, expires, mime_type, max_bytes
+                signature, UPLOAD, self.bucket, path, expires, mime_type, max_bytes, *epoch
             )
             if not valid or int(expires) < time.time():
                 raise Forbidden(_INVALID_LINK, code=LINK_INVALID)
@@ -196,11 +223,12 @@ class LocalStorageBackend:
         except (KeyError, ValueError):
             raise Forbidden(_INVALID_LINK, code=LINK_INVALID) from None
 
-    def verify_download(self, path: str, params: Mapping[str, str]) -> int:
+    async def verify_download(self, path: str, params: Mapping[str, str]) -> int:
         """Seconds the download URL stays valid, or Forbidden (403)."""
+        epoch = _epoch_part(await self._epochs([path]), path)
         try:
             expires, signature = params["expires"], params["signature"]
-            valid = self._signer.verify(signature, DOWNLOAD, self.bucket, path, expires)
+            valid = self._signer.verify(signature, DOWNLOAD, self.bucket, path, expires, *epoch)
             remaining = int(expires) - int(time.time())
         except (KeyError, ValueError):
             raise Forbidden(_INVALID_LINK, code=LINK_INVALID) from None
@@ -270,6 +298,11 @@ class LocalStorageBackend:
 
     # Internals -----------------------------------------------------------------------------
 
+    async def _epochs(self, paths: Sequence[str]) -> Mapping[str, int]:
+        if self._key_epochs is None or not paths:
+            return {}
+        return await self._key_epochs({_family_segment(path) for path in paths})
+
     def _object_url(self, path: str) -> str:
         # A checked path is only [A-Za-z0-9._-] and "/": quoting would change nothing.
         return f"{self.public_url}/{quote(self.bucket)}/{check_object_path(path)}"
@@ -314,6 +347,17 @@ class LocalStorageBackend:
                     if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
                         paths.append(Path(entry.path).relative_to(self._bucket_dir).as_posix())
         return paths
+
+
+def _family_segment(path: str) -> str:
+    return path.split("/", 1)[0]
+
+
+def _epoch_part(epochs: Mapping[str, int], path: str) -> tuple[str, ...]:
+    # Epoch 0 adds nothing, so links signed before epochs existed (and families never
+    # rotated) keep their signature; from 1 on, the epoch is one more signed value.
+    epoch = epochs.get(_family_segment(path), 0)
+    return (f"epoch:{epoch}",) if epoch else ()
 
 
 def etag_for(st: os.stat_result) -> str:
