@@ -36,6 +36,21 @@ async def test_create_shows_token_once_and_stores_only_its_hash(client, factory,
     assert all("token" not in row and "invite_link" not in row for row in listed.json())
 
 
+async def test_lookup_masks_the_invited_email(client, factory):
+    # The lookup needs no sign-in: whoever holds the link sees the invite, but not the whole
+    # address it was sent to (enough to recognise one's own).
+    family = await factory.family(["adult"])
+    invite = await factory.invite(family.adult, "teen", email="gina.smith@example.com")
+    short = await factory.invite(family.adult, "teen", email="g@example.org")
+
+    looked_up = (await client.get(f"{API}/invites/{invite['token']}")).json()
+    looked_up_short = (await client.get(f"{API}/invites/{short['token']}")).json()
+
+    assert looked_up["invite"]["email"] == "g***@example.com"
+    assert looked_up_short["invite"]["email"] == "g***@example.org"
+    assert "gina" not in str(looked_up)
+
+
 async def test_lookup_states(client, factory, pg):
     family = await factory.family(["adult"])
     invite = await factory.invite(family.adult, "grandparent")

@@ -236,7 +236,10 @@ async def lookup(database: Database, token: str) -> InviteLookup:
         row = await db.fetchrow(_BY_TOKEN, hash_token(token))
     if row is None:
         raise NotFound("Invite not found")
-    preview = {key: row[key] for key in ("id", "email", "role", "family_name", "expires_at")}
+    # No sign-in here: whoever holds the link learns the family's name and the invite's role,
+    # but only enough of the address to recognise their own.
+    preview = {key: row[key] for key in ("id", "role", "family_name", "expires_at")}
+    preview["email"] = mask_email(row["email"])
     status = preview["status"] = _status(row)
     if status != "pending":
         reason = _NOT_VALID_REASONS[status]
