@@ -224,3 +224,55 @@ async def test_unknown_user_costs_the_same_time_as_a_wrong_password(
     # A shortcut for unknown accounts (no hash at all) would show a ratio near 0.02; the wide
     # band keeps the test steady on a busy 2-core machine.
     assert 0.25 < unknown / known < 4.0, (known, unknown)
+
+
+async def _adult(app: FastAPI) -> dict[str, str]:
+    async with client_from_new_ip(app) as client:
+        response = await client.post(
+            f"{API}/auth/register/adult",
+            json={"email": unique_email(), "password": PASSWORD, "display_name": "A"},
+        )
+        assert response.status_code == 201, response.text
+        return {"Authorization": f"Bearer {response.json()['tokens']['access_token']}"}
+
+
+async def test_provisioning_a_child_is_limited_like_registration(limited_app):
+    # A taken email answers 409: without a limit, an adult could test addresses for
+    # accounts as fast as they liked.
+    taken = unique_email()
+    async with client_from_new_ip(limited_app) as client:
+        await _register(client, taken)
+    headers = await _adult(limited_app)
+    async with client_from_new_ip(limited_app) as client:
+        for _ in range(10):
+            response = await client.post(
+                f"{API}/auth/provision/child",
+                json={"display_name": "Kid", "email": taken},
+                headers=headers,
+            )
+            assert response.status_code == 409, response.text
+        assert_429(
+            await client.post(
+                f"{API}/auth/provision/child",
+                json={"display_name": "Kid", "email": taken},
+                headers=headers,
+            )
+        )
+
+
+async def test_provisioning_is_limited_per_adult_whatever_the_ip(limited_app):
+    headers = await _adult(limited_app)
+    for _ in range(10):
+        async with client_from_new_ip(limited_app) as client:
+            response = await client.post(
+                f"{API}/auth/provision/child",
+                json={"display_name": "Kid", "email": unique_email()},
+                headers=headers,
+            )
+            assert response.status_code == 201, response.text
+    async with client_from_new_ip(limited_app) as client:
+        assert_429(
+            await client.post(
+                f"{API}/auth/provision/child", json={"display_name": "Kid"}, headers=headers
+            )
+        )

@@ -126,6 +126,13 @@ PER_IP = {
     "invite_accept": Limit(10, 600),
     "password_reset": Limit(20, 3600),
     "password_reset_confirm": Limit(10, 600),
+    # Provisioning a child creates an account like registration does, and its 409 for a
+    # taken email would otherwise test addresses for accounts at any speed.
+    "provision_child": Limit(10, 3600),
+}
+# Per signed-in member, whatever IP they come from.
+PER_MEMBER = {
+    "provision_child": Limit(10, 3600),
 }
 # Failed logins per account: after 10 in 15 minutes the account is held for the window,
 # whoever tries; the same answer for an account that does not exist.

@@ -162,6 +162,26 @@ NO_STORE = Depends(no_store)
 """For routes whose answer holds a token or a password (`dependencies=[NO_STORE]`)."""
 
 
+class PerMemberLimit:
+    """`limit_per_member(rule)`: counts every request of the signed-in member, from any IP.
+
+    A class, like `PerIpLimit`, so a rate-limited route can be told by its dependencies.
+    """
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+
+    async def __call__(self, actor: CurrentUser, context: Context) -> None:
+        await context.rate_limiter.hit(
+            f"{self.rule}:member", str(actor.id), rate_limit.PER_MEMBER[self.rule]
+        )
+
+
+def limit_per_member(rule: str) -> Any:
+    """A route dependency counting each request against the signed-in member's allowance."""
+    return Depends(PerMemberLimit(rule))
+
+
 @asynccontextmanager
 async def failed_attempts_limited(
     context: AppContext, rule: str, account: str, limit: rate_limit.Limit

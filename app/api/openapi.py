@@ -156,7 +156,7 @@ def common_statuses(route: RouteContext, method: str) -> list[int]:
         statuses.append(401)
     if method in BODY_METHODS:
         statuses.append(413)
-    if any(isinstance(call, deps.PerIpLimit) for call in calls):
+    if any(isinstance(call, deps.PerIpLimit | deps.PerMemberLimit) for call in calls):
         statuses.append(429)
     if deps.get_context in calls and route.endpoint not in _never_unavailable:
         statuses.append(503)

@@ -13,6 +13,7 @@ from app.api.deps import (
     count_per_ip,
     failed_attempts_limited,
     limit_per_ip,
+    limit_per_member,
     require,
 )
 from app.api.registration import record_joined
@@ -126,8 +127,8 @@ async def register_child(body: ChildRegisterRequest, context: Context) -> Regist
     "/provision/child",
     operation_id="auth_provision_child",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[NO_STORE],
-    responses=error_responses(401, 403, 409),
+    dependencies=[NO_STORE, limit_per_ip("provision_child"), limit_per_member("provision_child")],
+    responses=error_responses(401, 403, 409, 429),
 )
 async def provision_child(
     body: ProvisionChildRequest,
