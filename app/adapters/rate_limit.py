@@ -26,6 +26,9 @@ class CounterStore(Protocol):
     async def increment(self, key: str, window_seconds: int) -> int:
         """Add one to the counter for `key` in the current window; return the new count."""
 
+    async def decrement(self, key: str) -> None:
+        """Take one back from a live counter (never below 0, never bringing back an expired one)."""
+
     async def current(self, key: str) -> int: ...
 
 
@@ -50,9 +53,24 @@ class MemoryCounterStore:
                 self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
             return count + 1
 
+    async def decrement(self, key: str) -> None:
+        async with self._lock:
+            count, expires = self._counts.get(key, (0, 0.0))
+            if count > 0 and expires > time.monotonic():
+                self._counts[key] = (count - 1, expires)
+
     async def current(self, key: str) -> int:
         count, expires = self._counts.get(key, (0, 0.0))
         return count if expires > self._clock() else 0
+
+
+# Atomic in Redis: a key that expired meanwhile is not brought back (as -1, without expiry).
+_DECREMENT_LIVE = """
+if redis.call('get', KEYS[1]) and tonumber(redis.call('get', KEYS[1])) > 0 then
+  return redis.call('decr', KEYS[1])
+end
+return 0
+"""
 
 
 class RedisCounterStore:
@@ -67,6 +85,9 @@ class RedisCounterStore:
             pipe.expire(key, window_seconds, nx=True)
             count, _ = await pipe.execute()
         return int(count)
+
+    async def decrement(self, key: str) -> None:
+        await self._redis.eval(_DECREMENT_LIVE, 1, key)  # type: ignore[misc]
 
     async def current(self, key: str) -> int:
         value = await self._redis.get(key)
@@ -102,19 +123,24 @@ class RateLimiter:
         if await self.store.increment(key, limit.per_seconds) > limit.requests:
             raise RateLimited(retry_after)
 
-    async def check(self, rule: str, subject: str, limit: Limit) -> None:
-        """429 if the allowance is already spent, without counting this request."""
-        if not self.enabled:
-            return
-        key, retry_after = self._key(rule, subject, limit)
-        if await self.store.current(key) >= limit.requests:
-            raise RateLimited(retry_after)
+    async def reserve(self, rule: str, subject: str, limit: Limit) -> str | None:
+        """Count an attempt before it runs, atomically: 429 once the window's allowance is
+        spent, so however many arrive at once, at most `limit.requests` of them run.
 
-    async def record(self, rule: str, subject: str, limit: Limit) -> None:
-        """Count an outcome (e.g. a failed login) against the subject."""
-        if self.enabled:
-            key, _ = self._key(rule, subject, limit)
-            await self.store.increment(key, limit.per_seconds)
+        Returns the counter's key, for `give_back` when the attempt turns out not to count
+        (it succeeded); None when limits are off.
+        """
+        if not self.enabled:
+            return None
+        key, retry_after = self._key(rule, subject, limit)
+        if await self.store.increment(key, limit.per_seconds) > limit.requests:
+            raise RateLimited(retry_after)
+        return key
+
+    async def give_back(self, key: str | None) -> None:
+        """Return a reserved attempt to the window it was taken from."""
+        if key is not None:
+            await self.store.decrement(key)
 
 
 # The rules: generous for people, tight for scripts.

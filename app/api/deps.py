@@ -186,13 +186,21 @@ def limit_per_member(rule: str) -> Any:
 async def failed_attempts_limited(
     context: AppContext, rule: str, account: str, limit: rate_limit.Limit
 ) -> AsyncIterator[None]:
-    """Refuse (429) an account whose failures spent the allowance; count each new failure."""
-    await context.rate_limiter.check(f"{rule}:account", account, limit)
+    """Allow at most `limit` failed attempts per account (or invite token) and window.
+
+    Each attempt is counted before it runs — counting a failure only after the password
+    check let 25 parallel guesses all be checked — and given back unless it failed
+    (401, 400, 404), so successes and outages use up nothing.
+    """
+    reserved = await context.rate_limiter.reserve(f"{rule}:account", account, limit)
     try:
         yield
     except (Unauthorized, Invalid, NotFound):
-        await context.rate_limiter.record(f"{rule}:account", account, limit)
+        raise  # a failure: the attempt stays counted
+    except BaseException:
+        await context.rate_limiter.give_back(reserved)
         raise
+    await context.rate_limiter.give_back(reserved)
 
 
 def require(permission: Permission) -> Callable[[Actor], Actor]:
