@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -27,6 +28,9 @@ select set_config('role', 'authenticated', true),
        set_config('request.jwt.claims', $1, true)
 """
 _ENTER_SERVICE_ROLE = "select set_config('role', 'service_role', true)"
+
+# The connection of the session the current task is inside (see Database.connection_in_use).
+_session_connection: ContextVar[Connection | None] = ContextVar("session_connection", default=None)
 
 
 async def init_connection(conn: Connection) -> None:
@@ -69,13 +73,31 @@ class Database:
     async def user_session(self, claims: Mapping[str, Any]) -> AsyncIterator[Connection]:
         async with self._connection() as conn, conn.transaction():
             await conn.execute(_ENTER_USER_ROLE, json.dumps(dict(claims)))
-            yield conn
+            token = _session_connection.set(conn)
+            try:
+                yield conn
+            finally:
+                _session_connection.reset(token)
 
     @asynccontextmanager
     async def system_session(self) -> AsyncIterator[Connection]:
         async with self._connection() as conn, conn.transaction():
             await conn.execute(_ENTER_SERVICE_ROLE)
-            yield conn
+            token = _session_connection.set(conn)
+            try:
+                yield conn
+            finally:
+                _session_connection.reset(token)
+
+    def connection_in_use(self) -> Connection | None:
+        """The connection of the session the current task is inside, if any.
+
+        A small lookup made while a session is open (an adapter reading a family's storage
+        signing epoch during a request) reads on it rather than taking a second pooled
+        connection: N requests each holding one connection and waiting for another would
+        deadlock a pool of N. It reads with that session's role and row level security.
+        """
+        return _session_connection.get()
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:

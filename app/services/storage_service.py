@@ -219,8 +219,14 @@ async def signing_epochs(database: Database, families: Collection[str]) -> dict[
     ids = [UUID(family) for family in families if _is_canonical_uuid(family)]
     if not ids:
         return {}
-    async with database.system_session() as db:
+    # Inside a request, on the request's own connection (a member's session sees their own
+    # family, the only one whose links a member is given); else, as the service.
+    db = database.connection_in_use()
+    if db is not None:
         rows = await db.fetch(_SIGNING_EPOCHS, ids)
+    else:
+        async with database.system_session() as db:
+            rows = await db.fetch(_SIGNING_EPOCHS, ids)
     return {row["family"]: row["storage_signing_epoch"] for row in rows}
 
 

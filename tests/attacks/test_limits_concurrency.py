@@ -128,9 +128,7 @@ async def invite(app: FastAPI, adult: dict[str, Any], role: str) -> dict[str, An
 # Failed attempts per account and per invite ---------------------------------------------------
 
 
-async def test_25_parallel_wrong_passwords_run_at_most_10_password_checks(
-    limited_app, counting
-):
+async def test_25_parallel_wrong_passwords_run_at_most_10_password_checks(limited_app, counting):
     victim = await register(limited_app)
     limit = rate_limit.FAILED_LOGINS_PER_ACCOUNT.requests
 
@@ -291,13 +289,13 @@ def _api_routes(routes: list[Any]) -> list[APIRoute]:
 
 
 def _limit_rules(route: APIRoute) -> set[str]:
+    """The route's limit dependencies, as `ip:<rule>` and `member:<rule>`."""
     rules = set()
     for depends in route.dependencies:
         call = depends.dependency
-        if call is not None and call.__qualname__.startswith(
-            ("limit_per_ip.", "limit_per_member.")
-        ):
-            rules.add(inspect.getclosurevars(call).nonlocals["rule"])
+        for kind in ("ip", "member"):
+            if call is not None and call.__qualname__.startswith(f"limit_per_{kind}."):
+                rules.add(f"{kind}:{inspect.getclosurevars(call).nonlocals['rule']}")
     return rules
 
 
@@ -312,6 +310,7 @@ def test_every_limited_endpoint_is_covered(limited_app):
     covered = set(PER_IP_BURSTS) | {"register_teen", "register_grandparent"}
     assert set(limited) <= covered, f"limited but never burst: {set(limited) - covered}"
     for name, (rule, _) in PER_IP_BURSTS.items():
-        assert rule in limited.get(name, set()), (name, limited.get(name))
-    assert "provision_child" in limited["provision_child"]  # per member as well as per IP
-    assert FAILED_ATTEMPT_ROUTES <= set(limited)
+        assert f"ip:{rule}" in limited.get(name, set()), (name, limited.get(name))
+    member_limited = {name for name, rules in limited.items() if any("member:" in r for r in rules)}
+    assert member_limited == {"provision_child"}  # test_a_burst_from_one_adult_...
+    assert set(limited) >= FAILED_ATTEMPT_ROUTES

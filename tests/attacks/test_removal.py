@@ -12,18 +12,19 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from app.adapters.tokens import hash_token, new_opaque_token
+from app.main import create_app
+from tests.conftest import make_settings
 from tests.helpers import API
 from tests.helpers.credentials import assert_all_dead, collect
 from tests.helpers.factories import PASSWORD, Factory, unique_email
 
 
 async def remove(client, adult, member_id: str) -> int:
-    response = await client.delete(
-        f"{API}/families/me/members/{member_id}", headers=adult.headers
-    )
+    response = await client.delete(f"{API}/families/me/members/{member_id}", headers=adult.headers)
     return response.status_code
 
 
@@ -158,3 +159,27 @@ async def test_the_family_gets_fresh_links_that_work_after_a_removal(client, fac
     fresh = feed["items"][0]["media"][0]["url"]
     assert fresh != before
     assert (await client.get(fresh)).status_code == 200
+
+
+async def test_signing_links_needs_no_second_database_connection(
+    migrated_database_url, data_dir, client, factory
+):
+    # Reading the family's signing epoch while a request's transaction is open must use that
+    # transaction's connection: N requests each waiting for a second pooled connection would
+    # deadlock a pool of N. With a pool of one, any second connection waits for ever.
+    family = await factory.family(["adult"])
+    held = await collect(client, family.adult)
+    settings = make_settings(
+        migrated_database_url, data_dir, database_pool_min=1, database_pool_max=1
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as one:
+            feed = await asyncio.wait_for(
+                one.get(f"{API}/feed", headers=family.adult.headers), timeout=60
+            )
+            assert feed.status_code == 200, feed.text
+            url = feed.json()["items"][0]["media"][0]["url"]
+            assert (await asyncio.wait_for(one.get(url), timeout=60)).status_code == 200
+    assert held.download_urls

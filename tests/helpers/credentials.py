@@ -61,9 +61,7 @@ async def collect(client: httpx.AsyncClient, member: Member) -> HeldCredentials:
         assert invite.status_code == 201, invite.text
         held.invites.append(invite.json())
 
-    memory = await samples.create_memory(
-        client, member, title="Still mine?", status="published"
-    )
+    memory = await samples.create_memory(client, member, title="Still mine?", status="published")
     photo = samples.jpeg((32, 24), gps=False)
     media = await samples.upload(client, member, memory["id"], photo, "image/jpeg", "p.jpg")
     link = await client.get(f"{API}/storage/media/{media['id']}/url", headers=member.headers)
