@@ -234,6 +234,22 @@ async def _seed_boundaries(pg, family_id: str, members: list[str], today: date) 
         midnight,
     )
     await pg.execute("delete from public.memories where id = $1", gone)
+    # A draft of today, with a reaction and a comment by its author: only its author may see
+    # it, so none of it is the family's to count.
+    draft = await pg.fetchval(
+        "insert into public.memories (family_unit_id, user_id, title, status, created_at)"
+        " values ($1, $2, 'draft', 'draft', $3) returning id",
+        fid,
+        uuid.UUID(members[2]),
+        midnight,
+    )
+    for statement in (
+        "insert into public.memory_reactions (memory_id, family_unit_id, user_id, emoji,"
+        " created_at) values ($1, $2, $3, '🔥', $4)",
+        "insert into public.memory_comments (memory_id, family_unit_id, user_id, content,"
+        " created_at) values ($1, $2, $3, 'note to self', $4)",
+    ):
+        await pg.execute(statement, draft, fid, uuid.UUID(members[2]), midnight)
 
 
 async def test_summary_counts_the_pinned_boundary_cases(app, client, factory, pg):
@@ -270,6 +286,56 @@ async def test_summary_counts_the_pinned_boundary_cases(app, client, factory, pg
     for days, per_author in EXPECTED_BY_AUTHOR.items():
         contributed = {c["user_id"]: c["memories"] for c in summaries[days]["top_contributors"]}
         assert tuple(contributed.get(member, 0) for member in members) == per_author, days
+
+
+async def test_the_summary_counts_only_what_the_caller_could_see(client, factory):
+    # Another member's draft does not exist for the caller (GET is 404), so it is not in the
+    # family's numbers either, nor the reactions and comments on it; publishing brings it in.
+    family = await factory.family(["adult", "teen"])
+    adult, teen = family.adult, family.by_role("teen")
+
+    async def summary() -> dict:
+        response = await client.get(f"{API}/analytics/summary?days=7", headers=adult.headers)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    async def post(path: str, body: dict, member=teen) -> dict:
+        response = await client.post(f"{API}{path}", json=body, headers=member.headers)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    published = await post("/memories", {"title": "Out", "status": "published"}, adult)
+    await post(f"/feed/memories/{published['id']}/reactions", {"emoji": "👍"})
+    before = await summary()
+    assert (before["memories_posted"], before["reactions"]) == (1, 1)
+
+    draft = await post("/memories", {"title": "Not yet"})
+    await post(f"/feed/memories/{draft['id']}/reactions", {"emoji": "🔥"})
+    await post(f"/feed/memories/{draft['id']}/comments", {"content": "note to self"})
+    hidden = await client.get(f"{API}/memories/{draft['id']}", headers=adult.headers)
+
+    assert hidden.status_code == 404
+    assert await summary() == before
+
+    await client.put(
+        f"{API}/memories/{draft['id']}", json={"status": "published"}, headers=teen.headers
+    )
+    shown = await summary()
+    assert (shown["memories_posted"], shown["reactions"], shown["comments"]) == (2, 2, 1)
+    mine = next(c for c in shown["top_contributors"] if c["user_id"] == teen.id)
+    assert (mine["memories"], mine["reactions"], mine["comments"]) == (1, 2, 1)
+    assert sum(day["memories"] for day in shown["daily"]) == 2
+
+    # A draft deleted with its reactions takes nothing away; a published one takes its own.
+    other = await post("/memories", {"title": "Scrapped"})
+    await post(f"/feed/memories/{other['id']}/reactions", {"emoji": "😂"})
+    deleted = await client.delete(f"{API}/memories/{other['id']}", headers=teen.headers)
+    assert deleted.status_code == 204
+    assert await summary() == shown
+    gone = await client.delete(f"{API}/memories/{draft['id']}", headers=adult.headers)
+    assert gone.status_code == 204
+    after = await summary()
+    assert (after["memories_posted"], after["reactions"], after["comments"]) == (1, 1, 0)
 
 
 async def test_summary_days_bounds(client, factory):

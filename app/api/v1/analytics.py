@@ -23,6 +23,8 @@ async def family_summary(
     """What your family shared over the last `days` days: totals, top contributors, per day.
 
     Counts are of what still exists: a deleted memory or reaction, or a deleted
-    comment, no longer counts on the day it was created.
+    comment, no longer counts on the day it was created. Drafts (and the reactions and
+    comments on them) count only once published: the summary shows nothing its reader
+    could not open.
     """
     return await analytics_service.summary(db, actor, days=days)
