@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     max_decoded_image_bytes: int = DEFAULT_MAX_DECODED_IMAGE_BYTES
     # An archive uploaded to import (a Google Takeout part is 2–50 GB; ask for 10 GB parts).
     max_import_bytes: int = 10 * 1024 * 1024 * 1024
+    # Each family's storage quota in bytes (registered files plus uploads in progress); 0 = none.
+    family_storage_quota_bytes: int = Field(default=100 * 1024**3, ge=0)
 
     # Background work.
     media_sweep_interval_seconds: float = 30.0

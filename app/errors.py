@@ -20,6 +20,7 @@ INVITE_INVALID = "invite_invalid"  # 400: used, expired, revoked, or not for thi
 LINK_INVALID = "link_invalid"  # 403: a signed storage URL changed or expired
 LAST_ADULT = "last_adult"  # 409
 MEDIA_NOT_READY = "media_not_ready"  # 409: processing has not produced it yet
+QUOTA_EXCEEDED = "quota_exceeded"  # 413: the family's storage quota
 
 
 def error_body(detail: str, code: str, extra: Mapping[str, object] | None = None) -> dict[str, Any]:

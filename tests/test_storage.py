@@ -644,12 +644,24 @@ async def test_per_file_limit_holds_at_registration_for_a_file_stored_another_wa
     assert await media_rows(pg, ticket["media_id"]) == 0
 
 
-async def test_per_memory_limit_counts_the_real_stored_sizes(small_client, draft, pg):
+async def test_per_memory_limit_counts_reservations_and_the_real_stored_sizes(
+    small_client, draft, pg
+):
     family, memory = draft
-    # Three URLs while the memory is empty (each allows a full file), three full files.
+    # Upload URLs reserve the memory's room as they are issued: two full files, then what is
+    # left, then nothing (tests/test_quotas.py has the rest of the quota rules).
     tickets = [await new_ticket(small_client, family.adult, memory["id"]) for _ in range(3)]
+    assert [t["max_bytes"] for t in tickets] == [
+        SMALL_FILE,
+        SMALL_FILE,
+        SMALL_MEMORY - 2 * SMALL_FILE,
+    ]
+    none_left = await samples.upload_url(small_client, family.adult, memory["id"], "image/jpeg")
+    assert none_left.status_code == 413
+    assert "(0 bytes left)" in none_left.json()["detail"]
     for ticket in tickets:
-        sent = await samples.send_bytes(small_client, ticket, padded_jpeg(SMALL_FILE))
+        data = padded_jpeg(ticket["max_bytes"])
+        sent = await samples.send_bytes(small_client, ticket, data)
         assert sent.status_code == 201, sent.text
 
     for ticket in tickets[:2]:
@@ -660,16 +672,21 @@ async def test_per_memory_limit_counts_the_real_stored_sizes(small_client, draft
         assert response.status_code == 201, response.text
         assert response.json()["file_size"] == SMALL_FILE
 
+    # The third upload's reservation lapses before it is registered, and its room goes to
+    # another upload URL: registering it now would overfill the memory.
+    await pg.execute(
+        "update app.upload_reservations set expires_at = now() - interval '1 second'"
+        " where storage_path = $1",
+        tickets[2]["storage_path"],
+    )
+    later = await new_ticket(small_client, family.adult, memory["id"])
+    assert later["max_bytes"] == SMALL_MEMORY - 2 * SMALL_FILE
     third = await samples.register(
         small_client, family.adult, memory["id"], tickets[2], mime_type="image/jpeg", file_size=1
     )
     assert third.status_code == 413
     assert "at most 163840 bytes in all" in third.json()["detail"]
     assert await media_rows(pg, tickets[2]["media_id"]) == 0
-
-    # What is left (32 KiB) is what the next upload URL allows.
-    left = await new_ticket(small_client, family.adult, memory["id"])
-    assert left["max_bytes"] == SMALL_MEMORY - 2 * SMALL_FILE
     over = await samples.upload_url(
         small_client, family.adult, memory["id"], "image/jpeg", file_size=SMALL_FILE
     )

@@ -141,12 +141,18 @@ _DOWNLOAD_RESPONSES[400] = {
 )
 @never_unavailable
 async def upload_object(
-    bucket: str, path: str, request: Request, local: LocalStorage, settings: AppSettings
+    bucket: str,
+    path: str,
+    request: Request,
+    local: LocalStorage,
+    settings: AppSettings,
+    context: Context,
 ) -> UploadedObject:
     """Upload the raw bytes of a file to a signed upload URL (built-in storage)."""
     length = request.headers.get("content-length")
     return await object_service.receive_upload(
         local,
+        context.database,
         settings,
         bucket=bucket,
         path=path,
@@ -166,11 +172,17 @@ async def upload_object(
 )
 @never_unavailable
 async def upload_object_form(
-    bucket: str, path: str, request: Request, local: LocalStorage, settings: AppSettings
+    bucket: str,
+    path: str,
+    request: Request,
+    local: LocalStorage,
+    settings: AppSettings,
+    context: Context,
 ) -> UploadedObject:
     """Upload a file to a signed upload URL as a multipart form with the field `file`."""
     return await object_service.receive_upload(
         local,
+        context.database,
         settings,
         bucket=bucket,
         path=path,

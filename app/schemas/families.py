@@ -19,6 +19,13 @@ class Member(BaseModel):
     username: str | None = None
 
 
+class FamilyStorage(BaseModel):
+    used_bytes: int = Field(
+        description="Registered files plus uploads in progress (upload URLs not yet registered)."
+    )
+    quota_bytes: int = Field(description="The family's storage quota; 0 means none.")
+
+
 class Family(BaseModel):
     id: UUID
     name: str
@@ -30,6 +37,7 @@ class Family(BaseModel):
         description="Whether GPS positions of photos and videos are kept (in each media's "
         "`metadata.location`); off by default.",
     )
+    storage: FamilyStorage
 
 
 class FamilyUpdate(BaseModel):

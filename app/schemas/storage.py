@@ -32,7 +32,10 @@ class UploadUrlRequest(BaseModel):
     file_name: FileName
     mime_type: MimeType
     file_size: int | None = Field(
-        default=None, ge=1, description="If given, checked against the limits before uploading."
+        default=None,
+        ge=1,
+        description="If given, checked against the limits and reserved: the upload URL then "
+        "accepts at most this many bytes. Else all the room left is reserved.",
     )
     sha256: Sha256 | None = None
 
@@ -70,7 +73,10 @@ class UploadUrlOut(BaseModel):
         "multipart form with the field `file`)."
     )
     headers: dict[str, str] = Field(description="Headers to send with the bytes.")
-    max_bytes: int = Field(description="The largest file the upload URL accepts.")
+    max_bytes: int = Field(
+        description="The largest file the upload URL accepts; reserved against the memory's "
+        "limit and the family's quota until the file is registered or the URL expires."
+    )
 
 
 class UploadedObject(BaseModel):

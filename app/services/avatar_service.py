@@ -25,7 +25,7 @@ from app.models.identity import Actor
 from app.models.media_types import EXTENSION_FOR_MIME, IMAGE_MIME_TYPES
 from app.models.rbac import Permission
 from app.schemas.storage import UploadUrlOut
-from app.services import media_paths
+from app.services import media_paths, quota_service
 from app.services.memory_service import with_thumbnails
 
 OWN = "me"
@@ -76,16 +76,18 @@ async def create_upload_url(
     mime = media_paths.normalize_mime(mime_type)
     if mime not in IMAGE_MIME_TYPES:
         raise UnsupportedMediaType("An avatar is a photo (JPEG, PNG, GIF, WebP, HEIC or AVIF)")
-    if file_size is not None and file_size > settings.max_file_bytes:
-        raise PayloadTooLarge(f"A file may be at most {settings.max_file_bytes} bytes")
+    # Reserved against the family's quota like a memory's upload (no memory limit applies).
+    max_bytes = await quota_service.room_for_upload(db, settings, None, file_size)
     media_id = uuid4()
     path = media_paths.avatar_object_path(actor.family_unit_id, media_id, mime)
     target_url = await storage.create_upload_url(
         path,
         mime_type=mime,
-        max_bytes=settings.max_file_bytes,
+        max_bytes=max_bytes,
         expires_in=settings.upload_url_ttl_seconds,
     )
+    url_expires_at = datetime.now(UTC) + timedelta(seconds=target_url.expires_in)
+    await quota_service.reserve(db, None, path, max_bytes, url_expires_at)
     return UploadUrlOut(
         upload_url=target_url.url,
         storage_path=path,
@@ -93,7 +95,7 @@ async def create_upload_url(
         expires_in=target_url.expires_in,
         method="PUT",
         headers=target_url.headers,
-        max_bytes=settings.max_file_bytes,
+        max_bytes=max_bytes,
     )
 
 
@@ -120,6 +122,7 @@ async def register(
         raise Invalid("The upload is too old to register; upload the file again")
     if stored.size > settings.max_file_bytes:
         raise PayloadTooLarge(f"A file may be at most {settings.max_file_bytes} bytes")
+    await quota_service.check_registration(db, settings, None, storage_path, stored.size)
     media_id = await db.fetchval(
         _INSERT_AVATAR,
         path.media_id,
@@ -131,6 +134,7 @@ async def register(
     )
     if media_id is None:
         raise Invalid("This upload is already registered; upload the file again")
+    await quota_service.release(db, storage_path)  # its media row counts it from now on
     return path.media_id
 
 

@@ -14,7 +14,7 @@ from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.auth import PetOut, PetUpdate
 from app.schemas.families import Family, FamilyUpdate, Member
-from app.services import avatar_service, media_urls
+from app.services import avatar_service, media_urls, quota_service
 from app.services.avatar_service import AvatarChange
 
 _FAMILY = """
@@ -68,17 +68,24 @@ _REMOVE_MEMBER = "select app.remove_family_member($1)"
 _REMOVE_PET = "delete from public.pet_profiles where id = $1 returning id"
 
 
-async def get_family(db: Connection, actor: Actor, storage: StorageBackend) -> Family:
+async def get_family(
+    db: Connection, actor: Actor, storage: StorageBackend, settings: Settings
+) -> Family:
     family = await db.fetchrow(_FAMILY)
     if family is None:
         raise NotFound("Family not found")
     members: list[dict[str, Any]] = [dict(row) for row in await db.fetch(_MEMBERS)]
     await media_urls.shape_authors(storage, members)
-    return Family.model_validate({**dict(family), "members": members})
+    used = await quota_service.family_storage(db, settings)
+    return Family.model_validate({**dict(family), "members": members, "storage": used})
 
 
 async def update(
-    db: Connection, actor: Actor, changes: FamilyUpdate, storage: StorageBackend
+    db: Connection,
+    actor: Actor,
+    changes: FamilyUpdate,
+    storage: StorageBackend,
+    settings: Settings,
 ) -> Family:
     """Rename the family and/or switch keep_location; only the fields sent change."""
     rbac.require(actor, Permission.UPDATE_FAMILY)
@@ -86,7 +93,7 @@ async def update(
     if changes.keep_location is False:
         # Off means off: positions kept so far are forgotten too.
         await db.execute(_FORGET_LOCATIONS)
-    return await get_family(db, actor, storage)
+    return await get_family(db, actor, storage, settings)
 
 
 async def update_pet(

@@ -30,7 +30,7 @@ from app.schemas.memories import (
     MemoryStatus,
     MemoryUpdate,
 )
-from app.services import media_urls
+from app.services import media_urls, quota_service
 from app.services.media_paths import derived_paths, normalize_mime, parse_media_path
 
 MEMORY_NOT_FOUND = "Memory not found"
@@ -312,7 +312,6 @@ def with_thumbnails(paths: list[str]) -> list[str]:
 # Serialises media registrations of one memory, so two at once cannot both pass the
 # per-memory size limit. FOR UPDATE applies the memories_update policy (may edit).
 _LOCK_MEMORY = "select id from public.memories where id = $1 for update"
-_MEMORY_BYTES = "select coalesce(sum(file_size), 0) from public.memory_media where memory_id = $1"
 # `on conflict do nothing` covers both a second registration of the same upload (its id) and
 # the same bytes already in the family (the (family_unit_id, sha256) index).
 _INSERT_MEDIA = """
@@ -334,12 +333,6 @@ _DELETE_MEDIA = """
 delete from public.memory_media where id = $1 and memory_id = $2
 returning storage_path
 """
-
-
-async def media_bytes(db: Connection, memory_id: UUID) -> int:
-    """Bytes of the files registered to a memory so far."""
-    total: int = await db.fetchval(_MEMORY_BYTES, memory_id)
-    return total
 
 
 async def add_media(
@@ -372,12 +365,7 @@ async def add_media(
     # The real size, from storage: the client's file_size is only informational.
     if stored.size > settings.max_file_bytes:
         raise PayloadTooLarge(f"A file may be at most {settings.max_file_bytes} bytes")
-    used = await media_bytes(db, memory_id)
-    if used + stored.size > settings.max_memory_bytes:
-        raise PayloadTooLarge(
-            f"A memory's files may be at most {settings.max_memory_bytes} bytes in all "
-            f"({used} used, this file is {stored.size})"
-        )
+    await quota_service.check_registration(db, settings, memory_id, ref.storage_path, stored.size)
 
     if stored.sha256 is not None:
         await refuse_duplicate(db, stored.sha256)
@@ -398,6 +386,7 @@ async def add_media(
         if stored.sha256 is not None:  # registered by someone else a moment ago
             await refuse_duplicate(db, stored.sha256)
         raise Conflict("This file is already registered")
+    await quota_service.release(db, ref.storage_path)  # its media row counts it from now on
     return Media.model_validate(media_urls.shape_media(dict(row), {}))
 
 

@@ -16,12 +16,20 @@ from pathlib import Path
 
 from app.adapters.media.images import check_image_header
 from app.adapters.media.sniff import SNIFF_BYTES, mime_matches, sniff_mime
-from app.adapters.storage.local import LocalStorageBackend, etag_for
+from app.adapters.storage.local import ALREADY_UPLOADED, LocalStorageBackend, etag_for
 from app.config import Settings
-from app.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.db.postgres import Database
+from app.errors import (
+    LINK_INVALID,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from app.models.media_types import EXTENSION_FOR_MIME
 from app.schemas.storage import UploadedObject
-from app.services import media_paths
+from app.services import media_paths, quota_service
 
 FILE_NOT_FOUND = "File not found"
 
@@ -31,6 +39,7 @@ FILE_NOT_FOUND = "File not found"
 
 async def receive_upload(
     local: LocalStorageBackend,
+    database: Database,
     settings: Settings,
     *,
     bucket: str,
@@ -42,8 +51,9 @@ async def receive_upload(
 ) -> UploadedObject:
     """Store the bytes sent to a signed upload URL, or refuse them and keep nothing.
 
-    400 bad path or empty file, 403 bad/expired signature, 409 already uploaded,
-    413 over the URL's limit (or a decompression bomb), 415 not the declared type.
+    400 bad path or empty file, 403 bad/expired signature or no live reservation, 409 already
+    uploaded, 413 over the URL's limit or its reservation (or a decompression bomb), 415 not
+    the declared type.
     """
     if bucket != local.bucket:
         raise NotFound("Not found")
@@ -60,17 +70,35 @@ async def receive_upload(
             )
     if content_length is not None and content_length > grant.max_bytes:
         raise PayloadTooLarge(f"The file is larger than {grant.max_bytes} bytes")
-    stored = await local.receive(
-        path,
-        _checked_type(chunks, grant.mime_type),
-        max_bytes=grant.max_bytes,
-        inspect=partial(
-            check_image_header,
-            grant.mime_type,
-            settings.max_image_pixels,
-            settings.max_decoded_image_bytes,
-        ),
-    )
+    # The bytes reserved for this upload (quota_service) bound it too: nothing is stored
+    # without a live reservation, nor beyond it.
+    hold = settings.orphan_object_grace_seconds
+    claim = await quota_service.claim_upload(database, path, hold_seconds=hold)
+    if claim is None:
+        if await local.stat(path) is not None:
+            raise Conflict(ALREADY_UPLOADED)
+        raise Forbidden("This upload link is no longer valid; ask for a new one", code=LINK_INVALID)
+    if claim.already_uploaded:
+        raise Conflict(ALREADY_UPLOADED)
+    max_bytes = min(grant.max_bytes, claim.max_bytes)
+    try:
+        if content_length is not None and content_length > max_bytes:
+            raise PayloadTooLarge(f"The file is larger than {max_bytes} bytes")
+        stored = await local.receive(
+            path,
+            _checked_type(chunks, grant.mime_type),
+            max_bytes=max_bytes,
+            inspect=partial(
+                check_image_header,
+                grant.mime_type,
+                settings.max_image_pixels,
+                settings.max_decoded_image_bytes,
+            ),
+        )
+    except BaseException:
+        await quota_service.unclaim_upload(database, path)
+        raise
+    await quota_service.upload_received(database, path, stored.size, hold_seconds=hold)
     return UploadedObject(storage_path=path, file_size=stored.size)
 
 

@@ -31,7 +31,7 @@ from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.storage import AccessUrlOut, MediaVariant, UploadUrlOut
-from app.services import media_paths, memory_service
+from app.services import media_paths, memory_service, quota_service
 
 logger = logging.getLogger(__name__)
 
@@ -56,26 +56,24 @@ async def create_upload_url(
 
     With `sha256`, a phone re-syncing its camera roll learns before sending a byte that the
     family already has the file (409 duplicate_media with its id).
+
+    Its bytes (the declared `file_size`, else all the room left) are reserved against the
+    memory's limit and the family's quota until the file is registered or the URL expires.
     """
     memory = await memory_service.load_for_edit(db, actor, memory_id)
     mime = media_paths.normalize_mime(mime_type)
     if sha256 is not None:
         await memory_service.refuse_duplicate(db, sha256)
-    if file_size is not None and file_size > settings.max_file_bytes:
-        raise PayloadTooLarge(f"A file may be at most {settings.max_file_bytes} bytes")
-    room = settings.max_memory_bytes - await memory_service.media_bytes(db, memory_id)
-    if room <= 0 or (file_size is not None and file_size > room):
-        raise PayloadTooLarge(
-            f"A memory's files may be at most {settings.max_memory_bytes} bytes in all "
-            f"({max(room, 0)} bytes left)"
-        )
+    # Locks the family's storage until this request's transaction commits.
+    max_bytes = await quota_service.room_for_upload(db, settings, memory_id, file_size)
     media_id = uuid4()
     path = media_paths.media_object_path(memory.family_unit_id, memory.id, media_id, mime)
     # The URL itself carries the limit, so the upload stops at the first byte too many.
-    max_bytes = min(settings.max_file_bytes, room)
     target = await storage.create_upload_url(
         path, mime_type=mime, max_bytes=max_bytes, expires_in=settings.upload_url_ttl_seconds
     )
+    url_expires_at = datetime.now(UTC) + timedelta(seconds=target.expires_in)
+    await quota_service.reserve(db, memory_id, path, max_bytes, url_expires_at)
     return UploadUrlOut(
         upload_url=target.url,
         storage_path=path,
@@ -277,6 +275,7 @@ async def remove_orphans(
     than half the grace period, so a file cannot be registered while it is being removed.
     """
     older_than = datetime.now(UTC) - timedelta(seconds=grace_seconds)
+    await quota_service.purge_expired(database)
     removed = 0
     batch: list[str] = []
     async for path in storage.list_objects(older_than):

@@ -54,6 +54,7 @@ _SHA256_XATTR = "user.timeless.sha256"
 
 
 _INVALID_LINK = "Invalid or expired link"
+ALREADY_UPLOADED = "A file was already uploaded with this link; ask for a new upload URL"
 
 # The current signing epoch of each family named (by the first segment of object paths);
 # a family left out is at epoch 0.
@@ -325,9 +326,7 @@ class LocalStorageBackend:
             # A link, unlike a rename, fails when the target exists: objects are write-once.
             os.link(tmp, final)
         except FileExistsError:
-            raise Conflict(
-                "A file was already uploaded with this link; ask for a new upload URL"
-            ) from None
+            raise Conflict(ALREADY_UPLOADED) from None
         except FileNotFoundError:
             # The memory's folder was just removed as empty by a deletion: make it again.
             final.parent.mkdir(parents=True, exist_ok=True)

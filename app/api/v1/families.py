@@ -26,11 +26,11 @@ router = APIRouter(prefix="/families", tags=["families"])
 async def get_my_family(
     actor: CurrentUser, db: UserDb, context: Context, request: Request, response: Response
 ) -> Family | Response:
-    """Your family and its members, pets included.
+    """Your family and its members, pets included, and its storage use against its quota.
 
     Send its `ETag` as `If-None-Match` to get 304 when nothing about it changed.
     """
-    family = await family_service.get_family(db, actor, context.storage)
+    family = await family_service.get_family(db, actor, context.storage, context.settings)
     return conditional.answer(request, response, family, conditional.etag(family))
 
 
@@ -42,7 +42,7 @@ async def update_family(
     context: Context,
 ) -> Family:
     """Rename your family, or switch `keep_location` (keeping photos' GPS positions)."""
-    return await family_service.update(db, actor, body, context.storage)
+    return await family_service.update(db, actor, body, context.storage, context.settings)
 
 
 @router.patch(
