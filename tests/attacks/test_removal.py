@@ -183,3 +183,27 @@ async def test_signing_links_needs_no_second_database_connection(
             url = feed.json()["items"][0]["media"][0]["url"]
             assert (await asyncio.wait_for(one.get(url), timeout=60)).status_code == 200
     assert held.download_urls
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["leave", "delete-keep", "delete-delete"],
+)
+async def test_every_credential_dies_when_a_member_leaves_or_deletes_the_account(
+    client, factory, how
+):
+    # The same sweep for the other ways a membership ends.
+    family = await factory.family(["adult", "grandparent"])
+    member = family.by_role("grandparent")
+    held = await collect(client, member)
+
+    if how == "leave":
+        response = await client.post(f"{API}/families/me/leave", headers=member.headers)
+    else:
+        memories = how.removeprefix("delete-")
+        response = await client.delete(
+            f"{API}/auth/me", params={"memories": memories}, headers=member.headers
+        )
+    assert response.status_code == 204, response.text
+
+    await assert_all_dead(client, held)

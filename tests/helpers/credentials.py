@@ -35,6 +35,7 @@ class HeldCredentials:
     invites: list[dict[str, Any]] = field(default_factory=list)
     download_urls: list[str] = field(default_factory=list)
     upload_tickets: list[dict[str, Any]] = field(default_factory=list)
+    upload_bytes: bytes = b""  # what the upload tickets were declared for
 
 
 async def collect(client: httpx.AsyncClient, member: Member) -> HeldCredentials:
@@ -72,6 +73,7 @@ async def collect(client: httpx.AsyncClient, member: Member) -> HeldCredentials:
     )
     assert ticket.status_code == 200, ticket.text
     held.upload_tickets.append(ticket.json())
+    held.upload_bytes = photo
 
     for url in held.download_urls:
         assert (await client.get(url)).status_code == 200, url
@@ -121,7 +123,7 @@ async def assert_all_dead(client: httpx.AsyncClient, held: HeldCredentials) -> N
             alive.append(f"signed download URL → {downloaded.status_code}")
 
     for ticket in held.upload_tickets:
-        sent = await samples.send_bytes(client, ticket, samples.jpeg((32, 24), gps=False))
+        sent = await samples.send_bytes(client, ticket, held.upload_bytes)
         if sent.status_code != 403:
             alive.append(f"signed upload URL → {sent.status_code}")
 
