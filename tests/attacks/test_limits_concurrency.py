@@ -17,7 +17,6 @@ import itertools
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from uuid import UUID
 
 import httpx
 import pytest
@@ -26,6 +25,8 @@ from fastapi.routing import APIRoute
 
 from app.adapters import rate_limit
 from app.adapters.auth.provider import AuthProvider
+from app.api import deps
+from app.api.openapi import api_routes
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.helpers import API
@@ -62,11 +63,8 @@ class CountingProvider:
         self.inner = inner
         self.checks = 0
 
-    async def create_user(self, *, email: str | None, username: str | None, password: str) -> UUID:
-        return await self.inner.create_user(email=email, username=username, password=password)
-
-    async def delete_user(self, user_id: UUID) -> None:
-        await self.inner.delete_user(user_id)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # every other method, as it is
 
     async def check_password(self, **kwargs: Any) -> bool:
         self.checks += 1
@@ -206,6 +204,11 @@ def _body(route: str) -> Send:
                 "display_name": "C",
             }
             return await client.post(f"{API}/auth/register/child", json=body)
+        if route == "password_reset":  # addresses with no account: nothing is mailed
+            return await client.post(f"{API}/auth/password-reset", json={"email": unique_email()})
+        if route == "password_reset_confirm":
+            body = {"token": f"{'v' * 42}{i % 10}", "new_password": "a new passphrase"}
+            return await client.post(f"{API}/auth/password-reset/confirm", json=body)
         raise AssertionError(route)
 
     return send
@@ -220,6 +223,8 @@ PER_IP_BURSTS = {
     "accept_invite": ("invite_accept", 404),
     "register_child": ("invite_accept", 404),
     "provision_child": ("provision_child", 201),
+    "request_password_reset": ("password_reset", 202),
+    "confirm_password_reset": ("password_reset_confirm", 400),
 }
 _SENDERS = {
     "login": "login",
@@ -228,6 +233,8 @@ _SENDERS = {
     "lookup_invite": "invite_lookup",
     "accept_invite": "invite_accept",
     "register_child": "register_child",
+    "request_password_reset": "password_reset",
+    "confirm_password_reset": "password_reset_confirm",
 }
 
 
@@ -269,48 +276,81 @@ async def test_a_burst_from_one_adult_gets_exactly_the_allowance(limited_app):
     assert codes == {201: allowance, 429: 5}
 
 
+async def test_a_burst_of_resets_for_one_address_gets_exactly_its_allowance(limited_app):
+    email = unique_email("nobody")  # counted alike whether or not it has an account
+    allowance = rate_limit.RESETS_PER_EMAIL.requests
+
+    async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        return await client.post(f"{API}/auth/password-reset", json={"email": email})
+
+    codes = await at_once(allowance + 5, send, limited_app, same_ip=False)
+
+    assert codes == {202: allowance, 429: 5}
+
+
+async def test_25_parallel_wrong_current_passwords_run_at_most_10_checks(limited_app, counting):
+    # A stolen access token guessing the password through POST /auth/password is held like
+    # failed logins, concurrency or not.
+    victim = await register(limited_app)
+    headers = {"Authorization": f"Bearer {victim['tokens']['access_token']}"}
+    limit = rate_limit.FAILED_PASSWORD_CHANGES_PER_ACCOUNT.requests
+
+    async def wrong(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        body = {"current_password": f"wrong-{i:06d}", "new_password": "a new passphrase"}
+        return await client.post(f"{API}/auth/password", json=body, headers=headers)
+
+    codes = await at_once(25, wrong, limited_app, same_ip=False)
+
+    assert counting.checks == limit
+    assert codes == {400: limit, 429: 25 - limit}
+
+
 # Coverage: every limited route is in a burst above ----------------------------------------------
 
-# Routes that also count failed attempts per account or per invite token (inside the handler,
-# so not visible as a dependency): each has a parallel test above.
-FAILED_ATTEMPT_ROUTES = {"login", "accept_invite", "register_child"}
+# Limits counted inside a handler rather than by a dependency, each with its test above:
+# failed attempts per account or invite token; per address; registration counted once valid.
+FAILED_ATTEMPT_ROUTES = {"login", "accept_invite", "register_child", "change_password"}
+IN_HANDLER_HITS = {"request_password_reset"}  # ...per_address (RESETS_PER_EMAIL)
+COUNTED_WHEN_VALID = {"register_adult", "register_teen", "register_grandparent"}
 
 
-def _api_routes(routes: list[Any]) -> list[APIRoute]:
-    """Every APIRoute of the app, through included routers."""
-    found = []
-    for route in routes:
-        if isinstance(route, APIRoute):
-            found.append(route)
-        included = getattr(route, "original_router", None)  # FastAPI's included routers
-        if included is not None:
-            found += _api_routes(included.routes)
-    return found
-
-
-def _limit_rules(route: APIRoute) -> set[str]:
+def _dependency_limits(route: APIRoute) -> set[str]:
     """The route's limit dependencies, as `ip:<rule>` and `member:<rule>`."""
     rules = set()
     for depends in route.dependencies:
         call = depends.dependency
-        for kind in ("ip", "member"):
-            if call is not None and call.__qualname__.startswith(f"limit_per_{kind}."):
-                rules.add(f"{kind}:{inspect.getclosurevars(call).nonlocals['rule']}")
+        if isinstance(call, deps.PerIpLimit):
+            rules.add(f"ip:{call.rule}")
+        if isinstance(call, deps.PerMemberLimit):
+            rules.add(f"member:{call.rule}")
     return rules
 
 
-def test_every_limited_endpoint_is_covered(limited_app):
-    limited = {
-        route.name: _limit_rules(route)
-        for route in _api_routes(limited_app.routes)
-        if _limit_rules(route)
+def _handler_limits(route: APIRoute) -> set[str]:
+    source = inspect.getsource(route.endpoint)
+    kinds = {
+        "failed_attempts": "failed_attempts_limited(",
+        "hit": "rate_limiter.",
+        "count_per_ip": "count_per_ip(",
     }
+    return {kind for kind, needle in kinds.items() if needle in source}
+
+
+def test_every_limited_endpoint_is_covered(limited_app):
+    routes = [route.original_route for route in api_routes(limited_app)]
+    by_dependency = {r.name: _dependency_limits(r) for r in routes if _dependency_limits(r)}
+    in_handler = {r.name: _handler_limits(r) for r in routes if _handler_limits(r)}
+
     # The founding registrations share one handler and one rule: register_adult's burst
     # covers register_teen and register_grandparent.
-    covered = set(PER_IP_BURSTS) | {"register_teen", "register_grandparent"}
-    assert set(limited) <= covered, f"limited but never burst: {set(limited) - covered}"
+    covered = set(PER_IP_BURSTS) | COUNTED_WHEN_VALID
+    limited = set(by_dependency) | set(in_handler)
+    assert limited <= covered | FAILED_ATTEMPT_ROUTES, f"never burst: {limited - covered}"
     for name, (rule, _) in PER_IP_BURSTS.items():
-        assert f"ip:{rule}" in limited.get(name, set()), (name, limited.get(name))
-    member_limited = {name for name, rules in limited.items() if any("member:" in r for r in rules)}
+        if name not in COUNTED_WHEN_VALID:
+            assert f"ip:{rule}" in by_dependency.get(name, set()), (name, by_dependency.get(name))
+    member_limited = {n for n, rules in by_dependency.items() if any("member:" in r for r in rules)}
     assert member_limited == {"provision_child"}  # test_a_burst_from_one_adult_...
-    assert set(limited) >= FAILED_ATTEMPT_ROUTES
+    assert {n for n, k in in_handler.items() if "failed_attempts" in k} == FAILED_ATTEMPT_ROUTES
+    assert {n for n, k in in_handler.items() if "hit" in k} == IN_HANDLER_HITS
+    assert {n for n, k in in_handler.items() if "count_per_ip" in k} == COUNTED_WHEN_VALID
