@@ -1,7 +1,8 @@
 """The built-in storage's signed object routes: upload to and download from signed URLs.
 
 Mounted only when the built-in storage runs. These routes take no bearer token: the signature
-in the URL is the permission, so an `<img src>` works. They are exempt from the 1 MiB JSON
+in the URL is the permission, so an `<img src>` works. They read the database all the same
+(the family's signing epoch; an upload's reservation), so they can answer 503 in an outage. They are exempt from the 1 MiB JSON
 body limit (see `app.main`); uploads stream to disk under their own limit.
 """
 
@@ -16,7 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from app.adapters.storage.local import LocalStorageBackend
 from app.api.deps import Context
-from app.api.openapi import HEADERS, never_unavailable
+from app.api.openapi import HEADERS
 from app.config import Settings
 from app.errors import Invalid, NotFound
 from app.models.media_types import ALLOWED_MIME_TYPES
@@ -139,7 +140,6 @@ _DOWNLOAD_RESPONSES[400] = {
     responses=_UPLOAD_ERRORS,
     openapi_extra=_PUT_EXTRA,
 )
-@never_unavailable
 async def upload_object(
     bucket: str,
     path: str,
@@ -170,7 +170,6 @@ async def upload_object(
     responses=_UPLOAD_ERRORS,
     openapi_extra=_POST_EXTRA,
 )
-@never_unavailable
 async def upload_object_form(
     bucket: str,
     path: str,
@@ -200,7 +199,6 @@ async def upload_object_form(
     responses=_DOWNLOAD_RESPONSES,
     openapi_extra={"parameters": [_EXPIRES, _SIGNATURE]},
 )
-@never_unavailable
 async def download_object(
     bucket: str, path: str, request: Request, local: LocalStorage
 ) -> Response:
