@@ -20,7 +20,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from jose import jwt
 
@@ -32,7 +31,6 @@ from app.models.rbac import Permission
 from app.services import events_service
 from app.services.events_service import CloseReason, EventBroker, EventType
 from tests.conftest import make_settings
-from tests.faults.server import free_port
 from tests.helpers import API
 from tests.helpers import media_samples as samples
 from tests.helpers.factories import Factory, Member
@@ -41,32 +39,9 @@ from tests.helpers.sse import (
     EventReader,
     ServerEvent,
     open_events,
+    serve,
     stream_status,
 )
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Serve an already started app over HTTP on a free port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        lifespan="off",
-        log_level="warning",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the test server did not start"
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(scope="module")

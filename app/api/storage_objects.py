@@ -2,8 +2,9 @@
 
 Mounted only when the built-in storage runs. These routes take no bearer token: the signature
 in the URL is the permission, so an `<img src>` works. They read the database all the same
-(the family's signing epoch; an upload's reservation), so they can answer 503 in an outage. They are exempt from the 1 MiB JSON
-body limit (see `app.main`); uploads stream to disk under their own limit.
+(the family's signing epoch; an upload's reservation), so they can answer 503 in an outage.
+They are exempt from the 1 MiB JSON body limit (see `app.main`); uploads stream to disk under
+their own limit.
 """
 
 from collections.abc import AsyncIterator

@@ -57,7 +57,8 @@ async def receive_upload(
     """
     if bucket != local.bucket:
         raise NotFound("Not found")
-    if media_paths.is_import_path(path):
+    archive = media_paths.is_import_path(path)
+    if archive:
         media_paths.parse_import_path(path)
     else:
         media_paths.parse_media_path(path)
@@ -71,16 +72,21 @@ async def receive_upload(
     if content_length is not None and content_length > grant.max_bytes:
         raise PayloadTooLarge(f"The file is larger than {grant.max_bytes} bytes")
     # The bytes reserved for this upload (quota_service) bound it too: nothing is stored
-    # without a live reservation, nor beyond it.
+    # without a live reservation, nor beyond it. An archive to import is no media and
+    # reserves nothing (its URL is bound by MAX_IMPORT_BYTES; the import removes it).
     hold = settings.orphan_object_grace_seconds
-    claim = await quota_service.claim_upload(database, path, hold_seconds=hold)
-    if claim is None:
-        if await local.stat(path) is not None:
+    max_bytes = grant.max_bytes
+    if not archive:
+        claim = await quota_service.claim_upload(database, path, hold_seconds=hold)
+        if claim is None:
+            if await local.stat(path) is not None:
+                raise Conflict(ALREADY_UPLOADED)
+            raise Forbidden(
+                "This upload link is no longer valid; ask for a new one", code=LINK_INVALID
+            )
+        if claim.already_uploaded:
             raise Conflict(ALREADY_UPLOADED)
-        raise Forbidden("This upload link is no longer valid; ask for a new one", code=LINK_INVALID)
-    if claim.already_uploaded:
-        raise Conflict(ALREADY_UPLOADED)
-    max_bytes = min(grant.max_bytes, claim.max_bytes)
+        max_bytes = min(max_bytes, claim.max_bytes)
     try:
         if content_length is not None and content_length > max_bytes:
             raise PayloadTooLarge(f"The file is larger than {max_bytes} bytes")
@@ -96,9 +102,11 @@ async def receive_upload(
             ),
         )
     except BaseException:
-        await quota_service.unclaim_upload(database, path)
+        if not archive:
+            await quota_service.unclaim_upload(database, path)
         raise
-    await quota_service.upload_received(database, path, stored.size, hold_seconds=hold)
+    if not archive:
+        await quota_service.upload_received(database, path, stored.size, hold_seconds=hold)
     return UploadedObject(storage_path=path, file_size=stored.size)
 
 

@@ -135,6 +135,17 @@ CALLABLE_FUNCTIONS = {
     ("authenticated", "app.media_folder(uuid, uuid)", False),
     ("authenticated", "app.path_in_folder(text, text)", False),
     ("authenticated", "app.variant_paths_in_folder(jsonb, text)", False),
+    # Quotas (20250203030000_upload_reservations.sql): members have no privilege on
+    # app.upload_reservations; these definers take the family from the caller's profile.
+    # Locking and reading the family's use (no data beyond byte counts), reserving for an
+    # upload into a memory of the caller's family (or its avatars; at most a day; a member
+    # calling it directly only shrinks their own family's room), releasing one of the
+    # family's reservations (the API does it when the file is registered).
+    ("authenticated", "app.family_storage_used()", True),
+    ("authenticated", "app.lock_family_storage(uuid, text)", True),
+    ("authenticated", "app.release_upload(text)", True),
+    ("authenticated", "app.reserve_upload(uuid, text, bigint, timestamp with time zone)", True),
+    ("authenticated", "app.reserved_bytes(bigint, bigint)", False),
     ("authenticated", "app.current_family_id()", True),
     ("authenticated", "app.current_member_role()", True),
     ("authenticated", "app.depart_family(boolean, boolean)", True),

@@ -10,6 +10,7 @@ allowed to invite that role. The class test sweeps every credential a member can
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -21,6 +22,14 @@ from tests.conftest import make_settings
 from tests.helpers import API
 from tests.helpers.credentials import assert_all_dead, collect
 from tests.helpers.factories import PASSWORD, Factory, unique_email
+from tests.helpers.sse import serve
+
+
+@pytest.fixture(scope="module")
+async def live(app) -> AsyncIterator[httpx.AsyncClient]:
+    """The session's app over real HTTP, for event streams."""
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        yield http
 
 
 async def remove(client, adult, member_id: str) -> int:
@@ -135,11 +144,11 @@ async def test_removal_and_acceptance_at_the_same_moment_agree(client, factory, 
 
 
 @pytest.mark.parametrize("role", ["teen", "child", "grandparent", "adult"])
-async def test_every_credential_dies_when_a_member_is_removed(client, factory, role):
+async def test_every_credential_dies_when_a_member_is_removed(client, live, factory, role):
     family = await factory.family(["adult", "adult", "teen", "child", "grandparent"])
     founder = family.members[0]
     member = family.members[1] if role == "adult" else family.by_role(role)
-    held = await collect(client, member)
+    held = await collect(client, member, live=live)
 
     assert await remove(client, founder, member.id) == 204
 
@@ -190,12 +199,12 @@ async def test_signing_links_needs_no_second_database_connection(
     ["leave", "delete-keep", "delete-delete"],
 )
 async def test_every_credential_dies_when_a_member_leaves_or_deletes_the_account(
-    client, factory, how
+    client, live, factory, how
 ):
     # The same sweep for the other ways a membership ends.
     family = await factory.family(["adult", "grandparent"])
     member = family.by_role("grandparent")
-    held = await collect(client, member)
+    held = await collect(client, member, live=live)
 
     if how == "leave":
         response = await client.post(f"{API}/families/me/leave", headers=member.headers)

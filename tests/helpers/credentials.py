@@ -9,11 +9,14 @@ that still work:
 - the access token and refresh token of the member's first login, and of a second login;
 - the login itself (email or username and password);
 - the pending invites they issued (adults and grandparents), looked up and accepted;
-- signed links they were given: a download URL of a photo and an upload URL not used yet.
+- signed links they were given: a download URL of a photo and an upload URL not used yet;
+- with `live` (a client of the app over real HTTP, `tests.helpers.sse.serve`): an open
+  event stream, which must end, and an event ticket not used yet, which must open nothing.
 
-An open event stream belongs here too once `GET /events` exists.
+Close what `collect` opened with `held.close()` (`assert_all_dead` does it).
 """
 
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +25,7 @@ import httpx
 from tests.helpers import API
 from tests.helpers import media_samples as samples
 from tests.helpers.factories import Member, unique_email
+from tests.helpers.sse import EventReader, open_events, stream_status
 
 INVITING_ROLES = ("adult", "grandparent")
 
@@ -36,13 +40,22 @@ class HeldCredentials:
     download_urls: list[str] = field(default_factory=list)
     upload_tickets: list[dict[str, Any]] = field(default_factory=list)
     upload_bytes: bytes = b""  # what the upload tickets were declared for
+    live: httpx.AsyncClient | None = None
+    streams: list[EventReader] = field(default_factory=list)
+    event_tickets: list[str] = field(default_factory=list)
+    opened: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    async def close(self) -> None:
+        await self.opened.aclose()
 
 
-async def collect(client: httpx.AsyncClient, member: Member) -> HeldCredentials:
+async def collect(
+    client: httpx.AsyncClient, member: Member, *, live: httpx.AsyncClient | None = None
+) -> HeldCredentials:
     """One of every credential `member` can hold, each checked to work now."""
     login = member.email or member.username
     assert login, "the member needs an email or a username to log in with"
-    held = HeldCredentials(member=member, login=login)
+    held = HeldCredentials(member=member, login=login, live=live)
     held.access_tokens.append(member.access_token)
     held.refresh_tokens.append(member.refresh_token)
 
@@ -83,6 +96,13 @@ async def collect(client: httpx.AsyncClient, member: Member) -> HeldCredentials:
     for invite in held.invites:
         looked_up = await client.get(f"{API}/invites/{invite['token']}")
         assert looked_up.json()["valid"] is True, looked_up.text
+
+    if live is not None:
+        ticket = await client.post(f"{API}/events/ticket", headers=member.headers)
+        assert ticket.status_code == 201, ticket.text
+        held.event_tickets.append(ticket.json()["ticket"])
+        stream = await held.opened.enter_async_context(open_events(live, headers=member.headers))
+        held.streams.append(stream)
     return held
 
 
@@ -126,5 +146,26 @@ async def assert_all_dead(client: httpx.AsyncClient, held: HeldCredentials) -> N
         sent = await samples.send_bytes(client, ticket, held.upload_bytes)
         if sent.status_code != 403:
             alive.append(f"signed upload URL → {sent.status_code}")
+
+    try:
+        for stream in held.streams:
+            try:
+                rest = await stream.wait_ended()
+            except TimeoutError:
+                alive.append("event stream: still open")
+                continue
+            if any(block.event is not None for block in rest):
+                alive.append("event stream: sent events after the membership ended")
+        for event_ticket in held.event_tickets:
+            assert held.live is not None
+            try:
+                refused = await stream_status(held.live, params={"ticket": event_ticket})
+            except AssertionError:
+                alive.append("event ticket: opened a stream")
+                continue
+            if refused.status_code != 401:
+                alive.append(f"event ticket → {refused.status_code}")
+    finally:
+        await held.close()
 
     assert not alive, "still working after the membership ended:\n" + "\n".join(alive)

@@ -3,7 +3,8 @@
 `EventReader` reads a streaming httpx response in a background task, so a test can wait
 for the next event with a timeout without breaking the stream. Use it through
 `open_events(client, ...)`; a block with only an `id` (what the server sends to set the
-resume point) is returned too, with `event` None.
+resume point) is returned too, with `event` None. `serve(app)` puts a started app on real
+HTTP (an ASGI transport would buffer the endless stream).
 """
 
 import asyncio
@@ -15,7 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import uvicorn
+from fastapi import FastAPI
 
+from tests.faults.server import free_port
 from tests.helpers import API
 
 # Long enough for a loaded 2-core machine; an event normally arrives in milliseconds.
@@ -168,3 +172,27 @@ async def stream_status(
         return response
     finally:
         await response.aclose()
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[str]:
+    """Serve an already started app over HTTP on a free port; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the test server did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
