@@ -127,6 +127,19 @@ class Settings(BaseSettings):
     mail_retry_max_seconds: float = 900.0
     mail_outbox_retention_days: int = 30
 
+    # The family archive (docs/archive.md). Finished exports are zips in their own bucket
+    # (Supabase Storage's memories bucket only takes photos and videos of at most 50 MiB).
+    archive_storage_bucket: str = "archives"
+    # A finished export (its zip and its job) is removed this many days after it completed.
+    archive_export_ttl_days: int = Field(default=7, ge=1)
+    # How often the exporter looks for queued exports and expired ones; a new export wakes
+    # it at once. <= 0 turns it off in this process (exports wait for another process).
+    archive_poll_interval_seconds: float = 10.0
+    # A running export renews its claim as it goes; one silent this long (its process died)
+    # is taken over by another, up to archive_max_attempts runs in all.
+    archive_claim_seconds: float = Field(default=120.0, gt=0)
+    archive_max_attempts: int = Field(default=3, ge=1)
+
     # Accounts.
     password_reset_ttl_seconds: int = 30 * 60
     # A login's last_used_at moves on refresh, and on access at most once per this interval.

@@ -31,6 +31,7 @@ from app.errors import ServiceUnavailable
 from app.proxy import public_base_url
 from app.services import storage_service
 from app.services.analytics_service import AnalyticsRecorder
+from app.services.archive_exporter import ArchiveExporter
 from app.services.events_service import EventBroker
 from app.services.import_service import ImportRunner
 from app.services.mail_outbox import MailOutbox
@@ -60,8 +61,12 @@ class AppContext:
     events: EventBroker
     # Imports queued by members (Takeouts, folders, exports), run in the background.
     imports: ImportRunner
+    # The family archive: finished exports in their own bucket, made by a background job.
+    archives: StorageBackend
+    exporter: ArchiveExporter
     # The built-in store when it runs: its own signed-URL routes serve it (else None).
     local_storage: LocalStorageBackend | None = None
+    local_archives: LocalStorageBackend | None = None
     # Supabase mode: one HTTP client for Auth, tokens and Storage (closed at shutdown), and
     # Supabase Auth's access tokens accepted as bearer tokens beside ours.
     supabase: Supabase | None = None
@@ -82,6 +87,7 @@ class AppContext:
 
     async def aclose(self) -> None:
         await self.imports.stop()
+        await self.exporter.stop()
         await self.outbox.stop()
         await self.scroll_history.stop()
         await self.events.stop()
@@ -124,8 +130,10 @@ async def build_context(settings: Settings) -> AppContext:
     external_tokens: SupabaseAccessTokens | None = None
     recovery: SupabaseRecovery | None = None
     local_storage: LocalStorageBackend | None = None
+    local_archives: LocalStorageBackend | None = None
     auth_provider: AuthProvider
     storage: StorageBackend
+    archives: StorageBackend
     if settings.supabase_enabled:
         # Accounts in Supabase Auth (its access tokens accepted too), files in Supabase Storage.
         supabase = Supabase.from_settings(settings)
@@ -136,6 +144,7 @@ async def build_context(settings: Settings) -> AppContext:
         external_tokens = SupabaseAccessTokens(verifier, supabase.config.url)
         recovery = SupabaseRecovery(supabase)
         storage = SupabaseStorageBackend(supabase)
+        archives = supabase_archives(settings, supabase)
     else:
         passwords = Passwords(
             time_cost=settings.password_hash_time_cost,
@@ -143,6 +152,9 @@ async def build_context(settings: Settings) -> AppContext:
         )
         auth_provider = LocalAuthProvider(database, passwords)
         local_storage = storage = local_storage_backend(settings, database)
+        local_archives = archives = local_storage_backend(
+            settings, database, settings.archive_storage_bucket
+        )
     media = MediaProcessor(database, storage, analytics, settings)
     context = AppContext(
         settings=settings,
@@ -157,7 +169,10 @@ async def build_context(settings: Settings) -> AppContext:
         cursors=CursorCodec(settings.jwt_secret),
         scroll_history=ScrollHistory(database),
         events=events,
+        archives=archives,
+        exporter=ArchiveExporter(database, storage, archives, settings),
         local_storage=local_storage,
+        local_archives=local_archives,
         supabase=supabase,
         external_tokens=external_tokens,
         recovery=recovery,
@@ -183,17 +198,36 @@ def build_mailer(settings: Settings) -> Mailer | None:
     return LogMailer(settings.data_dir / "mail", settings.mail_from)
 
 
-def local_storage_backend(settings: Settings, database: Database) -> LocalStorageBackend:
+def local_storage_backend(
+    settings: Settings, database: Database, bucket: str | None = None
+) -> LocalStorageBackend:
     """Files under settings.storage_root, served through URLs signed by this server with each
     family's signing epoch mixed in (so a removal voids that family's earlier links).
 
     The URLs point at PUBLIC_BASE_URL, else at the address each request was sent to.
+    `bucket`: the media bucket unless another is named (the archives).
     """
     objects = f"{settings.api_prefix}/storage/objects"
     return LocalStorageBackend(
         settings.storage_root,
-        bucket=settings.supabase_storage_bucket,
+        bucket=bucket or settings.supabase_storage_bucket,
         public_url=lambda: f"{public_base_url(settings)}{objects}",
         secret=settings.jwt_secret,
         key_epochs=partial(storage_service.signing_epochs, database),
     )
+
+
+def supabase_archives(settings: Settings, supabase: Supabase) -> SupabaseStorageBackend:
+    """The archives bucket of Supabase Storage; zips wait in DATA_DIR/tmp before upload."""
+    return SupabaseStorageBackend(
+        supabase, bucket=settings.archive_storage_bucket, scratch_dir=settings.data_dir / "tmp"
+    )
+
+
+def media_storage(
+    settings: Settings, database: Database, supabase: Supabase | None
+) -> StorageBackend:
+    """The media store, for a command run outside the server (`timeless export`)."""
+    if supabase is not None:
+        return SupabaseStorageBackend(supabase)
+    return local_storage_backend(settings, database)

@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         context.events.start()
         stop_closing_streams = close_streams_on_exit_signal(context.events.close_streams)
         context.imports.start()
+        context.exporter.start()
         try:
             yield
         finally:

@@ -65,6 +65,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "mail_poll_interval_seconds": 0,
         # Likewise imports: a test runs the one it queued (`context.imports.run_next()`).
         "import_poll_interval_seconds": 0,
+        # Likewise, tests run archive exports themselves (`context.exporter.run_next()`).
+        "archive_poll_interval_seconds": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

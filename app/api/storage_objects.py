@@ -52,6 +52,8 @@ AppSettings = Annotated[Settings, Depends(_settings)]
 _OBJECT = "/{bucket}/{path:path}"
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _MEDIA_CONTENT = {mime: _BINARY for mime in sorted(ALLOWED_MIME_TYPES)}
+# Downloads also serve the family archive's exports (docs/archive.md).
+_DOWNLOAD_CONTENT = {**_MEDIA_CONTENT, "application/zip": _BINARY}
 
 
 def _query(name: str, description: str, schema: dict[str, object]) -> dict[str, object]:
@@ -108,12 +110,12 @@ _DOWNLOAD_HEADERS = {
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "The file, as its verified type",
-        "content": _MEDIA_CONTENT,
+        "content": _DOWNLOAD_CONTENT,
         "headers": _DOWNLOAD_HEADERS,
     },
     206: {
         "description": "The byte range(s) asked for with `Range`",
-        "content": {**_MEDIA_CONTENT, "multipart/byteranges": _BINARY},
+        "content": {**_DOWNLOAD_CONTENT, "multipart/byteranges": _BINARY},
         "headers": _DOWNLOAD_HEADERS,
     },
     304: {
@@ -201,12 +203,17 @@ async def upload_object_form(
     openapi_extra={"parameters": [_EXPIRES, _SIGNATURE]},
 )
 async def download_object(
-    bucket: str, path: str, request: Request, local: LocalStorage
+    bucket: str, path: str, request: Request, local: LocalStorage, context: Context
 ) -> Response:
-    """Download a file through a signed access URL; honours `Range` and `If-None-Match`."""
+    """Download a file (or an archive) through a signed URL; honours `Range`, `If-None-Match`."""
     download = await object_service.open_download(
-        local, bucket=bucket, path=path, params=request.query_params
+        local,
+        bucket=bucket,
+        path=path,
+        params=request.query_params,
+        archives=context.local_archives,
     )
+    disposition = "attachment" if download.attachment else "inline"
     headers = {
         "ETag": download.etag,
         # Private: the bytes are the family's; no shared cache may keep them.
@@ -215,7 +222,7 @@ async def download_object(
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "Referrer-Policy": "no-referrer",
         # The server's own name for the object (a safe, fixed alphabet), never the client's.
-        "Content-Disposition": f'inline; filename="{path.rsplit("/", 1)[-1]}"',
+        "Content-Disposition": f'{disposition}; filename="{path.rsplit("/", 1)[-1]}"',
     }
     if _etag_matches(request.headers.get("if-none-match"), download.etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)

@@ -100,6 +100,22 @@ class Database:
         return _session_connection.get()
 
     @asynccontextmanager
+    async def snapshot_session(self) -> AsyncIterator[Connection]:
+        """A service-role, read-only REPEATABLE READ transaction: one consistent view of the
+        database for a long read (an archive export), as pg_dump takes one.
+
+        It sits idle while files are copied, so no idle-in-transaction limit applies to it.
+        Service role: the caller filters by family itself, as background jobs do.
+        """
+        async with (
+            self._connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            await conn.execute(_ENTER_SERVICE_ROLE)
+            await conn.execute("set local idle_in_transaction_session_timeout = 0")
+            yield conn
+
+    @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
         """A pooled connection whose hand-back never fails the caller.
 

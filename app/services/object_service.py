@@ -29,7 +29,8 @@ from app.errors import (
 )
 from app.models.media_types import EXTENSION_FOR_MIME
 from app.schemas.storage import UploadedObject
-from app.services import media_paths, quota_service
+from app.services import export_service, media_paths, quota_service
+from app.services.export_service import check_archive_path
 
 FILE_NOT_FOUND = "File not found"
 
@@ -153,15 +154,41 @@ class Download:
     etag: str
     content_type: str
     max_age: int
+    # Shown in the browser (media), or saved as a file (an archive).
+    attachment: bool = False
 
 
 async def open_download(
-    local: LocalStorageBackend, *, bucket: str, path: str, params: Mapping[str, str]
+    local: LocalStorageBackend,
+    *,
+    bucket: str,
+    path: str,
+    params: Mapping[str, str],
+    archives: LocalStorageBackend | None = None,
 ) -> Download:
-    """The file behind a signed download URL: 400 bad path, 403 bad signature, 404 gone."""
+    """The file behind a signed download URL: 400 bad path, 403 bad signature, 404 gone.
+
+    A media file of the media bucket, or a finished export of the archives bucket.
+    """
+    if archives is not None and bucket == archives.bucket:
+        check_archive_path(path)
+        return await _open(archives, path, params, export_service.ZIP_TYPE, attachment=True)
     if bucket != local.bucket:
         raise NotFound("Not found")
     media_paths.check_media_file_path(path)
+    extension = path.rsplit(".", 1)[-1]
+    content_type = _CONTENT_TYPES.get(extension, "application/octet-stream")
+    return await _open(local, path, params, content_type, attachment=False)
+
+
+async def _open(
+    local: LocalStorageBackend,
+    path: str,
+    params: Mapping[str, str],
+    content_type: str,
+    *,
+    attachment: bool,
+) -> Download:
     remaining = await local.verify_download(path, params)
     file = local.local_file(path)
     try:
@@ -170,11 +197,11 @@ async def open_download(
         raise NotFound(FILE_NOT_FOUND) from None
     if not stat.S_ISREG(st.st_mode):
         raise NotFound(FILE_NOT_FOUND)
-    extension = path.rsplit(".", 1)[-1]
     return Download(
         file=file,
         stat=st,
         etag=etag_for(st),
-        content_type=_CONTENT_TYPES.get(extension, "application/octet-stream"),
+        content_type=content_type,
         max_age=remaining,
+        attachment=attachment,
     )

@@ -1,7 +1,8 @@
 """Where the bytes of photos and videos live: the StorageBackend interface and object paths.
 
 `StorageBackend` is deliberately small so Supabase Storage can implement it too (signed
-upload URL, stat, signed download URLs, download/upload a file, remove, list). Nothing
+upload URL, stat, signed download URLs, download/upload a file, read one as a stream, write a
+large one through a staged local file, remove, list). Nothing
 outside the adapters knows which backend runs: the built-in one is
 `app.adapters.storage.local`, Supabase Storage `app.adapters.storage.supabase`.
 
@@ -11,12 +12,16 @@ are resolved and checked to stay inside the bucket folder before any file is tou
 
 import re
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from app.errors import Invalid
+
+# Reads stream in chunks of this size: large enough to copy fast, small enough to stay flat.
+READ_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,22 @@ class StorageBackend(Protocol):
 
     async def upload_file(self, path: str, src: Path, content_type: str) -> None:
         """Store a local file as an object (thumbnails), replacing any previous one."""
+        ...
+
+    def read_chunks(self, path: str) -> AsyncIterator[bytes]:
+        """An object's bytes in chunks of at most `READ_CHUNK_BYTES`, never held whole.
+
+        NotFound (before any chunk) if the object does not exist.
+        """
+        ...
+
+    def staged_object(self, path: str, content_type: str) -> AbstractAsyncContextManager[Path]:
+        """A local file to write a large object into (an archive), stored as `path` when the
+        block ends without an error and removed otherwise.
+
+        The staged file is the only copy: the built-in store writes it in its own folder
+        and moves it into place, Supabase Storage streams it up from a scratch folder.
+        """
         ...
 
     async def remove(self, paths: Sequence[str]) -> None:

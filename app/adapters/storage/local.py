@@ -23,13 +23,19 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import anyio
 
-from app.adapters.storage.base import ObjectStat, UploadTarget, check_object_path
+from app.adapters.storage.base import (
+    READ_CHUNK_BYTES,
+    ObjectStat,
+    UploadTarget,
+    check_object_path,
+)
 from app.adapters.storage.signing import DOWNLOAD, UPLOAD, UploadGrant, UrlSigner, expiry
 from app.errors import (
     LINK_INVALID,
@@ -177,6 +183,34 @@ class LocalStorageBackend:
                 tmp.unlink(missing_ok=True)
 
         await asyncio.to_thread(store)
+
+    async def read_chunks(self, path: str) -> AsyncIterator[bytes]:
+        file = self._file(path)
+        try:
+            handle = await asyncio.to_thread(file.open, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound("The stored file is missing") from None
+        try:
+            while chunk := await asyncio.to_thread(handle.read, READ_CHUNK_BYTES):
+                yield chunk
+        finally:
+            handle.close()
+
+    @asynccontextmanager
+    async def staged_object(self, path: str, content_type: str) -> AsyncIterator[Path]:
+        final = self._file(path)
+        # In the bucket's own folder, so moving it into place is a rename, not a copy.
+        tmp = await asyncio.to_thread(self._new_incoming_file)
+        try:
+            yield tmp
+            await asyncio.to_thread(self._move_into_place, tmp, final)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage("Storage is full; the file was not kept") from exc
+            raise
+        finally:
+            # Not in a thread, as in `receive`: a cancelled job must not leave the file behind.
+            tmp.unlink(missing_ok=True)
 
     async def remove(self, paths: Sequence[str]) -> None:
         files = [self._file(path) for path in paths]
@@ -331,6 +365,12 @@ class LocalStorageBackend:
             # The memory's folder was just removed as empty by a deletion: make it again.
             final.parent.mkdir(parents=True, exist_ok=True)
             os.link(tmp, final)
+        _fsync_dir(final.parent)
+
+    def _move_into_place(self, tmp: Path, final: Path) -> None:
+        _fsync_file(tmp)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
         _fsync_dir(final.parent)
 
     def _folders(self) -> list[Path]:

@@ -11,9 +11,9 @@ server (the URLs handed to clients carry a Storage token for one object instead)
     GET    /object/info/authenticated/{bucket}/{path}   stat: {"size", "etag", "last_modified", …}
     POST   /object/sign/{bucket}   {"expiresIn", "paths"}   download URLs, one request per page:
                                    [{"path", "signedURL": "/object/sign/…?token=", "error"}]
-    GET    /object/authenticated/{bucket}/{path}   download, streamed to a file
+    GET    /object/authenticated/{bucket}/{path}   download, streamed (to a file, or as chunks)
     GET    /bucket/{bucket}   the bucket, checked at start-up and by readiness
-    POST   /object/{bucket}/{path}   x-upsert: true   upload (thumbnails)
+    POST   /object/{bucket}/{path}   x-upsert: true   upload (thumbnails; archives streamed)
     DELETE /object/{bucket}   {"prefixes": [...]}   remove
     POST   /object/list/{bucket}   {"prefix", "limit", "offset", "sortBy"}   one folder's entries
 
@@ -50,8 +50,11 @@ import asyncio
 import contextlib
 import email.utils
 import logging
+import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +65,12 @@ import anyio
 import httpx
 from jose import JWTError, jwt
 
-from app.adapters.storage.base import ObjectStat, UploadTarget, check_object_path
+from app.adapters.storage.base import (
+    READ_CHUNK_BYTES,
+    ObjectStat,
+    UploadTarget,
+    check_object_path,
+)
 from app.adapters.storage.signing import expiry
 from app.adapters.supabase.client import Supabase
 from app.errors import (
@@ -93,6 +101,8 @@ _BUCKET_MISSING_CODES = frozenset({"NoSuchBucket", "Bucket not found"})
 _RELATED_RESOURCE_MISSING = "InvalidRequest"
 _KEY_REFUSED_CODES = frozenset({"InvalidJWT", "AccessDenied", "Unauthorized"})
 _DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+# Files up to this size are uploaded from memory (thumbnails); larger ones (archives) stream.
+_UPLOAD_IN_ONE_PIECE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -150,8 +160,13 @@ class SupabaseStorageBackend:
     # Entries per listing request while walking the bucket for the orphan sweep.
     list_page_size = 1000
 
-    def __init__(self, supabase: Supabase, *, bucket: str | None = None) -> None:
+    def __init__(
+        self, supabase: Supabase, *, bucket: str | None = None, scratch_dir: Path | None = None
+    ) -> None:
         self.bucket = bucket or supabase.config.storage_bucket
+        # Where `staged_object` files wait before their upload (the system's temp folder if
+        # None; an archive can be large, so the service points this at its data folder).
+        self._scratch_dir = scratch_dir
         self._config = supabase.config
         self._http = supabase.http
         self._base = supabase.config.storage_url
@@ -261,17 +276,53 @@ class SupabaseStorageBackend:
 
     async def upload_file(self, path: str, src: Path, content_type: str) -> None:
         operation = "upload a file"
-        # Thumbnails are a few dozen KiB: read at once (off the event loop) rather than streamed.
-        data = await asyncio.to_thread(src.read_bytes)
+        size = (await asyncio.to_thread(src.stat)).st_size
+        content: bytes | AsyncIterator[bytes]
+        if size <= _UPLOAD_IN_ONE_PIECE_BYTES:
+            # Thumbnails are a few dozen KiB: read at once (off the event loop).
+            content = await asyncio.to_thread(src.read_bytes)
+        else:
+            # An archive may be gigabytes: streamed, with its length (no chunked encoding).
+            content = _file_chunks(src)
         response = await self._send(
             "POST",
             f"/object/{self._object(path)}",
             operation,
-            content=data,
+            content=content,
             # Replacing is intended: a thumbnail made again after a retry overwrites the last.
-            headers={"Content-Type": content_type, "x-upsert": "true"},
+            headers={"Content-Type": content_type, "Content-Length": str(size), "x-upsert": "true"},
         )
         self._checked(response, operation)
+
+    async def read_chunks(self, path: str) -> AsyncIterator[bytes]:
+        operation = "download an object"
+        url = f"{self._base}/object/authenticated/{self._object(path)}"
+        try:
+            async with self._http.stream("GET", url, headers=self._headers()) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise self._refused(storage_refusal(response), operation)
+                async for chunk in response.aiter_bytes(READ_CHUNK_BYTES):
+                    yield chunk
+        except httpx.HTTPError as exc:  # before the answer or while streaming it
+            raise _unreachable(operation, exc) from None
+
+    @asynccontextmanager
+    async def staged_object(self, path: str, content_type: str) -> AsyncIterator[Path]:
+        check_object_path(path)
+        if self._scratch_dir is not None:
+            await asyncio.to_thread(self._scratch_dir.mkdir, parents=True, exist_ok=True)
+        handle, name = await asyncio.to_thread(
+            tempfile.mkstemp, prefix="timeless-", suffix=".part", dir=self._scratch_dir
+        )
+        os.close(handle)
+        staged = Path(name)
+        try:
+            yield staged
+            await self.upload_file(path, staged, content_type)
+        finally:
+            # Not in a thread: a cancelled job must not leave the file behind.
+            staged.unlink(missing_ok=True)  # noqa: ASYNC240
 
     async def remove(self, paths: Sequence[str]) -> None:
         operation = "remove objects"
@@ -490,6 +541,15 @@ def _is_object_path(path: str) -> bool:
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+async def _file_chunks(src: Path) -> AsyncIterator[bytes]:
+    handle = await asyncio.to_thread(src.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, READ_CHUNK_BYTES):
+            yield chunk
+    finally:
+        handle.close()
 
 
 async def _remove_partial(dest: Path) -> None:

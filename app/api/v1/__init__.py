@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from app.api.v1 import (
     analytics,
+    archive,
     auth,
     events,
     families,
@@ -15,5 +16,16 @@ from app.api.v1 import (
 )
 
 router = APIRouter()
-for _module in (auth, families, imports, invites, memories, storage, feed, analytics, events):
+for _module in (
+    auth,
+    families,
+    imports,
+    invites,
+    memories,
+    storage,
+    feed,
+    analytics,
+    events,
+    archive,
+):
     router.include_router(_module.router)
