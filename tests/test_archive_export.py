@@ -11,14 +11,18 @@ network off. Other tests make their own families.
 import asyncio
 import hashlib
 import html
+import io
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 import zipfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -30,10 +34,13 @@ import pytest
 from fastapi import FastAPI
 
 from app.context import AppContext
+from app.services import archive_writer
+from app.services.archive_exporter import ArchiveExporter
 from tests.helpers import API
 from tests.helpers import media_samples as samples
 from tests.helpers.factories import Factory, Member
 from tests.helpers.feed import comment, react
+from tests.helpers.memory import MIB, peak_growth
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -615,3 +622,383 @@ async def test_previews_go_in_when_asked_and_made(
     page = (bag / "data" / "index.html").read_text()
     assert f'src="{item["preview"]["file"]}"' in page  # a HEIC is shown by its preview
     assert job["progress"]["files_total"] == 2 + 3
+
+
+# The job: crashes, take-overs, errors, stops ----------------------------------------------------
+
+
+class _Storage:
+    """The app's storage, with `read_chunks` replaced by a test's own."""
+
+    def __init__(self, inner: Any, read_chunks: Any) -> None:
+        self._inner = inner
+        self.read_chunks = read_chunks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def exporter_with(app: FastAPI, read_chunks: Any) -> ArchiveExporter:
+    context = context_of(app)
+    storage = _Storage(context.storage, read_chunks)
+    return ArchiveExporter(context.database, storage, context.archives, context.settings)  # type: ignore[arg-type]
+
+
+async def _family_with_photo(client: httpx.AsyncClient, factory: Factory) -> Member:
+    adult = await factory.register("adult")
+    memory = await _memory(client, adult, "A photo")
+    await samples.upload(client, adult, memory["id"], samples.jpeg((100, 80)), "image/jpeg")
+    return adult
+
+
+async def _job_row(pg: asyncpg.Pool, export_id: str) -> asyncpg.Record:
+    row = await pg.fetchrow(
+        "select * from public.archive_exports where id = $1", uuid.UUID(export_id)
+    )
+    assert row is not None
+    return row
+
+
+async def test_an_export_whose_process_died_is_taken_over(
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI, pg: asyncpg.Pool, tmp_path: Path
+) -> None:
+    adult = await _family_with_photo(client, factory)
+    export_id = (await start_export(client, adult)).json()["id"]
+    # What a process that died mid-way leaves: running, under a claim that has run out.
+    await pg.execute(
+        "update public.archive_exports set status = 'running', attempts = 1, files_done = 1, "
+        "claimed_until = now() - interval '1 second' where id = $1",
+        uuid.UUID(export_id),
+    )
+
+    await run_exports(app)
+
+    job = await export_job(client, adult, export_id)
+    assert job["status"] == "completed", job
+    assert (await _job_row(pg, export_id))["attempts"] == 2
+    download = await client.get(job["download_url"])
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        assert archive.testzip() is None
+
+
+async def test_a_run_that_lost_its_claim_records_nothing(
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI, pg: asyncpg.Pool
+) -> None:
+    adult = await _family_with_photo(client, factory)
+    export_id = (await start_export(client, adult)).json()["id"]
+    storage = context_of(app).storage
+
+    async def taken_over(path: str) -> AsyncIterator[bytes]:
+        # Another process claims the export while this one copies its first file.
+        await pg.execute(
+            "update public.archive_exports set attempts = attempts + 1 where id = $1",
+            uuid.UUID(export_id),
+        )
+        async for chunk in storage.read_chunks(path):
+            yield chunk
+
+    assert await exporter_with(app, taken_over).run_next()
+
+    row = await _job_row(pg, export_id)
+    assert (row["status"], row["attempts"], row["storage_path"]) == ("running", 2, None)
+    folder = context_of(app).settings.storage_root / "archives" / adult.family_id
+    assert not any(folder.rglob("*.zip")) if folder.exists() else True
+    await pg.execute(
+        "update public.archive_exports set claimed_until = now() - interval '1 second' "
+        "where id = $1",
+        uuid.UUID(export_id),
+    )
+    await run_exports(app)  # the "other process" never finished either: taken over again
+    assert (await export_job(client, adult, export_id))["status"] == "completed"
+
+
+async def test_storage_trouble_is_retried_then_reported(
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI, pg: asyncpg.Pool
+) -> None:
+    from app.errors import ServiceUnavailable
+
+    adult = await _family_with_photo(client, factory)
+    export_id = (await start_export(client, adult)).json()["id"]
+
+    async def unreachable(path: str) -> AsyncIterator[bytes]:
+        raise ServiceUnavailable("Supabase Storage is unavailable")
+        yield b""
+
+    exporter = exporter_with(app, unreachable)
+    max_attempts = context_of(app).settings.archive_max_attempts
+    for attempt in range(1, max_attempts + 1):
+        assert await exporter.run_next()
+        row = await _job_row(pg, export_id)
+        assert row["attempts"] == attempt
+        if attempt < max_attempts:
+            # Back in the queue, after a pause that grows with each attempt.
+            assert row["status"] == "queued"
+            assert row["claimed_until"] > datetime.now(UTC)
+            await pg.execute(
+                "update public.archive_exports set claimed_until = null where id = $1",
+                uuid.UUID(export_id),
+            )
+    job = await export_job(client, adult, export_id)
+    assert job["status"] == "failed"
+    assert job["error"] == "The file storage could not be reached"
+    assert job["download_url"] is None
+    # A failed export does not block the next one.
+    assert (await start_export(client, adult)).status_code == 202
+    await run_exports(app)
+
+
+async def test_an_export_whose_every_attempt_died_fails_with_a_reason(
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI, pg: asyncpg.Pool
+) -> None:
+    adult = await factory.register("adult")
+    export_id = (await start_export(client, adult)).json()["id"]
+    attempts = context_of(app).settings.archive_max_attempts
+    await pg.execute(
+        "update public.archive_exports set status = 'running', attempts = $2, "
+        "claimed_until = now() - interval '1 second' where id = $1",
+        uuid.UUID(export_id),
+        attempts,
+    )
+
+    await run_exports(app)
+
+    job = await export_job(client, adult, export_id)
+    assert job["status"] == "failed"
+    assert job["error"] == f"The export did not finish after {attempts} attempts"
+
+
+async def test_a_stopping_server_hands_its_export_back(
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI, pg: asyncpg.Pool
+) -> None:
+    adult = await _family_with_photo(client, factory)
+    export_id = (await start_export(client, adult)).json()["id"]
+    copying = asyncio.Event()
+
+    async def stuck(path: str) -> AsyncIterator[bytes]:
+        copying.set()
+        await asyncio.Event().wait()  # a slow disk, until the server stops
+        yield b""
+
+    run = asyncio.create_task(exporter_with(app, stuck).run_next())
+    await asyncio.wait_for(copying.wait(), timeout=30)
+    assert (await _job_row(pg, export_id))["status"] == "running"
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    row = await _job_row(pg, export_id)
+    # Queued again at once, and the interrupted run is not counted against it.
+    assert (row["status"], row["attempts"], row["claimed_until"]) == ("queued", 0, None)
+    incoming = context_of(app).settings.storage_root / "archives" / ".incoming"
+    assert not any(incoming.glob("*.part")) if incoming.exists() else True
+    await run_exports(app)
+    assert (await export_job(client, adult, export_id))["status"] == "completed"
+
+
+# Expiry and missing files -----------------------------------------------------------------------
+
+
+async def test_exports_are_removed_when_they_expire(
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI, pg: asyncpg.Pool, tmp_path: Path
+) -> None:
+    adult = await factory.register("adult")
+    job, _bag = await export_and_download(client, app, adult, tmp_path)
+    context = context_of(app)
+    zip_file = context.local_archives.local_file(  # type: ignore[union-attr]
+        (await _job_row(pg, job["id"]))["storage_path"]
+    )
+    assert zip_file.is_file()
+    # A file no job names, as a crash between storing and recording would leave, a day old.
+    orphan = zip_file.parent.parent / f"{uuid.uuid4()}" / "timeless-x-2020-01-01.zip"
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"PK")
+    day_ago = datetime.now().timestamp() - 25 * 3600
+    os.utime(orphan, (day_ago, day_ago))
+
+    assert await context.exporter.sweep() >= 1
+    assert zip_file.is_file() and not orphan.exists()  # not expired yet: kept
+
+    await pg.execute(
+        "update public.archive_exports set expires_at = now() - interval '1 second' where id = $1",
+        uuid.UUID(job["id"]),
+    )
+    await context.exporter.sweep()
+
+    assert not zip_file.exists()
+    gone = await client.get(f"{API}/families/me/exports/{job['id']}", headers=adult.headers)
+    assert gone.status_code == 404
+    assert (await client.get(job["download_url"])).status_code == 404
+
+
+async def test_a_file_missing_from_storage_is_named_not_fatal(
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI, tmp_path: Path
+) -> None:
+    adult = await factory.register("adult")
+    memory = await _memory(client, adult, "Two photos")
+    kept = await samples.upload(
+        client, adult, memory["id"], samples.jpeg((120, 90)), "image/jpeg", "kept.jpg"
+    )
+    lost = await samples.upload(
+        client, adult, memory["id"], samples.jpeg((90, 120)), "image/jpeg", "lost.jpg"
+    )
+    context_of(app).local_storage.local_file(lost["storage_path"]).unlink()  # type: ignore[union-attr]
+
+    _job, bag = await export_and_download(client, app, adult, tmp_path)
+
+    bagit.Bag(str(bag)).validate()
+    [record] = json.loads((bag / "data" / "memories.json").read_text())["memories"]
+    by_id = {item["id"]: item for item in record["media"]}
+    assert by_id[kept["id"]]["file"] is not None
+    assert by_id[lost["id"]]["file"] is None
+    assert by_id[lost["id"]]["sha256"] is None
+    assert by_id[lost["id"]]["missing"] == archive_writer.MISSING
+    assert archive_writer.MISSING in (bag / "data" / "index.html").read_text()
+
+
+# The command line -------------------------------------------------------------------------------
+
+
+def _cli(settings: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "DATA_DIR": str(settings.data_dir),
+        "JWT_SECRET_KEY": settings.jwt_secret,
+        "LOG_LEVEL": "INFO",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+async def test_timeless_export_writes_the_same_bag_for_operators(
+    exported: Exported, app: FastAPI, tmp_path: Path
+) -> None:
+    settings = context_of(app).settings
+    out = tmp_path / "family.zip"
+    family = exported.family[0].family_id
+
+    done = await asyncio.to_thread(_cli, settings, "export", "--family", family, "--out", str(out))
+
+    assert done.returncode == 0, done.stderr
+    assert not out.with_name("family.zip.part").exists()
+    with zipfile.ZipFile(out) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    [bag] = (tmp_path / "unzipped").iterdir()
+    bagit.Bag(str(bag)).validate()
+    data = json.loads((bag / "data" / "memories.json").read_text())
+    assert [m["title"] for m in data["memories"]] == [m["title"] for m in exported.data["memories"]]
+    # The log line says what was written; no bar when standard error is not a terminal.
+    assert '"archive written"' in done.stdout
+    assert "\r[" not in done.stderr
+
+
+async def test_timeless_export_refuses_an_unknown_family(app: FastAPI, tmp_path: Path) -> None:
+    settings = context_of(app).settings
+    out = tmp_path / "nobody.zip"
+    done = await asyncio.to_thread(
+        _cli, settings, "export", "--family", str(uuid.uuid4()), "--out", str(out)
+    )
+    assert done.returncode != 0
+    assert "there is no family" in done.stderr
+    assert not out.exists() and not out.with_name("nobody.zip.part").exists()
+    done = await asyncio.to_thread(_cli, settings, "export", "--family", "42", "--out", str(out))
+    assert done.returncode != 0 and "is not a family id" in done.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_the_progress_bar_is_drawn_in_place_on_a_terminal() -> None:
+    from app.cli import ProgressBar
+
+    terminal = _Terminal()
+    bar = ProgressBar(terminal)
+    await bar.report(archive_writer.Progress(files_done=5, files_total=10, bytes_done=2_500_000))
+    await bar.report(archive_writer.Progress(files_done=10, files_total=10, bytes_done=5_000_000))
+    bar.done()
+    drawn = terminal.getvalue()
+    assert drawn.startswith("\r[")
+    assert "50%" in drawn and "5/10 files" in drawn and "2.5 MB" in drawn
+    assert "100%" in drawn and drawn.endswith("\n")
+    quiet = io.StringIO()  # not a terminal: nothing at all
+    silent = ProgressBar(quiet)
+    await silent.report(archive_writer.Progress(files_done=1, files_total=2))
+    silent.done()
+    assert quiet.getvalue() == ""
+
+
+# Memory -----------------------------------------------------------------------------------------
+
+
+async def _many_files(
+    pg: asyncpg.Pool, app: FastAPI, member: Member, count: int, size: int
+) -> None:
+    """`count` stored files of `size` bytes, 20 to a memory, written straight to the store."""
+    family = uuid.UUID(member.family_id)
+    storage = context_of(app).local_storage
+    assert storage is not None
+    memory_id = uuid.uuid4()
+    for index in range(count):
+        if index % 20 == 0:
+            memory_id = await pg.fetchval(
+                "insert into public.memories (family_unit_id, user_id, title, status, memory_date)"
+                " values ($1, $2, $3, 'published', $4) returning id",
+                family,
+                uuid.UUID(member.id),
+                f"Memory {index // 20}",
+                date(2000 + index // 1000, 1 + index % 12, 1),
+            )
+        media_id = uuid.uuid4()
+        path = f"{family}/{memory_id}/{media_id}.jpg"
+        file = storage.local_file(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(b"\xff\xd8\xff" + os.urandom(size - 3))
+        await pg.execute(
+            "insert into public.memory_media (id, memory_id, family_unit_id, storage_path, "
+            "file_name, mime_type, file_size, processing_status) "
+            "values ($1, $2, $3, $4, $5, 'image/jpeg', $6, 'completed')",
+            media_id,
+            memory_id,
+            family,
+            path,
+            f"photo-{index}.jpg",
+            size,
+        )
+
+
+async def _export_peak(app: FastAPI, member: Member, out: Path) -> int:
+    context = context_of(app)
+    with peak_growth() as growth:
+        async with archive_writer.family_snapshot(
+            context.database, uuid.UUID(member.family_id)
+        ) as snapshot:
+            with out.open("wb") as file:
+                await archive_writer.write_archive(snapshot, context.storage, file)
+    return growth.bytes
+
+
+async def test_memory_stays_flat_whatever_the_number_of_files(
+    factory: Factory, app: FastAPI, pg: asyncpg.Pool, tmp_path: Path
+) -> None:
+    small, large = await factory.register("adult"), await factory.register("adult")
+    await _many_files(pg, app, small, 100, 64 * 1024)
+    await _many_files(pg, app, large, 2000, 64 * 1024)
+
+    peak_small = await _export_peak(app, small, tmp_path / "small.zip")
+    peak_large = await _export_peak(app, large, tmp_path / "large.zip")
+
+    print(
+        f"peak growth: 100 files {peak_small / MIB:.1f} MiB, 2000 files {peak_large / MIB:.1f} MiB"
+    )
+    # Twenty times the files (125 MiB of them) cost no more than a few MiB more: nothing is
+    # kept per file but a line in a spooled file. Generous, for a garbage-collected process.
+    assert peak_large < peak_small + 24 * MIB
+    with zipfile.ZipFile(tmp_path / "large.zip") as archive:
+        assert len(archive.namelist()) == 2000 + 3 + 4

@@ -69,7 +69,7 @@ import pytest
 import respx
 from jose import JWTError, jwt
 
-from app.adapters.storage.base import StorageBackend, UploadTarget
+from app.adapters.storage.base import READ_CHUNK_BYTES, StorageBackend, UploadTarget
 from app.adapters.storage.local import LocalStorageBackend
 from app.adapters.storage.supabase import SupabaseStorageBackend
 from app.adapters.supabase.client import Supabase, SupabaseConfig
@@ -178,9 +178,18 @@ class FakeSupabaseStorage:
     """
 
     def __init__(
-        self, router: respx.MockRouter, *, bucket: str = BUCKET, upload_url_seconds: int = 7200
+        self,
+        router: respx.MockRouter,
+        *,
+        bucket: str = BUCKET,
+        upload_url_seconds: int = 7200,
+        allowed_mime_types: frozenset[str] | None = None,
+        size_limit: int | None = FILE_SIZE_LIMIT,
     ) -> None:
         self.bucket = bucket
+        # The memories bucket's limits by default (the migration's); None: no limit.
+        self.allowed_mime_types = allowed_mime_types or ALLOWED_MIME_TYPES
+        self.size_limit = size_limit
         self.upload_url_seconds = upload_url_seconds
         self.objects: dict[str, StoredObject] = {}
         self.calls: list[str] = []
@@ -275,14 +284,14 @@ class FakeSupabaseStorage:
 
     def _store(self, path: str, request: httpx.Request, *, upsert: bool) -> httpx.Response:
         mimetype = request.headers.get("content-type", "").split(";")[0].strip()
-        if mimetype not in ALLOWED_MIME_TYPES:
+        if mimetype not in self.allowed_mime_types:
             return storage_error(
                 415,
                 "InvalidMimeType",
                 f"mime type {mimetype} is not supported",
                 error="invalid_mime_type",
             )
-        if len(request.content) > FILE_SIZE_LIMIT:
+        if self.size_limit is not None and len(request.content) > self.size_limit:
             return storage_error(
                 413,
                 "EntityTooLarge",
@@ -706,3 +715,68 @@ async def test_unsafe_paths_are_refused_before_anything_is_touched(
             await attempt
     if isinstance(harness, SupabaseHarness):
         assert harness.storage.calls == []
+
+
+async def test_read_chunks_streams_an_object_and_a_missing_one_is_not_found(harness: Harness):
+    path, data = new_path("mp4"), photo_bytes(READ_CHUNK_BYTES * 2 + 123)
+    await upload(harness, path, data, "video/mp4")
+
+    chunks = [chunk async for chunk in harness.backend.read_chunks(path)]
+
+    assert b"".join(chunks) == data
+    assert max(map(len, chunks)) <= READ_CHUNK_BYTES  # never the whole file at once
+    with pytest.raises(NotFound):
+        async for _ in harness.backend.read_chunks(new_path()):
+            pass
+
+
+@pytest.fixture(params=["local", "supabase"])
+async def archives(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageBackend]:
+    """The archives bucket: zips only, no size limit of its own (the migration's)."""
+    if request.param == "local":
+        yield LocalStorageBackend(
+            tmp_path / "storage",
+            bucket="archives",
+            public_url="http://testserver/api/v1/storage/objects",
+            secret="contract-test-secret-that-is-long-enough-0123",
+        )
+        return
+    supabase = supabase_client()
+    try:
+        with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+            FakeSupabaseStorage(
+                router,
+                bucket="archives",
+                allowed_mime_types=frozenset({"application/zip"}),
+                size_limit=None,
+            )
+            yield SupabaseStorageBackend(
+                supabase, bucket="archives", scratch_dir=tmp_path / "scratch"
+            )
+    finally:
+        await supabase.aclose()
+
+
+async def test_a_staged_object_is_stored_when_its_block_ends_and_only_then(
+    archives: StorageBackend,
+):
+    path = f"{uuid.uuid4()}/{uuid.uuid4()}/timeless-archive-2025-02-11.zip"
+    # Larger than what is sent in one piece: the Supabase backend streams it.
+    data = os.urandom(9 * 1024 * 1024)
+
+    async with archives.staged_object(path, "application/zip") as staged:
+        staged.write_bytes(data)
+        assert await archives.stat(path) is None
+
+    assert not staged.exists()  # no second copy left behind
+    stat = await archives.stat(path)
+    assert stat is not None and stat.size == len(data)
+    assert b"".join([chunk async for chunk in archives.read_chunks(path)]) == data
+
+    failed = path.replace(".zip", "-2.zip")
+    with pytest.raises(RuntimeError):
+        async with archives.staged_object(failed, "application/zip") as staged:
+            staged.write_bytes(b"half an archive")
+            raise RuntimeError("the export broke off")
+    assert not staged.exists()
+    assert await archives.stat(failed) is None

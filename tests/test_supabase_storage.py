@@ -432,6 +432,31 @@ async def test_thumbnails_are_uploaded_with_the_service_key_and_upsert(
     assert storage.objects[path].data == src.read_bytes()
 
 
+async def test_a_large_file_is_streamed_up_with_its_length(
+    backend: SupabaseStorageBackend,
+    storage: FakeSupabaseStorage,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # An archive of gigabytes must not be read into memory: above 8 MiB the body is a stream,
+    # sent with Content-Length (Storage wants the length; no chunked encoding).
+    storage.override["upload"] = httpx.Response(200, json={"Key": "k", "Id": "i"})
+    src = tmp_path / "archive.bin"
+    data = photo_bytes(9 * 1024 * 1024)
+    src.write_bytes(data)
+
+    def whole_file(self: Path) -> bytes:
+        raise AssertionError(f"{self} was read whole")
+
+    monkeypatch.setattr(Path, "read_bytes", whole_file)
+    await backend.upload_file(new_path(), src, "image/jpeg")
+
+    [request] = storage.requests["upload"]
+    assert request.headers["content-length"] == str(len(data))
+    assert "transfer-encoding" not in request.headers
+    assert request.content == data
+
+
 async def test_downloads_stream_from_the_authenticated_route(
     backend: SupabaseStorageBackend, storage: FakeSupabaseStorage, tmp_path: Path
 ):

@@ -88,7 +88,6 @@ class BagZipWriter:
         self._when = when if when is not None else time.time()
         # Closed by finish() or abort().
         self._manifest = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
-        self._names: set[str] = set()
         self._open: PayloadFile | None = None
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="bag-sha256")
         self.payload_bytes = 0
@@ -184,9 +183,9 @@ class BagZipWriter:
     def _checked(self, name: str) -> str:
         if not _SAFE_NAME.fullmatch(name) or "\\" in name:
             raise ValueError(f"not a safe file name inside the bag: {name!r}")
-        if name in self._names:
+        # zipfile keeps every entry for the central directory anyway: ask it, keep no copy.
+        if f"{self.bag_name}/data/{name}" in self._zip.NameToInfo:
             raise ValueError(f"two files named {name!r}")
-        self._names.add(name)
         return name
 
     def _info(self, path: str, size: int, compress: bool) -> zipfile.ZipInfo:
