@@ -644,7 +644,9 @@ def exporter_with(app: FastAPI, read_chunks: Any) -> ArchiveExporter:
     return ArchiveExporter(context.database, storage, context.archives, context.settings)  # type: ignore[arg-type]
 
 
-async def _family_with_photo(client: httpx.AsyncClient, factory: Factory) -> Member:
+async def _family_with_photo(client: httpx.AsyncClient, factory: Factory, app: FastAPI) -> Member:
+    # Exports other tests left queued go first, so the next claim is this test's own.
+    await run_exports(app)
     adult = await factory.register("adult")
     memory = await _memory(client, adult, "A photo")
     await samples.upload(client, adult, memory["id"], samples.jpeg((100, 80)), "image/jpeg")
@@ -662,7 +664,7 @@ async def _job_row(pg: asyncpg.Pool, export_id: str) -> asyncpg.Record:
 async def test_an_export_whose_process_died_is_taken_over(
     client: httpx.AsyncClient, factory: Factory, app: FastAPI, pg: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    adult = await _family_with_photo(client, factory)
+    adult = await _family_with_photo(client, factory, app)
     export_id = (await start_export(client, adult)).json()["id"]
     # What a process that died mid-way leaves: running, under a claim that has run out.
     await pg.execute(
@@ -684,7 +686,7 @@ async def test_an_export_whose_process_died_is_taken_over(
 async def test_a_run_that_lost_its_claim_records_nothing(
     client: httpx.AsyncClient, factory: Factory, app: FastAPI, pg: asyncpg.Pool
 ) -> None:
-    adult = await _family_with_photo(client, factory)
+    adult = await _family_with_photo(client, factory, app)
     export_id = (await start_export(client, adult)).json()["id"]
     storage = context_of(app).storage
 
@@ -717,7 +719,7 @@ async def test_storage_trouble_is_retried_then_reported(
 ) -> None:
     from app.errors import ServiceUnavailable
 
-    adult = await _family_with_photo(client, factory)
+    adult = await _family_with_photo(client, factory, app)
     export_id = (await start_export(client, adult)).json()["id"]
 
     async def unreachable(path: str) -> AsyncIterator[bytes]:
@@ -770,7 +772,7 @@ async def test_an_export_whose_every_attempt_died_fails_with_a_reason(
 async def test_a_stopping_server_hands_its_export_back(
     client: httpx.AsyncClient, factory: Factory, app: FastAPI, pg: asyncpg.Pool
 ) -> None:
-    adult = await _family_with_photo(client, factory)
+    adult = await _family_with_photo(client, factory, app)
     export_id = (await start_export(client, adult)).json()["id"]
     copying = asyncio.Event()
 

@@ -72,6 +72,7 @@ def real_path_parameters(world: World, path: str) -> dict[str, str]:
         "token": world.invite["token"],
         "reaction_id": world.reaction["id"],
         "comment_id": world.comment["id"],
+        "export_id": world.export["id"],
         "bucket": "memories",
         "path": world.media["storage_path"],
         # The adult's login (the `sid` of its access token): theirs to end, no one else's.

@@ -52,6 +52,7 @@ class PayloadFile:
         self._sha = hashlib.sha256()
         self._hashing: Future[None] | None = None
         self.size = 0
+        self.digest = ""
 
     def write(self, data: bytes) -> None:
         if self._hashing is not None:
@@ -66,9 +67,9 @@ class PayloadFile:
             self._hashing.result()
             self._hashing = None
         self._handle.close()
-        digest = self._sha.hexdigest()
-        self._bag._payload_written(self._name, digest, self.size)
-        return digest
+        self.digest = self._sha.hexdigest()
+        self._bag._payload_written(self._name, self.digest, self.size)
+        return self.digest
 
 
 @dataclass(frozen=True)

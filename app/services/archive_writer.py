@@ -279,21 +279,39 @@ class _Bag:
         progress: Progress,
     ) -> str:
         """Stream a stored object into `data/<name>`; its SHA-256. NotFound if it is missing
-        (raised before anything is written)."""
+        (raised before anything is written).
+
+        The next chunk is read before the current one is written, so the first and last
+        writes share their trip to a thread with opening and closing the entry: per file the
+        event loop hands work to a thread about once per chunk read and once per chunk
+        written, and no more (those trips were a third of the time on small files).
+        """
         chunks = aiter(storage.read_chunks(storage_path))
         try:
-            first = await anext(chunks, b"")
-            entry: PayloadFile = await asyncio.to_thread(self.writer.open_payload, name, size=size)
-            chunk = first
-            while chunk:
-                await asyncio.to_thread(entry.write, chunk)
+            chunk = await anext(chunks, b"")
+            entry: PayloadFile | None = None
+            while True:
+                following = await anext(chunks, b"")
+                last = not following
+                entry = await asyncio.to_thread(self._write, entry, name, size, chunk, last)
                 progress.bytes_done += len(chunk)
-                chunk = await anext(chunks, b"")
-            return await asyncio.to_thread(entry.close)
+                if last:
+                    return entry.digest
+                chunk = following
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
+
+    def _write(
+        self, entry: PayloadFile | None, name: str, size: int | None, chunk: bytes, last: bool
+    ) -> PayloadFile:
+        if entry is None:
+            entry = self.writer.open_payload(name, size=size)
+        entry.write(chunk)
+        if last:
+            entry.close()
+        return entry
 
     async def text(self, name: str, text: str) -> None:
         data = text.encode()

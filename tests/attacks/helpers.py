@@ -56,6 +56,7 @@ class World:
     reply: dict[str, Any]  # the teen's reply to `comment`
     invite: dict[str, Any]  # pending teen invite (with its token)
     import_job: dict[str, Any]  # a queued import (of an empty zip) started by the adult
+    export: dict[str, Any]  # the adult's archive export (queued)
     tag: str  # in every text of this world, so its data is recognisable anywhere
 
     @property
@@ -135,6 +136,7 @@ async def build_world(client: httpx.AsyncClient, *, photo: bool = True) -> World
     )
     invite = await factory.invite(adult, "teen")
     import_job = await _queued_import(client, adult)
+    export = await ok(await client.post(f"{API}/families/me/exports", headers=adult.headers), 202)
     return World(
         family=family,
         pet_id=pet["pet_id"],
@@ -146,6 +148,7 @@ async def build_world(client: httpx.AsyncClient, *, photo: bool = True) -> World
         reply=reply,
         invite=invite,
         import_job=import_job,
+        export=export,
         tag=tag,
     )
 

@@ -66,6 +66,7 @@ ID_OF: dict[str, Callable[[World, bool], str]] = {
     "reaction_id": lambda world, control: world.reaction["id"],
     "comment_id": lambda world, control: world.comment["id"],
     "import_id": lambda world, control: world.import_job["id"],
+    "export_id": lambda world, control: world.export["id"],
     "token": lambda world, control: world.invite["token"] if control else world.invite["id"],
     # The adult's login: the `sid` its access token carries.
     "session_id": lambda world, control: jwt.get_unverified_claims(world.adult.access_token)["sid"],

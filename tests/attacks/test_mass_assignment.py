@@ -690,6 +690,47 @@ async def test_start_import_ignores_family_creator_status_progress_and_report(
 
 # Coverage -----------------------------------------------------------------------------------
 
+# The family archive ---------------------------------------------------------------------------
+
+
+async def test_start_export_ignores_family_requester_state_and_results(client, pg, factory, victim):
+    world = await family(factory)
+    path = f"{API}/families/me/exports"
+    injected = with_injected(
+        "POST", path, {"include": ["originals"]}, victim, world.by_role("teen")
+    )
+    injected.update(
+        requested_by=world.by_role("teen").id,
+        files_done=99,
+        bytes_done=99,
+        size_bytes=99,
+        error="injected",
+        attempts=99,
+        download_url="https://evil.example/archive.zip",
+    )
+    response = await client.post(path, json=injected, headers=world.adult.headers)
+    assert response.status_code == 202, response.text
+    row = await pg.fetchrow(
+        "select * from public.archive_exports where id = $1", uuid.UUID(response.json()["id"])
+    )
+    assert row["family_unit_id"] == uuid.UUID(world.id)
+    assert row["requested_by"] == uuid.UUID(world.adult.id)
+    assert (row["status"], row["files_done"], row["bytes_done"], row["attempts"]) == (
+        "queued",
+        0,
+        0,
+        0,
+    )
+    assert row["size_bytes"] is None and row["storage_path"] is None and row["error"] is None
+    assert row["expires_at"] is None and recent(row["created_at"])
+    assert response.json()["download_url"] is None
+    victims = await pg.fetchval(
+        "select count(*) from public.archive_exports where family_unit_id = $1",
+        uuid.UUID(victim.family_id),
+    )
+    assert victims == 0
+
+
 ATTACKED = {
     ("POST", f"{API}/auth/register/adult"): test_register_ignores_role_family_id_and_timestamps,
     ("POST", f"{API}/auth/register/teen"): test_register_ignores_role_family_id_and_timestamps,
@@ -742,6 +783,9 @@ ATTACKED = {
     ),
     ("PUT", f"{API}/feed/memories/{{memory_id}}/comments/{{comment_id}}"): (
         test_edit_comment_ignores_owner_memory_parent_and_deletion
+    ),
+    ("POST", f"{API}/families/me/exports"): (
+        test_start_export_ignores_family_requester_state_and_results
     ),
 }
 

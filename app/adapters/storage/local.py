@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
 import anyio
@@ -186,13 +187,23 @@ class LocalStorageBackend:
 
     async def read_chunks(self, path: str) -> AsyncIterator[bytes]:
         file = self._file(path)
+
+        def open_and_read() -> tuple[BinaryIO, bytes]:
+            handle = file.open("rb")
+            return handle, handle.read(READ_CHUNK_BYTES)
+
         try:
-            handle = await asyncio.to_thread(file.open, "rb")
+            # Opening and the first read in one trip to a thread: most photos are a few chunks.
+            handle, chunk = await asyncio.to_thread(open_and_read)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound("The stored file is missing") from None
         try:
-            while chunk := await asyncio.to_thread(handle.read, READ_CHUNK_BYTES):
+            while chunk:
                 yield chunk
+                # A regular file reads short only at its end: no trip to learn what is known.
+                if len(chunk) < READ_CHUNK_BYTES:
+                    break
+                chunk = await asyncio.to_thread(handle.read, READ_CHUNK_BYTES)
         finally:
             handle.close()
 
