@@ -188,20 +188,22 @@ class LocalStorageBackend:
     async def read_chunks(self, path: str) -> AsyncIterator[bytes]:
         file = self._file(path)
 
-        def open_and_read() -> tuple[BinaryIO, bytes]:
+        def open_and_read() -> tuple[BinaryIO, int, bytes]:
             handle = file.open("rb")
-            return handle, handle.read(READ_CHUNK_BYTES)
+            return handle, os.fstat(handle.fileno()).st_size, handle.read(READ_CHUNK_BYTES)
 
         try:
             # Opening and the first read in one trip to a thread: most photos are a few chunks.
-            handle, chunk = await asyncio.to_thread(open_and_read)
+            handle, left, chunk = await asyncio.to_thread(open_and_read)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound("The stored file is missing") from None
         try:
             while chunk:
                 yield chunk
-                # A regular file reads short only at its end: no trip to learn what is known.
-                if len(chunk) < READ_CHUNK_BYTES:
+                left -= len(chunk)
+                # Objects are write-once: the size read at opening says when the end is
+                # reached, without one more trip to a thread to read nothing.
+                if left <= 0:
                     break
                 chunk = await asyncio.to_thread(handle.read, READ_CHUNK_BYTES)
         finally:
