@@ -166,10 +166,9 @@ async def exported(
     hostile = await _memory(
         client, grandpa, HOSTILE_TITLE, description="<img src=x onerror=alert(1)>", tags=["<b>"]
     )
-    media = await samples.upload(
-        client, grandpa, hostile["id"], samples.jpeg((300, 200)), "image/jpeg", "beach.jpg"
-    )
-    uploads[media["id"]] = samples.jpeg((300, 200))
+    beach = samples.jpeg((300, 200))
+    media = await samples.upload(client, grandpa, hostile["id"], beach, "image/jpeg", "beach.jpg")
+    uploads[media["id"]] = beach
     christmas = await _memory(client, teen, "Christmas at Grandpa's", memory_date="2021-12-25")
     archived = await client.put(
         f"{API}/memories/{christmas['id']}", json={"status": "archived"}, headers=teen.headers
@@ -346,6 +345,25 @@ def test_a_completed_job_says_what_it_made(exported: Exported) -> None:
     expires = datetime.fromisoformat(job["expires_at"])
     assert timedelta(days=6, hours=23) < expires - datetime.now(UTC) <= timedelta(days=7)
     assert job["error"] is None
+
+
+async def test_progress_and_the_result_are_announced_to_those_who_may_export(
+    exported: Exported, pg: asyncpg.Pool
+) -> None:
+    rows = await pg.fetch(
+        "select type, data, roles from app.live_events "
+        "where family_unit_id = $1 and type like 'export.%' order by id",
+        uuid.UUID(exported.family[0].family_id),
+    )
+    types = [row["type"] for row in rows]
+    assert "export.progress" in types
+    assert types[-1] == "export.ready"
+    ready = rows[-1]["data"]
+    assert ready["export_id"] == exported.job["id"]
+    assert ready["status"] == "completed"
+    assert ready["progress"] == exported.job["progress"]
+    # Teens and children get no export events, as they get no export.
+    assert all(sorted(row["roles"]) == ["adult", "grandparent"] for row in rows)
 
 
 async def test_a_post_answers_202_queued_and_the_exporter_is_woken(
@@ -584,44 +602,47 @@ async def test_what_to_include_is_checked(
 
 
 async def test_previews_go_in_when_asked_and_made(
-    client: httpx.AsyncClient, factory: Factory, app: FastAPI, pg: asyncpg.Pool, tmp_path: Path
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI, tmp_path: Path
 ) -> None:
-    # The media variants migration adds this column; older schemas have no previews at all.
-    await pg.execute(
-        "alter table public.memory_media add column if not exists variants jsonb "
-        "not null default '{}'::jsonb"
-    )
     adult = await factory.register("adult")
     memory = await _memory(client, adult, "With a preview", memory_date="2020-05-01")
     original = samples.heic()
     media = await samples.upload(client, adult, memory["id"], original, "image/heic", "a.heic")
-    preview = samples.jpeg((160, 120), orientation=1)
-    preview_path = media["storage_path"].rsplit(".", 1)[0] + "_preview.jpg"
-    stored = context_of(app).storage
-    source = tmp_path / "preview.jpg"
-    source.write_bytes(preview)
-    await stored.upload_file(preview_path, source, "image/jpeg")
-    variants = {
-        "preview": {"path": preview_path, "mime_type": "image/jpeg", "width": 160, "height": 120}
-    }
-    await pg.execute(
-        "update public.memory_media set variants = $2 where id = $1",
-        uuid.UUID(media["id"]),
-        variants,
-    )
+    processed = await samples.wait_for_media(client, adult, memory["id"], media["id"])
+    assert processed["processing_status"] == "completed", processed
+    preview = processed["variants"]["preview"]
+    stored = context_of(app).local_storage
+    assert stored is not None
+    preview_bytes = stored.local_file(
+        media["storage_path"].rsplit(".", 1)[0] + "_preview.jpg"
+    ).read_bytes()
 
     job, bag = await export_and_download(
         client, app, adult, tmp_path, include=["originals", "previews"]
     )
+
     bagit.Bag(str(bag)).validate()
     [record] = json.loads((bag / "data" / "memories.json").read_text())["memories"]
     [item] = record["media"]
     assert item["preview"]["file"].endswith("01_a.preview.jpg")
-    assert (bag / "data" / item["preview"]["file"]).read_bytes() == preview
+    assert (item["preview"]["width"], item["preview"]["height"]) == (
+        preview["width"],
+        preview["height"],
+    )
+    assert (bag / "data" / item["preview"]["file"]).read_bytes() == preview_bytes
     assert (bag / "data" / item["file"]).read_bytes() == original
+    assert item["sha256"] == hashlib.sha256(original).hexdigest()
     page = (bag / "data" / "index.html").read_text()
     assert f'src="{item["preview"]["file"]}"' in page  # a HEIC is shown by its preview
     assert job["progress"]["files_total"] == 2 + 3
+    # Previews alone: a light archive, its originals named but not in it.
+    (tmp_path / "light").mkdir()
+    _job, light = await export_and_download(
+        client, app, adult, tmp_path / "light", include=["previews"]
+    )
+    [record] = json.loads((light / "data" / "memories.json").read_text())["memories"]
+    assert record["media"][0]["file"] is None and record["media"][0]["preview"] is not None
+    assert not list((light / "data" / "media").rglob("*.heic"))
 
 
 # The job: crashes, take-overs, errors, stops ----------------------------------------------------

@@ -34,8 +34,10 @@ from app.config import Settings
 from app.db.postgres import Connection, Database
 from app.errors import InsufficientStorage, ServiceUnavailable
 from app.metrics import BACKGROUND_QUEUE_DEPTH
-from app.services import archive_writer
+from app.models.rbac import Permission
+from app.services import archive_writer, events_service
 from app.services.archive_writer import Progress
+from app.services.events_service import EventType
 from app.services.export_service import ZIP_TYPE, archive_object_path
 
 logger = logging.getLogger(__name__)
@@ -140,17 +142,18 @@ class LostClaim(Exception):
 # Events ------------------------------------------------------------------------------------
 
 
-async def announce(db: Connection, family_unit_id: UUID, event: str, data: dict[str, Any]) -> None:
+async def announce(
+    db: Connection, family_unit_id: UUID, event: EventType, data: dict[str, Any]
+) -> None:
     """The one place the exporter announces `export.progress` and `export.ready`.
 
-    Called in the transaction that writes the progress or result, so an event goes out only
-    if that is stored. Live updates (GET /events, docs/api.md "Live updates") are not on this
-    branch yet; when `app.services.events_service.publish` is, this body becomes:
-
-        await events_service.publish(db, family_unit_id, EventType(event), data,
-                                     permission=Permission.MANAGE_ARCHIVE)
+    Called in the (system) transaction that writes the progress or result, so an event goes
+    out only if that is stored; only the family's members who may export receive it (the
+    same who may GET the job).
     """
-    return None
+    await events_service.publish(
+        db, family_unit_id, event, data, permission=Permission.MANAGE_ARCHIVE
+    )
 
 
 def _event_data(export_id: UUID, status: str, row: Any) -> dict[str, Any]:
@@ -225,7 +228,10 @@ class ArchiveExporter:
         async with self._database.system_session() as db:
             for row in await db.fetch(_GIVE_UP, self._settings.archive_max_attempts):
                 await announce(
-                    db, row["family_unit_id"], "export.ready", _event_data(row["id"], "failed", row)
+                    db,
+                    row["family_unit_id"],
+                    EventType.EXPORT_READY,
+                    _event_data(row["id"], "failed", row),
                 )
             row = await db.fetchrow(_CLAIM, self._settings.archive_claim_seconds)
         if row is None:
@@ -316,7 +322,7 @@ class ArchiveExporter:
                     "bytes_done": progress.bytes_done,
                 },
             }
-            await announce(db, claim.family_unit_id, "export.progress", data)
+            await announce(db, claim.family_unit_id, EventType.EXPORT_PROGRESS, data)
 
     async def _complete(self, claim: Claim, stored: "_Stored") -> bool:
         async with self._database.system_session() as db:
@@ -336,7 +342,10 @@ class ArchiveExporter:
                 for r in await db.fetch(_SUPERSEDED, claim.family_unit_id, claim.id)
             ]
             await announce(
-                db, claim.family_unit_id, "export.ready", _event_data(claim.id, "completed", row)
+                db,
+                claim.family_unit_id,
+                EventType.EXPORT_READY,
+                _event_data(claim.id, "completed", row),
             )
         await self._remove_quietly([path for path in superseded if path])
         return True
@@ -349,7 +358,7 @@ class ArchiveExporter:
                     row = await db.fetchrow(_FAIL, claim.id, claim.attempts, reason)
                     if row is not None:
                         data = _event_data(claim.id, "failed", row)
-                        await announce(db, claim.family_unit_id, "export.ready", data)
+                        await announce(db, claim.family_unit_id, EventType.EXPORT_READY, data)
                 else:
                     pause = self._settings.archive_claim_seconds * claim.attempts
                     await db.execute(_RETRY, claim.id, claim.attempts, pause, reason)

@@ -17,7 +17,12 @@ router = APIRouter(prefix="/families/me/exports", tags=["archive"])
 ArchiveManager = Annotated[Actor, Depends(require(Permission.MANAGE_ARCHIVE))]
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(401, 403, 409))
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="exports_create",
+    responses=error_responses(401, 403, 409),
+)
 async def start_export(
     actor: ArchiveManager,
     db: UserDb,
@@ -38,13 +43,13 @@ async def start_export(
     return job
 
 
-@router.get("", responses=error_responses(401, 403))
+@router.get("", operation_id="exports_list", responses=error_responses(401, 403))
 async def list_exports(actor: ArchiveManager, db: UserDb, context: Context) -> list[ExportJob]:
     """Your family's exports, newest first."""
     return await export_service.list_exports(db, actor, context.archives)
 
 
-@router.get("/{export_id}", responses=error_responses(401, 403, 404))
+@router.get("/{export_id}", operation_id="exports_get", responses=error_responses(401, 403, 404))
 async def get_export(
     export_id: UUID, actor: ArchiveManager, db: UserDb, context: Context
 ) -> ExportJob:
