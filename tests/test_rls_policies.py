@@ -1206,3 +1206,64 @@ async def test_import_records_point_at_own_family_rows_only(pg, a, b, imported):
     # Stamped with A's family: refused too.
     await refused_as(pg, adult, _NEW_ITEM, u(a.family), uuid.uuid4().hex * 2, imported["a"][1])
     await refused_as(pg, adult, _NEW_IMPORT_MEMORY, u(a.family), "k", a.published["adult"])
+
+
+# --- the family archive ------------------------------------------------------------------------
+
+_QUEUE_EXPORT = "insert into public.archive_exports (family_unit_id, requested_by) values ($1, $2)"
+
+
+async def _export_of(conn: asyncpg.Connection, family: Seeded) -> uuid.UUID:
+    """An export of the family (as the service role writes it), inside the open transaction."""
+    export_id: uuid.UUID = await conn.fetchval(
+        "insert into public.archive_exports (family_unit_id, requested_by, status)"
+        " values ($1, $2, 'failed') returning id",
+        u(family.family),
+        u(family.members["adult"]),
+    )
+    return export_id
+
+
+@covers("public.archive_exports.archive_exports_select")
+@pytest.mark.parametrize("role", ROLES)
+async def test_archive_exports_select_by_role(pg, a, role):
+    async with transaction(pg) as conn:
+        export_id = await _export_of(conn, a)
+        await become(conn, a.members[role])
+        seen = await conn.fetchval(
+            "select count(*) from public.archive_exports where id = $1", export_id
+        )
+    assert seen == (1 if may(role, "export and import the archive") else 0)
+
+
+@covers("public.archive_exports.archive_exports_select")
+async def test_archive_exports_select_not_another_familys(pg, a, b):
+    async with transaction(pg) as conn:
+        await _export_of(conn, a)
+        await become(conn, b.members["adult"])
+        seen = await conn.fetchval(
+            "select count(*) from public.archive_exports where family_unit_id = $1", u(a.family)
+        )
+    assert seen == 0
+
+
+@covers("public.archive_exports.archive_exports_insert")
+@pytest.mark.parametrize("role", ROLES)
+async def test_archive_exports_insert_by_role(pg, a, role):
+    member = a.members[role]
+    if may(role, "export and import the archive"):
+        status = await run_as(pg, member, _QUEUE_EXPORT, u(a.family), u(member))
+        assert status == "INSERT 0 1"
+    else:
+        await refused_as(pg, member, _QUEUE_EXPORT, u(a.family), u(member))
+
+
+@covers("public.archive_exports.archive_exports_insert")
+async def test_archive_exports_insert_not_into_another_family(pg, a, b):
+    adult = b.members["adult"]
+    await refused_as(pg, adult, _QUEUE_EXPORT, u(a.family), u(adult))
+
+
+@covers("public.archive_exports.archive_exports_insert")
+async def test_archive_exports_insert_not_in_another_members_name(pg, a):
+    await refused_as(pg, a.members["adult"], _QUEUE_EXPORT, u(a.family), u(a.members["teen"]))

@@ -41,6 +41,9 @@ TABLE_PRIVILEGES = {
     ("authenticated", "app.memory_changes", "SELECT"),
     ("authenticated", "app.refresh_tokens", "SELECT"),
     ("authenticated", "public.analytics_events", "SELECT"),
+    # The family's archive exports, for adults and grandparents (policy archive_exports_select);
+    # progress and results are written by the exporter as the service role only.
+    ("authenticated", "public.archive_exports", "SELECT"),
     ("authenticated", "public.analytics_metrics", "SELECT"),
     ("authenticated", "public.family_units", "SELECT"),
     # Imports (adults and grandparents of the family): the jobs they follow, and the records
@@ -105,6 +108,9 @@ _COLUMNS = {
         "INSERT",
     ): "content family_unit_id memory_id parent_comment_id user_id",
     ("public.memory_comments", "UPDATE"): "content deleted_at updated_at",
+    # Queuing an export (policy archive_exports_insert: own family, oneself, adult or
+    # grandparent); status, progress, paths and results are the exporter's alone.
+    ("public.archive_exports", "INSERT"): "family_unit_id include requested_by",
 }
 COLUMN_PRIVILEGES = {
     ("authenticated", relation, column, privilege)
