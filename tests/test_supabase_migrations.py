@@ -114,6 +114,20 @@ async def test_the_memories_bucket_is_private_with_the_specs_limits(conn: asyncp
     assert set(bucket["allowed_mime_types"]) == CONTRACT_MEDIA_TYPES | {"application/zip"}
 
 
+async def test_the_archives_bucket_is_private_and_takes_only_zips(conn: asyncpg.Connection):
+    # The family archive's exports (docs/archive.md): zips of any size the project allows.
+    bucket = await conn.fetchrow("select * from storage.buckets where id = 'archives'")
+    assert bucket is not None
+    assert bucket["public"] is False
+    assert bucket["file_size_limit"] is None
+    assert list(bucket["allowed_mime_types"]) == ["application/zip"]
+    policies = await conn.fetchval(
+        "select count(*) from pg_policies where schemaname = 'storage' and tablename = 'objects'"
+        " and (qual like '%archives%' or with_check like '%archives%')"
+    )
+    assert policies == 0  # nothing for members' tokens: only the service role reads it
+
+
 # --- the storage read policy ---------------------------------------------------------------------
 
 
