@@ -119,6 +119,7 @@ class Exported:
     draft_title: str
     other_family_title: str
     zip_bytes: int
+    zip_path: Path
 
 
 async def _memory(
@@ -214,6 +215,7 @@ async def exported(
         draft_title=draft["title"],
         other_family_title="Another family's holiday",
         zip_bytes=(dest / "export.zip").stat().st_size,
+        zip_path=dest / "export.zip",
     )
 
 
@@ -643,6 +645,29 @@ async def test_previews_go_in_when_asked_and_made(
     [record] = json.loads((light / "data" / "memories.json").read_text())["memories"]
     assert record["media"][0]["file"] is None and record["media"][0]["preview"] is not None
     assert not list((light / "data" / "media").rglob("*.heic"))
+
+
+# The round trip --------------------------------------------------------------------------------
+
+
+async def test_an_export_imported_into_a_new_family_brings_back_memories_and_files(
+    exported: Exported, client: httpx.AsyncClient, factory: Factory, app: FastAPI
+) -> None:
+    from tests.test_archive_import import family_memories, run_import
+
+    newcomer = await factory.register("adult")
+    job = await run_import(app, client, newcomer, exported.zip_path.read_bytes())
+    assert job["status"] == "completed", job
+
+    imported = {m["title"]: m for m in await family_memories(client, newcomer)}
+    original = {m["title"]: m for m in exported.data["memories"] if m["media"]}
+    assert set(imported) == set(original)  # the import brings memories that have files
+    for title, memory in original.items():
+        assert imported[title]["memory_date"] == memory["memory_date"], title
+        # Identical files, by checksum: what the export wrote is what the family now has.
+        assert sorted(m["sha256"] for m in imported[title]["media"]) == sorted(
+            m["sha256"] for m in memory["media"]
+        ), title
 
 
 # The job: crashes, take-overs, errors, stops ----------------------------------------------------

@@ -121,19 +121,34 @@ class Source(contextlib.AbstractContextManager["Source"]):
         except (KeyError, OSError, ValueError):
             return None
 
+    def _bag_base(self) -> str | None:
+        """Where the bag's files start: "" for a bag at the top, "<folder>/" for a serialised
+        bag (RFC 8493 §4.2: one top-level folder, the bag; what the export writes); else None.
+        """
+        if "bagit.txt" in self._names:
+            return ""
+        tops = {name.split("/", 1)[0] for name in self._names}
+        if len(tops) == 1 and f"{next(iter(tops))}/bagit.txt" in self._names:
+            return f"{next(iter(tops))}/"
+        return None
+
     def timeless_export(self) -> TimelessExport | None:
         """The bag's memories.json when this is a Timeless export, else None."""
-        if "bagit.txt" not in self._names or "data/memories.json" not in self._names:
+        base = self._bag_base()
+        if base is None or f"{base}data/memories.json" not in self._names:
             return None
+        data = f"{base}data/"
         try:
-            with self.open_file("data/memories.json") as fh:
+            with self.open_file(f"{data}memories.json") as fh:
                 document = json.load(fh)
         except (OSError, ValueError) as exc:
             raise SourceError("the export's data/memories.json cannot be read") from exc
         if not isinstance(document, dict):
             raise SourceError("the export's data/memories.json is not an object")
         return TimelessExport(
-            document, lambda path: self.open_file(f"data/{path}"), lambda p: self._size(f"data/{p}")
+            document,
+            lambda path: self.open_file(f"{data}{path}"),
+            lambda p: self._size(f"{data}{p}"),
         )
 
     def media_files(self) -> tuple[list[SourceFile], list[tuple[str, str]]]:
