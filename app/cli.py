@@ -1,4 +1,4 @@
-"""The `timeless` command: serve, migrate, seed-demo, import, backup, restore, export.
+"""The `timeless` command: serve, worker, migrate, seed-demo, import, backup, restore, export.
 
 Every command that needs the database and finds no DATABASE_URL starts the built-in
 PostgreSQL for its own duration and stops it when it ends (normally, by an exception, on
@@ -97,6 +97,10 @@ def _serve(args: argparse.Namespace, dsn: str) -> None:
         asyncio.run(embedded.checkpoint(dsn))
     # Workers (and their reloads) read the same database from the environment.
     os.environ["DATABASE_URL"] = dsn
+    if args.no_worker:
+        # Read by every uvicorn worker process: serve requests only; `timeless worker` runs
+        # the background jobs.
+        os.environ["BACKGROUND_JOBS"] = "false"
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
@@ -127,6 +131,43 @@ def _serve(args: argparse.Namespace, dsn: str) -> None:
         # not been answered yet) and the lifespan's shutdown runs.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    # SIGTERM and SIGINT end the worker normally (exit 0): the jobs in progress are handed
+    # back to the queue, then the built-in PostgreSQL (if this process started it) stops.
+    with _database() as dsn:
+        _migrate(dsn)
+        os.environ["DATABASE_URL"] = dsn
+        get_settings.cache_clear()
+        asyncio.run(_work())
+
+
+async def _work() -> None:
+    """Run the background jobs, and nothing else, until SIGTERM or SIGINT."""
+    from app.context import build_context
+
+    settings = get_settings()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    context = await build_context(settings)
+    try:
+        context.start(background_jobs=True)
+        logger.info(
+            "worker running",
+            extra={
+                "media_jobs_at_once": settings.media_processing_workers,
+                "job_memory_bytes": settings.media_job_memory_bytes,
+                "job_timeout_seconds": settings.media_job_timeout_seconds,
+                "wakeups": context.wakeups is not None,
+            },
+        )
+        await stop.wait()
+        logger.info("worker stopping")
+    finally:
+        await context.aclose()
 
 
 def _prepare_multiprocess_metrics(directory: Path) -> None:
@@ -328,7 +369,18 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve requests only: media processing and the other background jobs are left "
+        "to `timeless worker`",
+    )
     serve.set_defaults(func=cmd_serve)
+    sub.add_parser(
+        "worker",
+        help="run the media pipeline and the other background jobs, no HTTP (any number, "
+        "on any machine with the same DATABASE_URL and storage)",
+    ).set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply migrations to DATABASE_URL").set_defaults(
         func=cmd_migrate
     )

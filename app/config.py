@@ -102,11 +102,32 @@ class Settings(BaseSettings):
     import_poll_interval_seconds: float = 5.0
     import_stale_seconds: float = 300.0
     media_stale_after_seconds: float = 300.0
-    # Threads making thumbnails at once, per process; and tries before a media item fails.
+    # Media jobs at once, per process (each in a child process of its own); and tries before
+    # a media item fails.
     media_processing_workers: int = 2
     media_max_attempts: int = 3
     # CPU seconds one video's playback transcode may use; past it the media is `failed`.
     media_transcode_cpu_seconds: float = 300.0
+    # Limits of one media job's child process (app.adapters.media.sandbox): the memory it may
+    # take beyond its size at start (RLIMIT_AS), its CPU time (RLIMIT_CPU), the time the
+    # parent waits for it before killing it. Past any of them the media is `failed`.
+    media_job_memory_bytes: int = Field(default=1536 * 1024 * 1024, ge=64 * 1024 * 1024)
+    # (Above MEDIA_TRANSCODE_CPU_SECONDS, whose own check fails a long transcode first.)
+    media_job_cpu_seconds: int = Field(default=600, ge=1)
+    media_job_timeout_seconds: float = Field(default=900.0, gt=0)
+    # How many jobs one child process takes before a fresh one replaces it; 1: a fresh child
+    # per job. A crash, a timeout, a memory failure or a grown heap always ends a child.
+    media_jobs_per_child: int = Field(default=25, ge=1)
+    # libheif's decoding threads per HEIC job; 0 keeps pillow-heif's default (4).
+    media_heif_decode_threads: int = Field(default=0, ge=0)
+    # Whether this API process also runs the background jobs (media processing, mail sending,
+    # the sweeps and purges). `timeless serve --no-worker` turns it off: `timeless worker`
+    # runs them instead, here or on another machine.
+    background_jobs: bool = True
+    # Background jobs start at once on a PostgreSQL NOTIFY (media registered, mail queued)
+    # instead of waiting for their poll; false polls only. With a transaction pooler
+    # (DATABASE_POOLER_MODE), which cannot LISTEN, only through EVENTS_LISTEN_DATABASE_URL.
+    job_wakeups: bool = True
     orphan_object_grace_seconds: float = 24 * 3600.0
     orphan_sweep_interval_seconds: float = 3600.0
     analytics_retention_days: int = 365

@@ -27,6 +27,7 @@ from app.adapters.supabase.client import Supabase
 from app.adapters.supabase.tokens import SupabaseTokenVerifier
 from app.config import Environment, Settings
 from app.db.postgres import Database
+from app.db.wakeups import MAIL_CHANNEL, MEDIA_CHANNEL, JobWakeups
 from app.errors import ServiceUnavailable
 from app.proxy import public_base_url
 from app.services import storage_service
@@ -73,6 +74,33 @@ class AppContext:
     external_tokens: SupabaseAccessTokens | None = None
     # Supabase mode: password reset is Supabase Auth's.
     recovery: SupabaseRecovery | None = None
+    # Started with the background jobs: LISTEN for media registered and mail queued by any
+    # process (None: JOB_WAKEUPS=false, or a transaction pooler, which cannot LISTEN).
+    wakeups: JobWakeups | None = None
+
+    def start(self, *, background_jobs: bool, serves_http: bool = True) -> None:
+        """Start what runs beside the requests.
+
+        Every process writes the analytics events it records (its own buffer). A process
+        that serves HTTP runs the live-events broker (its streams, its LISTEN). The shared
+        jobs — media processing and its sweeps, the orphan sweep, imports, archive exports,
+        sending mail and purging it, purging expired analytics and scroll history — run where
+        `background_jobs` is true: `timeless serve` (unless --no-worker) and `timeless
+        worker`. Each claims its work in the database (`FOR UPDATE SKIP LOCKED`) or deletes
+        in bounded batches, so any number of processes may run them.
+        """
+        self.analytics.start(purge=background_jobs)
+        if serves_http:
+            self.events.start()
+        if not background_jobs:
+            return
+        self.media.start()
+        self.outbox.start()
+        self.scroll_history.start()
+        self.imports.start()
+        self.exporter.start()
+        if self.wakeups is not None:
+            self.wakeups.start()
 
     async def storage_problem(self) -> str | None:
         """What keeps files from being stored until an operator acts (a missing bucket).
@@ -86,6 +114,8 @@ class AppContext:
             return None
 
     async def aclose(self) -> None:
+        if self.wakeups is not None:
+            await self.wakeups.stop()
         await self.imports.stop()
         await self.exporter.stop()
         await self.outbox.stop()
@@ -156,6 +186,14 @@ async def build_context(settings: Settings) -> AppContext:
             settings, database, settings.archive_storage_bucket
         )
     media = MediaProcessor(database, storage, analytics, settings)
+    outbox = MailOutbox(database, build_mailer(settings), settings)
+    wakeups: JobWakeups | None = None
+    listen_url = settings.events_listen_database_url
+    if settings.job_wakeups and (listen_url is not None or not settings.database_pooler_mode):
+        wakeups = JobWakeups(
+            (listen_url or settings.database_url).get_secret_value(),
+            {MEDIA_CHANNEL: media.wake, MAIL_CHANNEL: outbox.wake},
+        )
     context = AppContext(
         settings=settings,
         database=database,
@@ -165,7 +203,7 @@ async def build_context(settings: Settings) -> AppContext:
         media=media,
         imports=ImportRunner(database, storage, settings, on_media=media.process),
         rate_limiter=rate_limiter,
-        outbox=MailOutbox(database, build_mailer(settings), settings),
+        outbox=outbox,
         cursors=CursorCodec(settings.jwt_secret),
         scroll_history=ScrollHistory(database),
         events=events,
@@ -176,6 +214,7 @@ async def build_context(settings: Settings) -> AppContext:
         supabase=supabase,
         external_tokens=external_tokens,
         recovery=recovery,
+        wakeups=wakeups,
     )
     # Said once at start-up, clearly; /health/ready keeps failing until it is fixed.
     problem = await context.storage_problem()

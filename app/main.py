@@ -41,14 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = await build_context(settings)
         app.state.context = context
-        context.analytics.start()
-        context.media.start()
-        context.outbox.start()
-        context.scroll_history.start()
-        context.events.start()
+        context.start(background_jobs=settings.background_jobs)
         stop_closing_streams = close_streams_on_exit_signal(context.events.close_streams)
-        context.imports.start()
-        context.exporter.start()
         try:
             yield
         finally:

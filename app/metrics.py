@@ -42,6 +42,12 @@ MEDIA_PROCESSING_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+MEDIA_JOBS_KILLED = Counter(
+    "media_jobs_killed_total",
+    "Media jobs whose child process crashed, ran out of memory or of time (media failed).",
+    ["cause"],
+    registry=REGISTRY,
+)
 BACKGROUND_QUEUE_DEPTH = Gauge(
     "background_queue_depth",
     "Work waiting in background queues.",

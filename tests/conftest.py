@@ -67,6 +67,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "import_poll_interval_seconds": 0,
         # Likewise, tests run archive exports themselves (`context.exporter.run_next()`).
         "archive_poll_interval_seconds": 0,
+        # No LISTEN either: a NOTIFY from one test's registration would start a sweep that
+        # could take media another test is about to set up by hand.
+        "job_wakeups": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -108,6 +108,7 @@ class AnalyticsRecorder:
         self._retention_days = retention_days
         self._purge_interval = purge_interval
         self._last_purge = 0.0
+        self._purges = True
 
     def record(
         self,
@@ -137,7 +138,13 @@ class AnalyticsRecorder:
         except Exception:  # analytics must never fail the caller
             logger.exception("could not queue analytics event")
 
-    def start(self) -> None:
+    def start(self, *, purge: bool = True) -> None:
+        """Start the writer; with `purge`, it also purges expired events now and then.
+
+        Every process that records events writes its own buffer; the purge is a shared job,
+        run only by processes that run the background jobs.
+        """
+        self._purges = purge
         self._task = asyncio.create_task(self._run(), name="analytics-writer")
 
     async def stop(self) -> None:
@@ -153,7 +160,7 @@ class AnalyticsRecorder:
                 await asyncio.wait_for(self._wakeup.wait(), self._flush_interval)
             self._wakeup.clear()
             await self.flush()
-            if time.monotonic() - self._last_purge >= self._purge_interval:
+            if self._purges and time.monotonic() - self._last_purge >= self._purge_interval:
                 self._last_purge = time.monotonic()
                 await self.purge_expired()
 

@@ -4,19 +4,32 @@
 The state lives in `memory_media.processing_status`, never only in this process:
 
     pending ──claim──▶ processing ──▶ completed
-                          │    └────▶ failed (metadata.error says why)
-                          └─ process died or storage hiccup: the claim goes stale and
-                             the sweep claims it again, up to `media_max_attempts`.
+       ▲                  │    └────▶ failed (metadata.error says why)
+       │                  └─ process died or storage hiccup: the claim goes stale and
+       │                     the sweep claims it again, up to `media_max_attempts`.
+       └── released when this process stops in the middle of a job
 
 A claim is one statement (status, `processing_claimed_at`, `processing_attempts + 1`), taken
-with `FOR UPDATE SKIP LOCKED` by the sweep, so any number of server processes can sweep at
-once without two of them claiming the same media. Results are written only while the claim
-is still the one taken (same attempt number), so a late worker cannot overwrite a newer one.
+with `FOR UPDATE SKIP LOCKED` by the sweep, so any number of processes (API processes,
+`timeless worker`s on other machines) can sweep at once without two of them claiming the
+same media. Results are written only while the claim is still the one taken (same attempt
+number), so a late worker cannot overwrite a newer one. While a job runs its claim is renewed
+(a heartbeat every third of `media_stale_after_seconds`), so a long job is never mistaken
+for a dead one, and a dead process's claims go stale within `media_stale_after_seconds`.
 
-The file work (`app.adapters.media.process_file`, a pure function of plain values) runs in a
-small thread pool, never on the event loop; the database is only touched in short transactions
-around it (and once every few seconds to publish a long transcode's progress). Background work
-runs in `system_session()`: there is no user, and it only touches the media it claimed.
+Scheduling: at most `media_processing_workers` jobs at once per process; a media is claimed
+only when a slot is free, so what this process cannot start yet stays `pending` for any other
+process. Work starts on a registration in this process (`process`), on a NOTIFY from another
+one (`wake`, see app.db.wakeups), or at the periodic sweep.
+
+The file work (`app.adapters.media.process_file`, a pure function of plain values) never runs
+in this process: each job runs in a child process with a memory ceiling and time limits
+(app.adapters.media.sandbox). A decoder that crashes, runs out of its memory or of its time
+fails that media with a reason; this process only downloads, waits and uploads, so its memory
+does not grow with the media it processes. The database is only touched in short
+transactions around a job (and once every few seconds to publish a long transcode's
+progress). Background work runs in `system_session()`: there is no user, and it only touches
+the media it claimed.
 """
 
 import asyncio
@@ -30,18 +43,24 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
 import asyncpg
 
 from app.adapters.media import MediaLimits, MediaRejected, MediaResult, process_file
 from app.adapters.media.common import PROGRESS_FILE
+from app.adapters.media.sandbox import JobKilled, JobLimits, Sandbox, SandboxClosed
 from app.adapters.storage.base import StorageBackend
 from app.config import Settings
 from app.db.postgres import Database
 from app.errors import NotFound
-from app.metrics import BACKGROUND_QUEUE_DEPTH, MEDIA_PROCESSED, MEDIA_PROCESSING_SECONDS
+from app.metrics import (
+    BACKGROUND_QUEUE_DEPTH,
+    MEDIA_JOBS_KILLED,
+    MEDIA_PROCESSED,
+    MEDIA_PROCESSING_SECONDS,
+)
 from app.services import storage_service
 from app.services.analytics_service import AnalyticsRecorder, EventType
 from app.services.media_paths import variant_path_for
@@ -50,6 +69,8 @@ logger = logging.getLogger(__name__)
 
 # How often a running job's progress file is read and, when it moved, published.
 _PROGRESS_POLL_SECONDS: Final = 2.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -150,6 +171,22 @@ set processing_status = 'failed', metadata = metadata || jsonb_build_object('err
 where id = $1 and processing_status = 'processing' and processing_attempts = $2
 returning id
 """
+# This process is stopping mid-job: hand the media back at once, without counting the attempt.
+_RELEASE = """
+update public.memory_media
+set processing_status = 'pending', processing_claimed_at = null,
+    processing_attempts = processing_attempts - 1, updated_at = now()
+where id = $1 and processing_status = 'processing' and processing_attempts = $2
+returning id
+"""
+# The heartbeat: the claims of the jobs still running here are alive.
+_RENEW = """
+update public.memory_media m
+set processing_claimed_at = now()
+from unnest($1::uuid[], $2::int[]) as held(id, attempts)
+where m.id = held.id and m.processing_attempts = held.attempts
+  and m.processing_status = 'processing'
+"""
 # A passing problem (storage, database, a bug): keep the claim; it goes stale and is retried.
 _NOTE_RETRY = """
 update public.memory_media
@@ -163,6 +200,15 @@ _DUPLICATE_MESSAGE = "the same file is already in this family"
 _GAVE_UP_MESSAGE = "processing failed after {attempts} attempts"
 
 
+def job_limits(settings: Settings) -> JobLimits:
+    return JobLimits(
+        memory_bytes=settings.media_job_memory_bytes,
+        cpu_seconds=settings.media_job_cpu_seconds,
+        wall_seconds=settings.media_job_timeout_seconds,
+        heif_decode_threads=settings.media_heif_decode_threads,
+    )
+
+
 class MediaProcessor:
     def __init__(
         self,
@@ -170,62 +216,133 @@ class MediaProcessor:
         storage: StorageBackend,
         analytics: AnalyticsRecorder,
         settings: Settings,
+        sandbox: Sandbox | None = None,
     ):
         self._database = database
         self._storage = storage
         self._analytics = analytics
         self._settings = settings
         self._workers = max(1, settings.media_processing_workers)
+        # A free slot is needed before a claim: nothing claimed here waits for a slot.
+        self._slots = asyncio.Semaphore(self._workers)
+        # These threads only wait for the job's child process; the work happens there.
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="media")
-        self._in_flight = 0
+        self._sandbox = sandbox or Sandbox(
+            job_limits(settings), jobs_per_child=settings.media_jobs_per_child
+        )
+        self._held: dict[UUID, Claim] = {}
+        self._idle = asyncio.Event()  # set whenever no job is held
+        self._wake = asyncio.Event()
+        self._started = False
+        self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
 
     # Lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the periodic sweeps (unfinished media, orphaned files); <= 0 turns one off."""
+        """Run the jobs here: the sweep (on wake-ups and every interval), the claims' heartbeat
+        and the orphan sweep. An interval <= 0 turns that periodic pass off."""
         settings = self._settings
-        for name, interval, job in (
-            ("media-sweep", settings.media_sweep_interval_seconds, self.sweep),
-            ("orphan-sweep", settings.orphan_sweep_interval_seconds, self.sweep_orphans),
-        ):
-            if interval > 0:
-                self._loops.append(asyncio.create_task(_every(interval, job, name), name=name))
+        self._started = True
+        # The children's forkserver imports the decoders once (about a second): before the
+        # first job rather than during it.
+        asyncio.get_running_loop().run_in_executor(self._executor, self._warm_up)
+        self._loops.append(asyncio.create_task(self._sweeping(), name="media-sweep"))
+        heartbeat = max(1.0, settings.media_stale_after_seconds / 3)
+        self._loops.append(
+            asyncio.create_task(_every(heartbeat, self._renew_claims, "media-heartbeat"))
+        )
+        if settings.orphan_sweep_interval_seconds > 0:
+            self._loops.append(
+                asyncio.create_task(
+                    _every(settings.orphan_sweep_interval_seconds, self.sweep_orphans, "orphans"),
+                    name="orphan-sweep",
+                )
+            )
+
+    def _warm_up(self) -> None:
+        try:
+            self._sandbox.warm_up()
+        except Exception:
+            logger.exception("the media sandbox did not start; jobs will try again")
 
     async def stop(self) -> None:
+        """Kill the running jobs' children and hand their media back, then stop the loops."""
+        self._stopping = True
+        # Joining the idle children blocks for a moment: not on the event loop.
+        await asyncio.to_thread(self._sandbox.close)
+        # The jobs end at once (their children are gone); let them release their claims.
+        if self._held:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=5)
         for task in self._loops:
             task.cancel()
         for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._loops = []
-        # Work still in a thread is abandoned: its claim goes stale and is picked up again.
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def wake(self) -> None:
+        """Media was registered elsewhere (a NOTIFY): sweep now rather than at the interval."""
+        self._wake.set()
 
     # Work -----------------------------------------------------------------------------------
 
     async def process(self, media_ids: Sequence[UUID]) -> None:
-        """Process newly registered media now (a background task after the response)."""
+        """Process newly registered media now (a background task after the response).
+
+        Nothing when this process runs no background jobs (`timeless serve --no-worker`): the
+        media stays `pending` until a worker claims it.
+        """
+        if not self._started:
+            return
         await asyncio.gather(*(self._process_new(media_id) for media_id in media_ids))
 
     async def sweep(self) -> int:
-        """Finish unfinished media: give up on exhausted ones, claim and process stale ones.
+        """Finish unfinished media: give up on exhausted ones, claim and process the rest.
 
-        Claims at most as many as there are workers at a time, so nothing claimed sits in a
-        queue long enough to look stale to another process. Returns how many were processed.
+        As many jobs at a time as there are slots, each claimed as a slot frees up, until
+        nothing is left to claim. Returns how many were processed.
         """
-        stale_after = self._settings.media_stale_after_seconds
-        max_attempts = self._settings.media_max_attempts
         async with self._database.system_session() as db:
-            await db.execute(_GIVE_UP, stale_after, max_attempts)
+            await db.execute(
+                _GIVE_UP,
+                self._settings.media_stale_after_seconds,
+                self._settings.media_max_attempts,
+            )
+        done = await asyncio.gather(*(self._drain() for _ in range(self._workers)))
+        return sum(done)
+
+    async def _drain(self) -> int:
         processed = 0
+        while not self._stopping:
+            async with self._slots:
+                async with self._database.system_session() as db:
+                    row = await db.fetchrow(
+                        _CLAIM_STALE,
+                        self._settings.media_stale_after_seconds,
+                        1,
+                        self._settings.media_max_attempts,
+                    )
+                if row is None:
+                    return processed
+                await self._run(Claim(**dict(row)))
+            processed += 1
+        return processed
+
+    async def _sweeping(self) -> None:
+        interval = self._settings.media_sweep_interval_seconds
         while True:
-            async with self._database.system_session() as db:
-                rows = await db.fetch(_CLAIM_STALE, stale_after, self._workers, max_attempts)
-            if not rows:
-                return processed
-            await asyncio.gather(*(self._run(Claim(**dict(row))) for row in rows))
-            processed += len(rows)
+            # The first pass waits too (start-up stays quick) unless woken: the wake-ups
+            # listener wakes every job once it listens.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval if interval > 0 else None)
+            self._wake.clear()
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("background job failed", extra={"job": "media-sweep"})
 
     async def sweep_orphans(self) -> int:
         return await storage_service.remove_orphans(
@@ -235,27 +352,45 @@ class MediaProcessor:
         )
 
     async def _process_new(self, media_id: UUID) -> None:
-        try:
-            async with self._database.system_session() as db:
-                row = await db.fetchrow(_CLAIM_NEW, media_id)
-        except Exception:
-            # The sweep will find it pending.
-            logger.exception("could not claim media", extra={"media_id": str(media_id)})
-            return
-        if row is not None:
-            await self._run(Claim(**dict(row)))
+        async with self._slots:
+            if self._stopping:
+                return  # still pending: the next process to sweep takes it
+            try:
+                async with self._database.system_session() as db:
+                    row = await db.fetchrow(_CLAIM_NEW, media_id)
+            except Exception:
+                # The sweep will find it pending.
+                logger.exception("could not claim media", extra={"media_id": str(media_id)})
+                return
+            if row is not None:
+                await self._run(Claim(**dict(row)))
+
+    async def _renew_claims(self) -> int:
+        held = list(self._held.values())
+        if not held:
+            return 0
+        async with self._database.system_session() as db:
+            await db.execute(_RENEW, [c.id for c in held], [c.processing_attempts for c in held])
+        return len(held)
 
     async def _run(self, claim: Claim) -> None:
         """Process one claimed media item; never raises."""
         started = time.perf_counter()
-        self._in_flight += 1
-        BACKGROUND_QUEUE_DEPTH.labels("media").set(self._in_flight)
+        self._held[claim.id] = claim
+        self._idle.clear()
+        BACKGROUND_QUEUE_DEPTH.labels("media").set(len(self._held))
         outcome = "failed"
         mime_type = claim.mime_type
         try:
             try:
                 result = await self._derive(claim)
             except MediaRejected as exc:
+                if isinstance(exc, JobKilled):
+                    MEDIA_JOBS_KILLED.labels(exc.cause).inc()
+                    logger.warning(
+                        "media job killed",
+                        extra={"media_id": str(claim.id), "cause": exc.cause},
+                    )
                 await self._finish(_FAIL, claim, exc.reason)
             except NotFound:
                 await self._finish(_FAIL, claim, "the uploaded file is missing")
@@ -263,13 +398,20 @@ class MediaProcessor:
                 mime_type = result.mime_type
                 if await self._complete(claim, result):
                     outcome = "completed"
+        except SandboxClosed:
+            outcome = "released"
+            await self._release(claim)
         except Exception:
             logger.exception("media processing error", extra={"media_id": str(claim.id)})
             outcome = "error"
             await self._after_error(claim)
         finally:
-            self._in_flight -= 1
-            BACKGROUND_QUEUE_DEPTH.labels("media").set(self._in_flight)
+            self._held.pop(claim.id, None)
+            if not self._held:
+                self._idle.set()
+            BACKGROUND_QUEUE_DEPTH.labels("media").set(len(self._held))
+        if outcome == "released":
+            return
         seconds = time.perf_counter() - started
         MEDIA_PROCESSED.labels(outcome).inc()
         MEDIA_PROCESSING_SECONDS.observe(seconds)
@@ -291,8 +433,13 @@ class MediaProcessor:
             compute_sha256=compute_sha256,
         )
 
+    def _in_sandbox(self, job: Callable[[], T]) -> "asyncio.Future[T]":
+        """Run `job` (picklable) in a child process; see app.adapters.media.sandbox."""
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, self._sandbox.run, job)
+
     async def _derive(self, claim: Claim) -> MediaResult:
-        """Download, run process_file off the loop, and store every derivative it made."""
+        """Download, run process_file in a child process, and store every derivative it made."""
         with tempfile.TemporaryDirectory(prefix="timeless-media-") as work:
             source, output = Path(work) / "original", Path(work) / "out"
             output.mkdir()
@@ -304,7 +451,7 @@ class MediaProcessor:
                 output,
                 self.limits(compute_sha256=claim.sha256 is None),
             )
-            future = asyncio.get_running_loop().run_in_executor(self._executor, job)
+            future = self._in_sandbox(job)
             result = await self._with_progress(claim, future, output / PROGRESS_FILE)
             for variant in result.variants:
                 await self._storage.upload_file(
@@ -364,9 +511,16 @@ class MediaProcessor:
             if original is not None:
                 await db.execute(_NOTE_DUPLICATE, claim.id, str(original))
 
-    async def _finish(self, statement: str, claim: Claim, message: str) -> None:
+    async def _finish(self, statement: str, claim: Claim, *message: str) -> None:
         async with self._database.system_session() as db:
-            await db.fetchval(statement, claim.id, claim.processing_attempts, message)
+            await db.fetchval(statement, claim.id, claim.processing_attempts, *message)
+
+    async def _release(self, claim: Claim) -> None:
+        try:
+            await self._finish(_RELEASE, claim)
+        except Exception:
+            # The claim goes stale instead, and is taken again then.
+            logger.exception("could not release media", extra={"media_id": str(claim.id)})
 
     async def _after_error(self, claim: Claim) -> None:
         try:

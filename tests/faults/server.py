@@ -243,6 +243,48 @@ class ApiServer:
         self.stop()
 
 
+class Worker(ApiServer):
+    """`timeless worker` in a subprocess: the background jobs, no HTTP.
+
+    With `decoder_double`, the media jobs run tests/helpers/decoder_double.py's stand-in (the
+    real decoder unless a file carries a marker) instead of the real decoder.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        decoder_double: bool = True,
+    ):
+        super().__init__(dsn, data_dir, {"LOG_LEVEL": "INFO", **(env or {})})
+        self.decoder_double = decoder_double
+        self.log_path = data_dir / f"worker-{self.port}.log"
+
+    def command(self) -> list[str]:
+        if self.decoder_double:
+            entry = "from tests.helpers.decoder_double import run_worker; run_worker()"
+            return [sys.executable, "-c", entry]
+        return [sys.executable, "-c", "from app.cli import main; main(['worker'])"]
+
+    def _start(self, timeout: float) -> ApiServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), cwd=ROOT, env=self.environment(), stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited at start-up:\n{self.log_tail()}")
+            if "worker running" in self.log_path.read_text(errors="replace"):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"the worker did not start within {timeout} s:\n{self.log_tail()}")
+
+
 class TimelessServe:
     """`timeless serve` itself in a subprocess: the built-in PostgreSQL, migrations, uvicorn.
 
@@ -251,8 +293,14 @@ class TimelessServe:
     """
 
     def __init__(
-        self, data_dir: Path, *, cwd: Path = Path("/"), env: Mapping[str, str] | None = None
+        self,
+        data_dir: Path,
+        *,
+        cwd: Path = Path("/"),
+        env: Mapping[str, str] | None = None,
+        serve_args: tuple[str, ...] = (),
     ):
+        self.serve_args = serve_args
         self.data_dir = data_dir
         self.pgdata = data_dir / "pg"
         self.cwd = cwd
@@ -309,7 +357,9 @@ class TimelessServe:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command("serve", "--host", "127.0.0.1", "--port", str(self.port)),
+                self.command(
+                    "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.serve_args
+                ),
                 cwd=self.cwd,
                 env=self.environment(),
                 stdout=log,

