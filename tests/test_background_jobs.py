@@ -1,7 +1,6 @@
 """Which background jobs a process runs: all of them, or (`--no-worker`) none but its own
 analytics buffer."""
 
-import asyncio
 import uuid
 
 from app.config import Settings

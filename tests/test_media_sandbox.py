@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from app.adapters.media import MediaRejected, process_file
+from app.adapters.media import MediaLimits, MediaRejected, process_file
 from app.adapters.media.sandbox import (
     CRASHED_REASON,
     MEMORY_REASON,
@@ -42,12 +42,13 @@ def sandbox(**limits: float) -> Sandbox:
 def test_a_job_returns_its_result_from_the_child(tmp_path: Path):
     source = tmp_path / "photo.jpg"
     source.write_bytes(samples.jpeg((600, 400)))
-    job = functools.partial(process_file, source, "image/jpeg", tmp_path / "thumb.jpg")
+    job = functools.partial(process_file, source, "image/jpeg", tmp_path)
 
-    info = sandbox().run(job)
+    result = sandbox().run(job)
 
-    assert (info.mime_type, info.width, info.height) == ("image/jpeg", 400, 600)
-    assert (tmp_path / "thumb.jpg").stat().st_size > 0
+    assert (result.mime_type, result.info.width, result.info.height) == ("image/jpeg", 400, 600)
+    assert {variant.name for variant in result.variants} >= {"thumbnail"}
+    assert all((tmp_path / variant.file).stat().st_size > 0 for variant in result.variants)
 
 
 def test_the_job_runs_in_another_process():
@@ -85,9 +86,9 @@ def test_a_real_decoder_past_the_ceiling_fails_as_out_of_memory(tmp_path: Path):
     # stopped by the memory ceiling — and not reported as "corrupt".
     source = tmp_path / "big.png"
     source.write_bytes(samples.blank_png(9000, 9000))
-    job = functools.partial(
-        process_file, source, "image/png", tmp_path / "thumb.jpg", max_pixels=200_000_000
-    )
+    # Past the processing's own check of the decoded size, as a decoder's runaway would be.
+    limits = MediaLimits(max_pixels=200_000_000, max_decoded_bytes=2**40)
+    job = functools.partial(process_file, source, "image/png", tmp_path, limits)
     with pytest.raises(JobKilled) as caught:
         sandbox(memory_bytes=160 * MiB).run(job)
     assert caught.value.cause == "memory"
@@ -96,9 +97,9 @@ def test_a_real_decoder_past_the_ceiling_fails_as_out_of_memory(tmp_path: Path):
 def test_the_same_picture_within_the_ceiling_is_processed(tmp_path: Path):
     source = tmp_path / "big.png"
     source.write_bytes(samples.blank_png(3000, 3000))
-    job = functools.partial(process_file, source, "image/png", tmp_path / "thumb.jpg")
-    info = sandbox(memory_bytes=160 * MiB).run(job)
-    assert (info.width, info.height) == (3000, 3000)
+    job = functools.partial(process_file, source, "image/png", tmp_path)
+    result = sandbox(memory_bytes=160 * MiB).run(job)
+    assert (result.info.width, result.info.height) == (3000, 3000)
 
 
 def test_cpu_time_is_limited():

@@ -71,9 +71,10 @@ def warm_up() -> None:
     with tempfile.TemporaryDirectory(prefix="timeless-warm-up-") as folder:
         for mime, make in _SAMPLES:
             try:
-                source = Path(folder) / "sample"
+                source, output = Path(folder) / "sample", Path(folder) / mime.replace("/", "-")
                 source.write_bytes(make())
-                process_file(source, mime, Path(folder) / "thumbnail.jpg")
+                output.mkdir()
+                process_file(source, mime, output)
             except Exception as exc:
                 logger.warning("media warm-up skipped", extra={"mime": mime, "error": repr(exc)})
 
