@@ -39,8 +39,10 @@ class PgListener:
         ping_timeout: float = 5.0,
         connect_timeout: float = 10.0,
         max_backoff: float = 10.0,
+        application_name: str = APPLICATION_NAME,
     ):
         self._dsn = dsn
+        self._application_name = application_name
         self._channels = tuple(channels)
         self._on_notify = on_notify
         self._on_connect = on_connect
@@ -97,7 +99,7 @@ class PgListener:
             timeout=self._connect_timeout,
             statement_cache_size=0,
             # Findable in pg_stat_activity: one per process, named with its pid.
-            server_settings={"application_name": f"{APPLICATION_NAME}:{os.getpid()}"},
+            server_settings={"application_name": f"{self._application_name}:{os.getpid()}"},
         )
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())

@@ -21,13 +21,19 @@ from app.db.listener import PgListener
 
 MEDIA_CHANNEL: Final = "timeless_media"
 MAIL_CHANNEL: Final = "timeless_mail"
+# Its connection in pg_stat_activity, beside the live events' own.
+APPLICATION_NAME: Final = "timeless-job-wakeups"
 
 
 class JobWakeups:
     def __init__(self, dsn: str, handlers: Mapping[str, Callable[[], None]]) -> None:
         self._handlers = dict(handlers)
         self.listener = PgListener(
-            dsn, list(self._handlers), on_notify=self._notified, on_connect=self._wake_all
+            dsn,
+            list(self._handlers),
+            on_notify=self._notified,
+            on_connect=self._wake_all,
+            application_name=APPLICATION_NAME,
         )
 
     def start(self) -> None:
