@@ -1,8 +1,8 @@
 """Version 1 of the API: every router, under one `router` that `app.main` mounts at /api/v1."""
 
-from fastapi import APIRouter
 
 from app.api.v1 import (
+from app.api.routing import ApiRouter
     analytics,
     archive,
     auth,
@@ -15,7 +15,7 @@ from app.api.v1 import (
     storage,
 )
 
-router = APIRouter()
+router = ApiRouter()
 for _module in (
     auth,
     families,
