@@ -156,7 +156,7 @@ def limit_per_ip(rule: str) -> Any:
     return Depends(PerIpLimit(rule))
 
 
-def no_store(response: Response) -> None:
+async def no_store(response: Response) -> None:
     # RFC 6749 §5.1: a response holding tokens or credentials is kept by no cache.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
