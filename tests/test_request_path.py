@@ -10,13 +10,22 @@ import inspect
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
+from app.adapters import tokens
 from app.api.deps import require
+from app.config import Settings
+from app.db.postgres import Database
+from app.errors import Unauthorized
 from app.models.rbac import Permission
+from app.services import session_service
+from tests.helpers import API
+from tests.helpers.factories import Factory
 
 
 def _api_routes(routes: list[BaseRoute]) -> Iterator[APIRoute]:
@@ -66,3 +75,55 @@ def test_no_dependency_or_endpoint_runs_in_a_worker_thread(app: FastAPI) -> None
 def test_require_is_checked_on_the_event_loop() -> None:
     # Built per route (`Depends(require(...))`); the walk above sees only those in use.
     assert _runs_on_the_loop(require(Permission.VIEW_MEMORIES))
+
+
+# Opening a member's request: one round trip, and still the member under RLS --------------
+
+
+async def test_the_member_session_runs_as_the_member_from_its_first_statement(
+    app: FastAPI, settings: Settings, factory: Factory
+) -> None:
+    member = await factory.register("adult")
+    claims = tokens.decode_access_token(member.access_token, secret=settings.jwt_secret)
+    database = app.state.context.database
+    async with session_service.member_session(database, claims) as (db, actor):
+        assert actor.id == claims.user_id
+        assert await db.fetchval("select current_user") == "authenticated"
+        assert str(await db.fetchval("select auth.uid()")) == str(claims.user_id)
+        # Row level security applies: the member sees their own family only.
+        families = await db.fetch("select id from public.family_units")
+        assert [row["id"] for row in families] == [actor.family_unit_id]
+    # Transaction-local: the pooled connection goes back without the role or the claims.
+    async with database.pool.acquire() as conn:
+        assert await conn.fetchval("select current_user") != "authenticated"
+        assert not await conn.fetchval("select current_setting('request.jwt.claims', true)")
+
+
+async def test_an_ended_login_is_refused_when_the_request_opens(
+    app: FastAPI, settings: Settings, factory: Factory, client: httpx.AsyncClient
+) -> None:
+    member = await factory.register("adult")
+    claims = tokens.decode_access_token(member.access_token, secret=settings.jwt_secret)
+    assert (await client.post(f"{API}/auth/logout", headers=member.headers)).status_code == 204
+    with pytest.raises(Unauthorized):
+        async with session_service.member_session(app.state.context.database, claims):
+            pass
+
+
+async def test_only_a_session_connection_skips_the_pool_reset(migrated_database_url: str) -> None:
+    database = await Database.connect(migrated_database_url, min_size=1, max_size=1)
+    try:
+        # A connection used another way still gets asyncpg's reset on release ...
+        async with database.pool.acquire() as conn:
+            await conn.execute("set application_name = 'left behind'")
+        async with database.pool.acquire() as conn:
+            assert await conn.fetchval("show application_name") != "left behind"
+            assert "RESET ALL" in conn.get_reset_query()
+        # ... while a session's connection, whose changes all ended with its transaction,
+        # skips it, that once.
+        async with database.system_session() as conn:
+            assert conn.get_reset_query() == ""
+        async with database.pool.acquire() as conn:
+            assert "RESET ALL" in conn.get_reset_query()
+    finally:
+        await database.close()

@@ -60,10 +60,12 @@ async def user_session(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Not authenticated")
     claims = await _verify_token(context, credentials.credentials)
-    async with context.database.user_session(claims.database_claims()) as db:
-        actor = await session_service.load_actor(
-            db, claims, touch_after_seconds=context.settings.session_touch_interval_seconds
-        )
+    # One round trip opens the transaction as the member and loads them (session_service).
+    async with session_service.member_session(
+        context.database,
+        claims,
+        touch_after_seconds=context.settings.session_touch_interval_seconds,
+    ) as (db, actor):
         user_id_var.set(str(actor.id))
         family_id_var.set(str(actor.family_unit_id))
         yield UserSession(db, actor)
@@ -141,8 +143,7 @@ async def _stream_actor(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Not authenticated")
     claims = await _verify_token(context, credentials.credentials)
-    async with context.database.user_session(claims.database_claims()) as db:
-        actor = await session_service.load_actor(db, claims)
+    actor = await session_service.load_member(context.database, claims)
     user_id_var.set(str(actor.id))
     family_id_var.set(str(actor.family_unit_id))
     return actor
