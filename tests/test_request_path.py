@@ -15,10 +15,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Match
 
 from app.adapters import tokens
 from app.api.deps import require
+from app.api.routing import ApiRouter
 from app.config import Settings
 from app.db.postgres import Database
 from app.errors import Unauthorized
@@ -127,3 +128,56 @@ async def test_only_a_session_connection_skips_the_pool_reset(migrated_database_
             assert "RESET ALL" in conn.get_reset_query()
     finally:
         await database.close()
+
+
+# Routing: a router that cannot match a path says so without walking its routes ----------
+
+
+async def test_an_api_router_turns_away_paths_without_its_prefixes() -> None:
+    feed, auth, by_id = ApiRouter(prefix="/feed"), ApiRouter(prefix="/auth"), ApiRouter()
+
+    @feed.get("")
+    async def page() -> dict[str, str]:
+        return {"at": "feed"}
+
+    @auth.get("/me")
+    async def me() -> dict[str, str]:
+        return {"at": "me"}
+
+    @by_id.get("/{anything}/x")
+    async def anything(anything: str) -> dict[str, str]:
+        return {"at": anything}
+
+    v1 = ApiRouter()
+    v1.include_router(feed)
+    v1.include_router(auth)
+    assert v1.path_needles() == ("/feed", "/auth")
+    assert by_id.path_needles() is None  # a path that starts with a parameter: always look
+    http = {"type": "http", "method": "GET", "path": "/health", "root_path": ""}
+    assert v1.matches(http) == (Match.NONE, {})
+
+    app = FastAPI()
+    app.include_router(v1, prefix="/api/v1")
+    app.include_router(by_id)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.get("/api/v1/feed")).json() == {"at": "feed"}
+        assert (await client.get("/api/v1/auth/me")).json() == {"at": "me"}
+        assert (await client.get("/y/x")).json() == {"at": "y"}
+        assert (await client.get("/api/v1/nothing")).status_code == 404
+
+    # A route added later to a router without a prefix is seen.
+    @by_id.get("/late")
+    async def late() -> dict[str, str]:
+        return {"at": "late"}
+
+    assert by_id.path_needles() is None
+    top = ApiRouter()
+    top.include_router(feed)
+    assert top.path_needles() == ("/feed",)
+
+    @top.get("/status")
+    async def status() -> dict[str, str]:
+        return {"at": "status"}
+
+    assert top.path_needles() == ("/feed", "/status")

@@ -49,7 +49,7 @@ def _needles(router: APIRouter) -> tuple[str, ...] | None:
             needles = included.path_needles()
         elif isinstance(route, APIRoute):
             literal = route.path.split("{", 1)[0]
-            needles = (literal,) if literal else None
+            needles = (literal,) if literal.strip("/") else None  # "/" is in every path
         else:
             needles = None
         if needles is None:
