@@ -1,8 +1,7 @@
 """Version 1 of the API: every router, under one `router` that `app.main` mounts at /api/v1."""
 
-
-from app.api.v1 import (
 from app.api.routing import ApiRouter
+from app.api.v1 import (
     analytics,
     archive,
     auth,
