@@ -10,9 +10,11 @@ import json
 import logging
 import re
 import sys
+import time
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
@@ -29,16 +31,53 @@ _SECRET_PATTERNS = [
 ]
 
 
+# Each pattern above needs one of these words to match at all: text holding none of them
+# (every access line) is searched once instead of three times.
+_SECRET_MARKER = re.compile(r"(?i)bearer|password|token|secret|sig|eyj")
+
+
 def redact(text: str) -> str:
+    if _SECRET_MARKER.search(text) is None:
+        return text
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[REDACTED]", text)
     return text
 
 
+class _Timestamps:
+    """`2026-01-02T03:04:05.678+00:00` (what datetime's isoformat gives), the seconds cached:
+    every line of the same second shares them."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def format(self, created: float) -> str:
+        second = int(created)
+        micros = round((created - second) * 1_000_000)
+        if micros >= 1_000_000:  # rounded up into the next second, as datetime does
+            second, micros = second + 1, micros - 1_000_000
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{micros // 1000:03d}+00:00"
+
+
+def _dumps(entry: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(entry, default=str).decode()
+    except (TypeError, orjson.JSONEncodeError):  # e.g. an integer past 64 bits
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._timestamps = _Timestamps()
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamps.format(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": redact(record.getMessage()),
@@ -57,10 +96,17 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _dumps(entry)
 
 
 def configure_logging(level: str) -> None:
+    # What a record would look up on every line and no line shows: the caller's file and line
+    # (a walk up the stack), the thread's and the process's names. The logging HOWTO's
+    # "Optimization" section names these switches; each access line is cheaper by about half.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -56,6 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry hooks: this service's metrics are Prometheus' (/metrics)
+        # and its traces none, yet with them on every request asks whether a provider was
+        # configured (docs/performance.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         # Every operation can answer these two; `app.api.openapi` adds what depends on the
         # route (401, 413, 429, 503). Declaring 422 here also keeps FastAPI's own
         # validation schema, which this API never answers, out of the document.
@@ -70,11 +74,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
 
+    # FastAPI matches routes in the order they were included, walking every route of an
+    # included router before the next: /health (what load balancers ask most often) first,
+    # so it is not matched against each route of the API (docs/performance.md).
+    app.include_router(ops.router)
     mount_api_version(app, settings.api_version, API_VERSIONS[settings.api_version])
     if not settings.supabase_enabled:
         # The built-in store serves its own signed URLs; with Supabase Storage they go there.
         app.include_router(storage_objects.router, prefix=settings.api_prefix)
-    app.include_router(ops.router)
     app.mount(
         ops.SWAGGER_STATIC_PATH,
         StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),

@@ -7,13 +7,13 @@ Pure ASGI middleware (not BaseHTTPMiddleware), so they add no task or copy per r
 import asyncio
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, ServiceUnavailable, error_body, validation_body
@@ -26,6 +26,9 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 URL_NOT_UTF8 = "The URL is not valid UTF-8 once percent-decoded"
 # The methods whose body the app reads, and so the ones the body limit applies to.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# The metric children of each (method, route template, status) seen, looked up once: labels()
+# takes a lock and builds a key on every call. Bounded, as a client chooses the method.
+_MAX_CACHED_SERIES = 1000
 
 
 class RequestContextMiddleware:
@@ -38,6 +41,7 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, api_prefix: str = ""):
         self.app = app
         self.api_prefix = api_prefix
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,6 +49,7 @@ class RequestContextMiddleware:
             return
 
         request_id = self._request_id(scope)
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
         request_id_var.set(request_id)
         user_id_var.set(None)
         family_id_var.set(None)
@@ -55,7 +60,8 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+                # A new list: the one in the message may be the response's own.
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
@@ -69,14 +75,24 @@ class RequestContextMiddleware:
                 candidate = value.decode("latin-1")
                 if _VALID_REQUEST_ID.match(candidate):
                     return candidate
-        return uuid.uuid4().hex
+        return os.urandom(16).hex()  # 32 hex digits, as uuid4().hex gave, without the object
 
     def _record(self, scope: Scope, status: int, started: float) -> None:
         duration = time.perf_counter() - started
         template = self._route_template(scope)
         method = scope["method"]
-        HTTP_REQUESTS.labels(method, template, str(status)).inc()
-        HTTP_LATENCY.labels(method, template).observe(duration)
+        key = (method, template, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                HTTP_REQUESTS.labels(method, template, str(status)),
+                HTTP_LATENCY.labels(method, template),
+            )
+            if len(self._series) < _MAX_CACHED_SERIES:
+                self._series[key] = series
+        requests, latency = series
+        requests.inc()
+        latency.observe(duration)
         logger.info(
             "request",
             extra={
@@ -202,6 +218,8 @@ def _non_utf8_url_part(scope: Scope) -> str | None:
     """
     parts = {"path": scope.get("raw_path") or b"", "query": scope.get("query_string") or b""}
     for name, raw in parts.items():
+        if b"%" not in raw and raw.isascii():
+            continue  # nothing percent-encoded, nothing but ASCII: UTF-8 as it stands
         try:
             unquote_to_bytes(raw.decode("latin-1")).decode("utf-8")
         except UnicodeDecodeError:

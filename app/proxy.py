@@ -49,14 +49,17 @@ class TrustedProxyMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        scope = dict(scope)
-        headers: list[tuple[bytes, bytes]] = list(scope["headers"])
-        forwarded = [(name, value) for name, value in headers if name in _FORWARDED]
-        kept = [(name, value) for name, value in headers if name not in _FORWARDED]
-        peer = scope.get("client")
-        if forwarded and peer is not None and self._is_trusted(_address(peer[0])):
-            kept = self._apply(scope, forwarded, kept)
-        scope["headers"] = kept
+        # Most requests carry no forwarded header at all: then there is nothing to remove or
+        # believe, and the scope is passed on as it came (this runs on every request).
+        if any(name in _FORWARDED for name, _ in scope["headers"]):
+            scope = dict(scope)
+            headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+            forwarded = [(name, value) for name, value in headers if name in _FORWARDED]
+            kept = [(name, value) for name, value in headers if name not in _FORWARDED]
+            peer = scope.get("client")
+            if peer is not None and self._is_trusted(_address(peer[0])):
+                kept = self._apply(scope, forwarded, kept)
+            scope["headers"] = kept
         client = scope.get("client")
         origin = request_origin.set(_origin(scope))
         client_ip = client_ip_var.set(client[0] if client else None)

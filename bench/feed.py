@@ -350,7 +350,8 @@ def start_server(dsn: str, port: int, workdir: Path, workers: int) -> subprocess
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "DATA_DIR": str(workdir / "data"),
         "RATE_LIMIT_ENABLED": "false",  # the load comes from one address
-        "LOG_LEVEL": "WARNING",
+        # As served: every request writes its access line (to server.log in the workdir).
+        "LOG_LEVEL": "INFO",
         "PASSWORD_HASH_TIME_COST": "1",  # two registrations; the feed never hashes
         "PASSWORD_HASH_MEMORY_KIB": "8192",
     }
@@ -367,10 +368,13 @@ def start_server(dsn: str, port: int, workdir: Path, workers: int) -> subprocess
         "--no-access-log",
         "--log-level",
         "warning",
+        # As `timeless serve` runs it: forwarded headers are app.proxy's business.
+        "--no-proxy-headers",
         "--workers",
         str(workers),
     ]
-    server = subprocess.Popen(command, cwd=ROOT, env=env)
+    log = (workdir / "server.log").open("ab")
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

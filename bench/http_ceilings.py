@@ -2,7 +2,8 @@
 
 (Named so, not http.py, which would shadow the standard library's http package.)
 
-Usage: python bench/http_ceilings.py [--duration 8] [--connections 8] [--workers 1,2] [--write-docs]
+Usage: python bench/http_ceilings.py [--duration 8] [--connections 8] [--workers 1,2] [--cpu]
+                                     [--write-docs]
 
 wrk (a C load generator, Debian package `wrk`: `apt-get install wrk`) drives each endpoint
 with 1 thread and N connections for the given time, one after the other, in one run:
@@ -16,14 +17,18 @@ each against one uvicorn process with N workers, on the built-in PostgreSQL crea
 temporary folder. It prints a table and the ratios against issue #15's targets: health ≥ 70 %
 of the bare app, /auth/me ≥ 50 % of /health, the feed ≥ 50 % of /auth/me, and how each scales
 from 1 to 2 workers. A Python load generator would take CPU from the server on a 2-core
-machine; wrk takes a fraction of one core. With --write-docs the "## HTTP ceilings" section
-of docs/performance.md is replaced by the results.
+machine; wrk takes a fraction of one core. With --cpu it also measures, on the one-worker
+server's database and data, the CPU time each endpoint costs in process
+(bench/request_cpu.py): on a shared machine that moves far less than requests per second.
+With --write-docs the "## HTTP ceilings" section of docs/performance.md is replaced by the
+results.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import platform
 import re
@@ -86,8 +91,7 @@ def start_bare(port: int, workers: int) -> subprocess.Popen[bytes]:
     return process
 
 
-def start_project(port: int, workers: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    """`timeless serve` as an operator runs it (built-in PostgreSQL, access log on)."""
+def project_env(port: int, data_dir: Path) -> dict[str, str]:
     env = {
         **os.environ,
         "ENVIRONMENT": "production",
@@ -99,6 +103,12 @@ def start_project(port: int, workers: int, data_dir: Path) -> subprocess.Popen[b
         "PASSWORD_HASH_MEMORY_KIB": "8192",
     }
     env.pop("DATABASE_URL", None)
+    return env
+
+
+def start_project(port: int, workers: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    """`timeless serve` as an operator runs it (built-in PostgreSQL, access log on)."""
+    env = project_env(port, data_dir)
     command = [
         sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--workers", str(workers),
@@ -206,7 +216,20 @@ def run_wrk(
     )
 
 
-def measure(workers: int, duration: int, connections: int) -> list[Result]:
+def request_cpu(port: int, data_dir: Path, token: str) -> dict[str, float]:
+    """bench/request_cpu.py against this server's database, in a process of its own."""
+    command = [sys.executable, str(ROOT / "bench" / "request_cpu.py"), str(data_dir), token]
+    env = project_env(port, data_dir)
+    output = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+def measure(
+    workers: int, duration: int, connections: int, cpu: dict[str, float] | None = None
+) -> list[Result]:
     results = []
     bare_port, port = free_port(), free_port()
     bare = start_bare(bare_port, workers)
@@ -224,6 +247,8 @@ def measure(workers: int, duration: int, connections: int) -> list[Result]:
         for path, auth in (("/health", None), ("/api/v1/auth/me", token), (feed, token)):
             result = run_wrk(f"GET {path}", base + path, workers, duration, connections, auth)
             results.append(result)
+        if cpu is not None:
+            cpu.update(request_cpu(port, data_dir, token))
     finally:
         stop(project)
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -266,6 +291,22 @@ def ratios(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(cpu: dict[str, float]) -> str:
+    lines = ["| endpoint | CPU per request, in process | × bare FastAPI |", "|---|---:|---:|"]
+    bare = cpu["bare FastAPI"]
+    for name, micros in cpu.items():
+        lines.append(f"| {name} | {micros:,.0f} µs | {micros / bare:.1f}× |")
+    health, me, feed = (cpu[n] for n in list(cpu)[1:])
+    lines += [
+        "",
+        f"In CPU terms, leaving out the HTTP server's share (the same for every endpoint): "
+        f"/health costs what {bare / health:.0%} of a bare route's throughput would "
+        f"(target ≥ 70 %), /auth/me {health / me:.0%} of /health (≥ 50 %), the feed "
+        f"{me / feed:.0%} of /auth/me (≥ 50 %).",
+    ]
+    return "\n".join(lines)
+
+
 def write_docs(text: str) -> None:
     path = ROOT / "docs" / "performance.md"
     current = path.read_text()
@@ -280,13 +321,17 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", default="1,2", help="comma separated, e.g. 1,2")
+    parser.add_argument("--cpu", action="store_true", help="also CPU per request, in process")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (Debian/Ubuntu)")
     results: list[Result] = []
+    cpu: dict[str, float] | None = {} if args.cpu else None
     for workers in (int(w) for w in args.workers.split(",")):
-        results.extend(measure(workers, args.duration, args.connections))
+        results.extend(
+            measure(workers, args.duration, args.connections, cpu if workers == 1 else None)
+        )
     machine = (
         f"{platform.node()}: {os.cpu_count()} CPUs, {platform.machine()}, "
         f"Python {platform.python_version()}"
@@ -297,6 +342,8 @@ def main() -> None:
         f"-d{args.duration}s per row, one row after the other; the server and PostgreSQL on "
         f"the same 2 cores as wrk.\n\n{table(results)}\n\n{ratios(results)}"
     )
+    if cpu:
+        text += f"\n\n{cpu_table(cpu)}"
     print(text)
     if args.write_docs:
         write_docs(text)

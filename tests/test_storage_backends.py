@@ -780,3 +780,33 @@ async def test_a_staged_object_is_stored_when_its_block_ends_and_only_then(
             raise RuntimeError("the export broke off")
     assert not staged.exists()
     assert await archives.stat(failed) is None
+
+
+async def test_local_download_urls_reused_only_for_the_same_address_and_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Signed once per expiry window (docs/performance.md); what a client gets never changes.
+    bases = ["http://one.example/objects"]
+    backend = LocalStorageBackend(
+        tmp_path, bucket=BUCKET, public_url=lambda: bases[0], secret="x" * 40
+    )
+    signed = []
+    real_sign = backend._signer.sign
+    monkeypatch.setattr(backend._signer, "sign", lambda *p: signed.append(p) or real_sign(*p))
+    paths = ["m/a.jpg", "m/b.jpg"]
+
+    first = await backend.signed_download_urls(paths, expires_in=600)
+    again = await backend.signed_download_urls(paths, expires_in=600)
+    assert again == first and len(signed) == 2
+    assert first["m/a.jpg"].startswith("http://one.example/objects/")
+
+    bases[0] = "http://two.example/objects"  # another Host, as behind a proxy
+    other = await backend.signed_download_urls(paths, expires_in=600)
+    assert other["m/a.jpg"].startswith("http://two.example/objects/") and len(signed) == 4
+
+    later = time.time() + 3 * 3600  # a later window: a later expiry, signed anew
+    monkeypatch.setattr("app.adapters.storage.local.time.time", lambda: later)
+    moved = await backend.signed_download_urls(paths, expires_in=600)
+    assert moved != other and len(signed) == 6
+    with pytest.raises(Invalid):  # a refused path is never taken from what was signed
+        await backend.signed_download_urls(["../m/a.jpg"], expires_in=600)

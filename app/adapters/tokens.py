@@ -4,9 +4,11 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from uuid import UUID, uuid4
 
-from jose import ExpiredSignatureError, JWTError, jwt
+from jose import ExpiredSignatureError, JWTError, jwk, jwt
+from jose.backends.base import Key
 
 from app.errors import TOKEN_EXPIRED, Unauthorized
 from app.models.identity import Role
@@ -56,15 +58,20 @@ def issue_access_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+@lru_cache(maxsize=4)
+def _verification_key(secret: str) -> Key:
+    """The HMAC key, built once: given the secret as text, python-jose first tries to read
+    it as a JSON key set (an exception each time) and then builds a key object, per token."""
+    return jwk.construct(secret, ALGORITHM)
+
+
 def decode_access_token(token: str, *, secret: str) -> AccessClaims:
     """Verify signature, expiry and type; any failure is one 401 that reveals nothing."""
     try:
-        header = jwt.get_unverified_header(token)
-        if header.get("alg") != ALGORITHM:
-            raise Unauthorized("Invalid token")
+        # `algorithms` refuses any other `alg` in the header (none, HS512, RS256, ...).
         claims = jwt.decode(
             token,
-            secret,
+            _verification_key(secret),
             algorithms=[ALGORITHM],
             options={"require_iat": True, "require_exp": True},
         )

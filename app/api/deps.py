@@ -7,7 +7,7 @@ member or a logged-out session is refused at once). The transaction commits when
 the endpoint returns — before the response is sent, so a 2xx means it is stored.
 """
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -27,8 +27,12 @@ from app.services import events_service, session_service
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /auth/login.")
 
+# Every dependency here is `async def`, even those that only read an attribute: FastAPI runs
+# a plain `def` dependency in a worker thread, once per request, and that hand-off cost more
+# than the rest of the dependency tree (tests/test_request_path.py keeps it so).
 
-def get_context(request: Request) -> AppContext:
+
+async def get_context(request: Request) -> AppContext:
     context: AppContext = request.app.state.context
     return context
 
@@ -36,7 +40,7 @@ def get_context(request: Request) -> AppContext:
 Context = Annotated[AppContext, Depends(get_context)]
 
 
-def get_database(context: Context) -> Database:
+async def get_database(context: Context) -> Database:
     return context.database
 
 
@@ -56,10 +60,12 @@ async def user_session(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Not authenticated")
     claims = await _verify_token(context, credentials.credentials)
-    async with context.database.user_session(claims.database_claims()) as db:
-        actor = await session_service.load_actor(
-            db, claims, touch_after_seconds=context.settings.session_touch_interval_seconds
-        )
+    # One round trip opens the transaction as the member and loads them (session_service).
+    async with session_service.member_session(
+        context.database,
+        claims,
+        touch_after_seconds=context.settings.session_touch_interval_seconds,
+    ) as (db, actor):
         user_id_var.set(str(actor.id))
         family_id_var.set(str(actor.family_unit_id))
         yield UserSession(db, actor)
@@ -79,11 +85,11 @@ async def _verify_token(context: AppContext, token: str) -> tokens.AccessClaims:
 _Session = Annotated[UserSession, Depends(user_session, scope="function")]
 
 
-def _actor(session: _Session) -> Actor:
+async def _actor(session: _Session) -> Actor:
     return session.actor
 
 
-def _db(session: _Session) -> Connection:
+async def _db(session: _Session) -> Connection:
     return session.db
 
 
@@ -137,8 +143,7 @@ async def _stream_actor(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Not authenticated")
     claims = await _verify_token(context, credentials.credentials)
-    async with context.database.user_session(claims.database_claims()) as db:
-        actor = await session_service.load_actor(db, claims)
+    actor = await session_service.load_member(context.database, claims)
     user_id_var.set(str(actor.id))
     family_id_var.set(str(actor.family_unit_id))
     return actor
@@ -152,7 +157,7 @@ def limit_per_ip(rule: str) -> Any:
     return Depends(PerIpLimit(rule))
 
 
-def no_store(response: Response) -> None:
+async def no_store(response: Response) -> None:
     # RFC 6749 §5.1: a response holding tokens or credentials is kept by no cache.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
@@ -203,10 +208,10 @@ async def failed_attempts_limited(
     await context.rate_limiter.give_back(reserved)
 
 
-def require(permission: Permission) -> Callable[[Actor], Actor]:
+def require(permission: Permission) -> Callable[[Actor], Awaitable[Actor]]:
     """A dependency refusing (403) callers whose role lacks the permission."""
 
-    def check(actor: CurrentUser) -> Actor:
+    async def check(actor: CurrentUser) -> Actor:
         rbac.require(actor, permission)
         return actor
 

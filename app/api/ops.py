@@ -3,20 +3,21 @@
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import Header, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import Context
 from app.api.openapi import never_unavailable
+from app.api.routing import ApiRouter
 from app.db.migrate import MigrationsMissing, pending_migrations
 from app.errors import Unauthorized
 from app.metrics import DB_POOL_CONNECTIONS, render
 from app.schemas.common import error_responses
 from app.schemas.ops import Health, Readiness
 
-router = APIRouter(tags=["operations"])
+router = ApiRouter(tags=["operations"])
 
 SWAGGER_STATIC_PATH = "/static/swagger-ui"
 

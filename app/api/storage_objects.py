@@ -10,7 +10,7 @@ their own limit.
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import Depends, Request, Response, status
 from fastapi.responses import FileResponse
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from app.adapters.storage.local import LocalStorageBackend
 from app.api.deps import Context
 from app.api.openapi import HEADERS
+from app.api.routing import ApiRouter
 from app.config import Settings
 from app.errors import Invalid, NotFound
 from app.models.media_types import ALLOWED_MIME_TYPES
@@ -33,16 +34,16 @@ PREFIX = "/storage/objects"
 # RFC 2046 §5.1.1: a boundary is 1 to 70 characters. Longer ones are refused before the
 # parser sees them (python-multipart raises a bare error past 256, which was a 500).
 MAX_BOUNDARY_LENGTH = 70
-router = APIRouter(prefix=PREFIX, tags=["storage"])
+router = ApiRouter(prefix=PREFIX, tags=["storage"])
 
 
-def _local_storage(context: Context) -> LocalStorageBackend:
+async def _local_storage(context: Context) -> LocalStorageBackend:
     if context.local_storage is None:  # not mounted then; kept for a clear failure
         raise NotFound("Not found")
     return context.local_storage
 
 
-def _settings(context: Context) -> Settings:
+async def _settings(context: Context) -> Settings:
     return context.settings
 
 

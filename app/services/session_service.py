@@ -5,13 +5,15 @@ access tokens it issues name it (`sid`), so ending the session ends them all at 
 Anonymous operations (login, refresh) open an explicitly named system session.
 """
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from app.adapters.auth.provider import AuthProvider
 from app.adapters.tokens import AccessClaims, hash_token, issue_access_token, new_opaque_token
 from app.config import Settings
-from app.db.postgres import Connection, Database
+from app.db.postgres import Connection, Database, Record
 from app.errors import INVALID_CREDENTIALS, TOKEN_REVOKED, Invalid, NotFound, Unauthorized
 from app.models.identity import Actor, Role
 from app.schemas.auth import Session, SignedIn, Tokens
@@ -269,32 +271,33 @@ async def change_password(
 
 # The signed-in member ----------------------------------------------------------------------
 
-# The member, and (at most once per $2 seconds) the login's last_used_at moved on. SKIP
-# LOCKED: a request never waits for another request of the same login just to touch it.
-_LOAD_ACTOR = """
-with touched as (
-  update app.auth_sessions set last_used_at = now()
-  where id = (select s.id from app.auth_sessions s
-              where s.id = $1 and s.revoked_at is null
-                and s.last_used_at < now() - make_interval(secs => $2)
-              for update skip locked)
-  returning id
+# The member as the database knows them now, in the statement that opens the request's
+# transaction as `authenticated` (supabase/migrations/..._member_session.sql holds the lookup:
+# not removed, the login not ended, last_used_at moved on at most once per $3 seconds).
+_ENTER_AS_MEMBER = (
+    "select id, family_unit_id, role, display_name from app.enter_member_session($1, $2, $3)"
 )
-select p.id, p.family_unit_id, p.role, p.display_name
-from public.user_profiles p
-where p.id = (select auth.uid())
-  and p.removed_at is null
-  and ($1::uuid is null or exists (
-        select 1 from app.auth_sessions s
-        where s.id = $1 and s.user_id = p.id and s.revoked_at is null))
-"""
 
 
-async def load_actor(
-    db: Connection, claims: AccessClaims, *, touch_after_seconds: float = 300
-) -> Actor:
-    """The member as the database knows them now; 401 if removed or logged out."""
-    row = await db.fetchrow(_LOAD_ACTOR, claims.session_id, touch_after_seconds)
+@asynccontextmanager
+async def member_session(
+    database: Database, claims: AccessClaims, *, touch_after_seconds: float = 300
+) -> AsyncIterator[tuple[Connection, Actor]]:
+    """One request's transaction as the member (row level security applies), and the member;
+    401 if removed or logged out. Commits when the block ends without an exception."""
+    async with database.member_session(
+        claims.database_claims(), _ENTER_AS_MEMBER, claims.session_id, touch_after_seconds
+    ) as (db, row):
+        yield db, _actor(row, claims)
+
+
+async def load_member(database: Database, claims: AccessClaims) -> Actor:
+    """The member alone, in a short transaction of its own (a stream must not hold one)."""
+    async with member_session(database, claims) as (_, actor):
+        return actor
+
+
+def _actor(row: Record | None, claims: AccessClaims) -> Actor:
     if row is None:
         if claims.session_id is not None:
             # Our own token: its login ended (logout, reuse) or its member was removed.

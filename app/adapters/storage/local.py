@@ -53,6 +53,8 @@ from app.errors import (
 # Uploads are kept in a hidden folder of the bucket until complete; the orphan sweep lists
 # them like any other unreferenced object, so an abandoned upload is removed in time too.
 INCOMING_DIR = ".incoming"
+# Signed download URLs kept for reuse within their expiry window (a few MB at most).
+MAX_CACHED_DOWNLOAD_URLS = 20_000
 _WRITE_BUFFER_BYTES = 1024 * 1024
 # The SHA-256 taken while an upload streamed in travels with the file as an extended
 # attribute (link() keeps it, so it is there the moment the object is). On a filesystem
@@ -88,6 +90,8 @@ class LocalStorageBackend:
         self._incoming = self._bucket_dir / INCOMING_DIR
         self._signer = UrlSigner(secret)
         self._key_epochs = key_epochs
+        # (base URL, path, expiry, epoch) → signed download URL; see signed_download_urls.
+        self._download_urls: dict[tuple[str, str, int, tuple[str, ...]], str] = {}
 
     @property
     def public_url(self) -> str:
@@ -143,16 +147,28 @@ class LocalStorageBackend:
         self, paths: Sequence[str], *, expires_in: int
     ) -> dict[str, str]:
         expires = expiry(expires_in, time.time())
+        stamp = str(expires)
         for path in paths:
             check_object_path(path)
         epochs = await self._epochs(paths)
+        # A checked path is only [A-Za-z0-9._-] and "/": quoting it would change nothing.
+        base = f"{self.public_url}/{quote(self.bucket)}/"
+        # Within one expiry window every URL of an object (at one epoch) is the same URL
+        # (signing.expiry), so each is signed once: a feed page signs ~60, again and again.
+        cache = self._download_urls
         urls = {}
         for path in paths:
-            signature = self._signer.sign(
-                DOWNLOAD, self.bucket, path, str(expires), *_epoch_part(epochs, path)
-            )
-            # Both values are URL-safe as they are (a number; base64url), so no encoding pass.
-            urls[path] = f"{self._object_url(path)}?expires={expires}&signature={signature}"
+            epoch = _epoch_part(epochs, path)
+            key = (base, path, expires, epoch)
+            url = cache.get(key)
+            if url is None:
+                signature = self._signer.sign(DOWNLOAD, self.bucket, path, stamp, *epoch)
+                # Both values are URL-safe as they are (a number; base64url): no encoding pass.
+                url = f"{base}{path}?expires={stamp}&signature={signature}"
+                if len(cache) >= MAX_CACHED_DOWNLOAD_URLS:
+                    cache.clear()  # the next window's URLs are new ones anyway
+                cache[key] = url
+            urls[path] = url
         return urls
 
     async def download_to(self, path: str, dest: Path) -> None:

@@ -1,7 +1,6 @@
 """Version 1 of the API: every router, under one `router` that `app.main` mounts at /api/v1."""
 
-from fastapi import APIRouter
-
+from app.api.routing import ApiRouter
 from app.api.v1 import (
     analytics,
     archive,
@@ -15,7 +14,7 @@ from app.api.v1 import (
     storage,
 )
 
-router = APIRouter()
+router = ApiRouter()
 for _module in (
     auth,
     families,

@@ -1,15 +1,16 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from app.api.deps import UserDb, require
+from app.api.routing import ApiRouter
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.analytics import AnalyticsSummary
 from app.schemas.common import error_responses
 from app.services import analytics_service
 
-router = APIRouter(prefix="/analytics", tags=["analytics"])
+router = ApiRouter(prefix="/analytics", tags=["analytics"])
 
 
 @router.get("/summary", operation_id="analytics_summary", responses=error_responses(401, 403))

@@ -3,16 +3,17 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Depends, status
+from fastapi import BackgroundTasks, Depends, status
 
 from app.api.deps import Context, UserDb, require
+from app.api.routing import ApiRouter
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.archive import ExportCreate, ExportJob
 from app.schemas.common import error_responses
 from app.services import export_service
 
-router = APIRouter(prefix="/families/me/exports", tags=["archive"])
+router = ApiRouter(prefix="/families/me/exports", tags=["archive"])
 
 ArchiveManager = Annotated[Actor, Depends(require(Permission.MANAGE_ARCHIVE))]
 

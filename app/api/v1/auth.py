@@ -1,7 +1,7 @@
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response, status
+from fastapi import BackgroundTasks, Depends, Header, Query, Request, Response, status
 
 from app.adapters import rate_limit
 from app.api.avatars import schedule_avatar_work
@@ -17,6 +17,7 @@ from app.api.deps import (
     require,
 )
 from app.api.registration import record_joined
+from app.api.routing import ApiRouter
 from app.models.identity import FOUNDER_ROLES, Actor, Role
 from app.models.rbac import Permission
 from app.schemas.auth import (
@@ -50,7 +51,7 @@ from app.services import (
 )
 from app.services.analytics_service import EventType
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = ApiRouter(prefix="/auth", tags=["auth"])
 
 UserAgent = Annotated[str | None, Header(include_in_schema=False)]
 

@@ -1,14 +1,15 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import Header, Response, status
 
 from app.api.deps import NO_STORE, Context, CurrentUser, StreamUser
 from app.api.event_stream import EventStreamResponse
+from app.api.routing import ApiRouter
 from app.schemas.common import error_responses
 from app.schemas.events import EventTicket
 from app.services import events_service
 
-router = APIRouter(prefix="/events", tags=["events"])
+router = ApiRouter(prefix="/events", tags=["events"])
 
 # What the stream looks like, for the OpenAPI page (docs/api.md, "Live updates").
 _STREAM_EXAMPLE = (

@@ -1,12 +1,13 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+from fastapi import BackgroundTasks, Depends, Request, Response, status
 
 from app.api import conditional
 from app.api.avatars import schedule_avatar_work
 from app.api.deps import Context, CurrentUser, UserDb, require
 from app.api.openapi import conditional_responses
+from app.api.routing import ApiRouter
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.auth import PetUpdate
@@ -14,7 +15,7 @@ from app.schemas.common import error_responses
 from app.schemas.families import Family, FamilyUpdate, Member
 from app.services import departure_service, family_service, storage_service
 
-router = APIRouter(prefix="/families", tags=["families"])
+router = ApiRouter(prefix="/families", tags=["families"])
 
 
 @router.get(

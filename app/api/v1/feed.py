@@ -3,11 +3,12 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from app.api import conditional
 from app.api.deps import Context, CurrentUser, UserDb
 from app.api.openapi import conditional_responses
+from app.api.routing import ApiRouter
 from app.schemas.common import MAX_CURSOR_LENGTH, error_responses
 from app.schemas.feed import (
     Comment,
@@ -22,7 +23,7 @@ from app.schemas.feed import (
 from app.services import comment_service, feed_service, reaction_service
 from app.services.analytics_service import EventType
 
-router = APIRouter(prefix="/feed", tags=["feed"])
+router = ApiRouter(prefix="/feed", tags=["feed"])
 
 
 @router.get(

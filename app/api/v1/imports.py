@@ -3,16 +3,17 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, status
+from fastapi import Depends, status
 
 from app.api.deps import Context, UserDb, require
+from app.api.routing import ApiRouter
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.common import error_responses
 from app.schemas.imports import ImportCreate, ImportJob
 from app.services import import_service
 
-router = APIRouter(prefix="/families/me/imports", tags=["archive"])
+router = ApiRouter(prefix="/families/me/imports", tags=["archive"])
 
 Archivist = Annotated[Actor, Depends(require(Permission.MANAGE_ARCHIVE))]
 

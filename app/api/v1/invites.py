@@ -1,7 +1,7 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, status
+from fastapi import BackgroundTasks, Depends, Path, Query, status
 
 from app.adapters import rate_limit
 from app.api.deps import (
@@ -13,6 +13,7 @@ from app.api.deps import (
     require,
 )
 from app.api.registration import record_joined
+from app.api.routing import ApiRouter
 from app.models.identity import Actor, Role
 from app.models.rbac import Permission
 from app.schemas.auth import AcceptInviteRequest, Registered
@@ -28,7 +29,7 @@ from app.schemas.families import (
 from app.services import invite_service
 from app.services.analytics_service import EventType
 
-router = APIRouter(prefix="/invites", tags=["invites"])
+router = ApiRouter(prefix="/invites", tags=["invites"])
 
 InviteToken = Annotated[str, Path(min_length=1, max_length=512)]
 Inviter = Annotated[Actor, Depends(require(Permission.INVITE_MEMBERS))]

@@ -1,12 +1,13 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
+from fastapi import BackgroundTasks, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from app.api import conditional
 from app.api.deps import Context, CurrentUser, UserDb
 from app.api.openapi import conditional_responses, success_headers
+from app.api.routing import ApiRouter
 from app.schemas.common import MAX_CURSOR_LENGTH, error_responses
 from app.schemas.memories import (
     Media,
@@ -20,7 +21,7 @@ from app.schemas.memories import (
 from app.services import memory_service, storage_service
 from app.services.analytics_service import EventType
 
-router = APIRouter(prefix="/memories", tags=["memories"])
+router = ApiRouter(prefix="/memories", tags=["memories"])
 
 # The largest OFFSET PostgreSQL takes (bigint); beyond it, a 422 rather than a 500.
 MAX_OFFSET = 2**63 - 1

@@ -7,9 +7,10 @@ signed object routes (`app.api.storage_objects`).
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from app.api.deps import Context, CurrentUser, UserDb
+from app.api.routing import ApiRouter
 from app.schemas.common import error_responses
 from app.schemas.storage import (
     MAX_ACCESS_SECONDS,
@@ -25,7 +26,7 @@ from app.services import avatar_service, storage_service
 if TYPE_CHECKING:
     pass
 
-router = APIRouter(prefix="/storage", tags=["storage"])
+router = ApiRouter(prefix="/storage", tags=["storage"])
 
 ExpiresIn = Annotated[
     int,
