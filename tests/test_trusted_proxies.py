@@ -420,7 +420,8 @@ def test_serve_on_0_0_0_0_warns_and_leaves_uvicorn_no_forwarded_headers_to_belie
             # _serve, what `timeless serve` runs once the database is up: main would replace
             # the log handlers caplog reads, cmd_serve this process's SIGTERM handler.
             cli._serve(
-                argparse.Namespace(host=None, port=8123, workers=None), migrated_database_url
+                argparse.Namespace(host=None, port=8123, workers=None, no_worker=False),
+                migrated_database_url,
             )
         public = os.environ.get("PUBLIC_BASE_URL", "")
     finally:
