@@ -47,9 +47,9 @@ async def test_an_api_process_started_with_no_worker_runs_no_shared_job(
         )
         assert status == "pending"  # left for a worker
         assert context.wakeups is not None and context.wakeups.listener._task is None
-        assert context.outbox._loop is None  # no mail sender
-        assert context.imports._loop is None  # no imports
-        assert context.exporter._loop is None  # no exports
+        assert not context.outbox.running  # no mail sender
+        assert not context.imports.running  # no imports
+        assert not context.exporter.running  # no exports
         assert context.scroll_history._task is None  # no purge
         assert context.events.listener._task is not None  # its own streams' broker
         assert context.analytics._purges is False  # no purge; the writer runs
@@ -66,7 +66,7 @@ async def test_a_worker_runs_every_shared_job(settings):
         context.start(background_jobs=True)
         assert context.wakeups is not None
         assert await context.wakeups.wait_listening(30)
-        assert context.outbox._loop is not None
+        assert context.outbox.running
         assert context.analytics._purges is True
         assert {task.get_name() for task in context.media._loops} >= {
             "media-sweep",

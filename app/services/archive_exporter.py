@@ -21,7 +21,6 @@ completes, the family's earlier completed exports (and their files) go.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from app.services import archive_writer, events_service
 from app.services.archive_writer import Progress
 from app.services.events_service import EventType
 from app.services.export_service import ZIP_TYPE, archive_object_path
+from app.services.polling_job import PollingJob
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,9 @@ def _event_data(export_id: UUID, status: str, row: Any) -> dict[str, Any]:
 # The job -----------------------------------------------------------------------------------
 
 
-class ArchiveExporter:
+class ArchiveExporter(PollingJob):
+    name = "archive-exporter"
+
     def __init__(
         self,
         database: Database,
@@ -179,47 +181,21 @@ class ArchiveExporter:
         archives: StorageBackend,
         settings: Settings,
     ) -> None:
+        # ARCHIVE_POLL_INTERVAL_SECONDS <= 0 leaves the job off in this process.
+        super().__init__(settings.archive_poll_interval_seconds)
         self._database = database
         self._storage = storage
         self._archives = archives
         self._settings = settings
-        self._wake = asyncio.Event()
-        self._loop: asyncio.Task[None] | None = None
         self._last_sweep = 0.0
 
-    # Lifecycle ------------------------------------------------------------------------------
+    async def run_pass(self) -> bool:
+        return await self.run_next()
 
-    def start(self) -> None:
-        """Start the job (ARCHIVE_POLL_INTERVAL_SECONDS <= 0 leaves it off)."""
-        if self._loop is None and self._settings.archive_poll_interval_seconds > 0:
-            self._loop = asyncio.create_task(self._run_forever(), name="archive-exporter")
-
-    async def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
-
-    def wake(self) -> None:
-        """An export was queued and committed: start it now rather than at the next poll."""
-        self._wake.set()
-
-    async def _run_forever(self) -> None:
-        interval = self._settings.archive_poll_interval_seconds
-        while True:
-            self._wake.clear()
-            try:
-                # The first pass runs at once: an export a stopped process left goes on.
-                while await self.run_next():
-                    pass
-                if time.monotonic() - self._last_sweep >= _SWEEP_EVERY_SECONDS:
-                    self._last_sweep = time.monotonic()
-                    await self.sweep()
-            except Exception:
-                logger.exception("archive exporter pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+    async def after_passes(self) -> None:
+        if time.monotonic() - self._last_sweep >= _SWEEP_EVERY_SECONDS:
+            self._last_sweep = time.monotonic()
+            await self.sweep()
 
     # Work -----------------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from app.models.rbac import Permission
 from app.schemas.imports import ImportJob
 from app.schemas.memories import MediaRef, MemoryCreate
 from app.services import media_paths, memory_service
+from app.services.polling_job import PollingJob
 
 logger = logging.getLogger(__name__)
 
@@ -508,8 +509,10 @@ async def import_local(
     return importer.report
 
 
-class ImportRunner:
+class ImportRunner(PollingJob):
     """Runs queued imports in the background, one at a time per process."""
+
+    name = "imports"
 
     def __init__(
         self,
@@ -518,39 +521,14 @@ class ImportRunner:
         settings: Settings,
         on_media: Callable[[list[UUID]], Awaitable[None]] | None = None,
     ):
+        super().__init__(settings.import_poll_interval_seconds)
         self._database = database
         self._storage = storage
         self._settings = settings
         self._on_media = on_media
-        self._loop: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
-    def start(self) -> None:
-        if self._loop is None and self._settings.import_poll_interval_seconds > 0:
-            self._loop = asyncio.create_task(self._run(), name="imports")
-
-    async def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                while await self.run_next():
-                    pass
-            except Exception:
-                logger.exception("import pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wake.wait(), timeout=self._settings.import_poll_interval_seconds
-                )
-            self._wake.clear()
+    async def run_pass(self) -> bool:
+        return await self.run_next()
 
     async def run_next(self) -> bool:
         """Claim and run one queued (or abandoned) import; False when there is none."""

@@ -28,8 +28,6 @@ The job runs in the API process today (`start`/`stop` from the lifespan); it hol
 but a database and a mailer, so a separate worker process can run it the same way.
 """
 
-import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -43,6 +41,7 @@ from app.db.postgres import Connection, Database
 from app.errors import ServiceUnavailable
 from app.metrics import BACKGROUND_QUEUE_DEPTH
 from app.services.mail_templates import RenderedMail
+from app.services.polling_job import PollingJob
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +132,17 @@ where status <> 'pending' and created_at < now() - make_interval(days => $1)
 """
 
 
-class MailOutbox:
+class MailOutbox(PollingJob):
+    name = "mail-outbox"
+
     def __init__(self, database: Database, mailer: Mailer | None, settings: Settings):
+        # MAIL_POLL_INTERVAL_SECONDS <= 0 leaves the sender off.
+        super().__init__(settings.mail_poll_interval_seconds)
         self._database = database
         self._mailer = mailer
         self._settings = settings
         # Longer than any SMTP exchange can take, so a live sender never loses its claim.
         self.claim_seconds = max(60.0, 3 * settings.smtp_timeout_seconds)
-        self._wake = asyncio.Event()
-        self._loop: asyncio.Task[None] | None = None
         self._last_purge = 0.0
 
     # Lifecycle ------------------------------------------------------------------------------
@@ -155,35 +156,11 @@ class MailOutbox:
         if not self.available:
             raise ServiceUnavailable(MAIL_UNAVAILABLE, code="mail_unavailable")
 
-    def start(self) -> None:
-        """Start the sender (MAIL_POLL_INTERVAL_SECONDS <= 0 leaves it off)."""
-        if self._loop is None and self._settings.mail_poll_interval_seconds > 0:
-            self._loop = asyncio.create_task(self._run(), name="mail-outbox")
+    async def run_pass(self) -> bool:
+        return await self.send_due() > 0
 
-    async def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
-
-    def wake(self) -> None:
-        """Something was queued and committed: send it now rather than at the next poll."""
-        self._wake.set()
-
-    async def _run(self) -> None:
-        interval = self._settings.mail_poll_interval_seconds
-        while True:
-            try:
-                # The first pass runs at once: mail left by a stopped process goes out.
-                while await self.send_due():
-                    pass
-                await self._purge_now_and_then()
-            except Exception:
-                logger.exception("mail outbox pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            self._wake.clear()
+    async def after_passes(self) -> None:
+        await self._purge_now_and_then()
 
     # Work -----------------------------------------------------------------------------------
 
