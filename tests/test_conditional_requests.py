@@ -236,7 +236,7 @@ def test_url_expiry_is_rounded_up_to_a_window_and_never_shorter(expires_in):
     assert expiry(expires_in, 7200.0) == expiry(expires_in, 7200.0 - step + 1)
 
 
-def test_feed_etag_leaves_out_urls_and_the_cursor_but_not_their_window():
+def test_feed_etag_leaves_out_signatures_and_the_cursor_but_not_their_window():
     item: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "user_id": str(uuid.uuid4()),
@@ -283,23 +283,56 @@ def test_feed_etag_leaves_out_urls_and_the_cursor_but_not_their_window():
     }
     pagination = {"page": 1, "page_size": 20, "total_pages": 1, "has_more": False}
 
-    def page(url: str, cursor: str | None) -> FeedPage:
+    def page(url: str, cursor: str | None, avatar: str | None = None) -> FeedPage:
+        author = {**item["author"], "avatar_url": avatar}
         return FeedPage.model_validate(
             {
-                "items": [{**item, "media": [{**media, "url": url, "thumbnail_url": None}]}],
+                "items": [
+                    {
+                        **item,
+                        "author": author,
+                        "media": [{**media, "url": url, "thumbnail_url": None}],
+                    }
+                ],
                 "pagination": pagination,
                 "total_count": 1,
                 "next_cursor": cursor,
             }
         )
 
-    def tag(p: FeedPage, window_end: int) -> str:
-        salt = conditional.page_salt(window_end, p.next_cursor)
-        return conditional.etag(p, exclude=conditional.FEED_VOLATILE, salt=salt)
+    hour = 3600.0
 
-    # Supabase signs anew each time: the URL differs, what the page shows does not.
-    assert tag(page("https://x/1?token=a", "c1"), 10) == tag(page("https://x/1?token=b", "c2"), 10)
-    assert tag(page("https://x/1?token=a", "c1"), 10) != tag(page("https://x/1?token=a", "c1"), 11)
+    def tag(p: FeedPage, window_end: int, now: float = hour) -> str:
+        salt = conditional.page_salt(window_end, p.next_cursor)
+        return conditional.etag(p, exclude=conditional.NEXT_CURSOR, salt=salt, now=now)
+
+    supabase = "https://project.supabase.co/storage/v1/object/sign/memories/f/m/{}.jpg?token={}"
+    builtin = (
+        "http://127.0.0.1:8000/storage/v1/object/sign/memories/f/m/{}.jpg?expires={}&signature={}"
+    )
+    # Supabase signs anew each time (and each process for itself): the URL differs, what the
+    # page shows does not. So for the built-in store's signature.
+    one, again = supabase.format(1, "eyJa"), supabase.format(1, "eyJb")
+    assert tag(page(one, "c1"), 10) == tag(page(again, "c2"), 10)
+    assert tag(page(builtin.format(1, 7200, "x"), None), 10) == tag(
+        page(builtin.format(1, 7200, "y"), None), 10
+    )
+    # An avatar's signed thumbnail and a variant's URLs: the same.
+    assert tag(page(one, None, avatar=supabase.format("a", "t1")), 10) == tag(
+        page(one, None, avatar=supabase.format("a", "t2")), 10
+    )
+    # Another object (a new avatar, a processed variant) is another ETag.
+    assert tag(page(one, None, avatar=supabase.format("a", "t1")), 10) != tag(
+        page(one, None, avatar=supabase.format("b", "t1")), 10
+    )
+    assert tag(page(one, None), 10) != tag(page(supabase.format(2, "eyJa"), None), 10)
+    # A URL avatar that is not signed stays as it is.
+    assert tag(page(one, None, avatar="https://example.com/a.png?size=1"), 10) != tag(
+        page(one, None, avatar="https://example.com/a.png?size=2"), 10
+    )
+    # The URLs' window is in every ETag, as is whether more pages follow.
+    assert tag(page(one, "c1"), 10) != tag(page(one, "c1"), 11)
+    assert tag(page(one, None), 10, now=hour) != tag(page(one, None), 10, now=3 * hour)
     assert tag(page("u", None), 10) != tag(page("u", "c1"), 10)
 
 

@@ -381,6 +381,28 @@ async def test_member_avatar_upload_becomes_a_signed_thumbnail_everywhere(
     feed = await client.get(f"{API}/feed", headers=family.adult.headers)
     item = next(i for i in feed.json()["items"] if i["id"] == memory["id"])
     assert "_thumb.jpg" in item["author"]["avatar_url"]
+    comments = f"{API}/feed/memories/{memory['id']}/comments"
+    comment = await client.post(comments, json={"content": "Hi!"}, headers=teen.headers)
+    assert comment.status_code == 201, comment.text
+    reply = await client.post(
+        comments,
+        json={"content": "Me again", "parent_comment_id": comment.json()["id"]},
+        headers=teen.headers,
+    )
+    edited = await client.put(
+        f"{comments}/{comment.json()['id']}", json={"content": "Hello!"}, headers=teen.headers
+    )
+    listed = await client.get(comments, headers=family.adult.headers)
+    scrolled = await client.get(comments, params={"cursor": ""}, headers=family.adult.headers)
+    shown = [
+        comment.json(),
+        reply.json(),
+        edited.json(),
+        listed.json()[0],
+        listed.json()[0]["replies"][0],
+        scrolled.json()["items"][0],
+    ]
+    assert all("_thumb.jpg" in (c["author"]["avatar_url"] or "") for c in shown), shown
 
     # A new avatar replaces it: the old files go.
     old = bucket_dir / ticket["storage_path"]

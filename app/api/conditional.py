@@ -1,15 +1,16 @@
 """Conditional requests (docs/api.md, "Conditional requests"): ETag and If-None-Match → 304.
 
 An ETag here names what a response *shows*, computed from its data: a hash of the response
-model's JSON with the parts left out that change without anything visible changing (signed
-URLs, which Supabase Storage signs anew each time, and a list's next_cursor, which records
-when it was made). What those parts stand for enters the hash instead: the expiry window of
-the page's URLs, or the hour. So the ETag is weak (`W/"…"`): equal ETags mean the same
-content, not the same bytes. A 304 therefore never hands back URLs or a cursor that are
-older than their window.
+model's JSON with the parts left out that change without anything visible changing: a signed
+URL's signature (Supabase Storage signs anew each time, and each process signs for itself),
+and a list's next_cursor, which records when it was made. What those parts stand for enters
+the hash instead: the object a URL names and the expiry window of the URLs, the hour of a
+cursor. So the ETag is weak (`W/"…"`): equal ETags mean the same content, not the same bytes.
+A 304 therefore never hands back URLs or a cursor that are older than their window.
 """
 
 import hashlib
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -17,16 +18,19 @@ from typing import Any, TypeVar
 from fastapi import Request, Response
 from pydantic import BaseModel
 
+from app.adapters.storage.signing import expiry
+from app.services.media_urls import MEDIA_URL_EXPIRES_IN
+
 T = TypeVar("T")
 
 # Cached, but asked again each time: the point is the cheap 304.
 CACHE_CONTROL = "private, no-cache"
 # A page's parts that change with every answer, whatever it shows.
 NEXT_CURSOR = {"next_cursor": True}
-FEED_VOLATILE: dict[str, Any] = {
-    "next_cursor": True,
-    "items": {"__all__": {"media": {"__all__": {"url": True, "thumbnail_url": True}}}},
-}
+# The signature of a signed URL: the built-in store's `expires` and `signature`, Supabase
+# Storage's `token`. The URL without it still names the object (a new avatar or variant is a
+# new path); the URLs' window goes into every ETag instead.
+_SIGNATURE = re.compile(r'(https?://[^"?\s]+)\?(?:expires=\d+&signature|token)=[^"\s]*')
 # A list answered with a cursor changes ETag every hour: a 304 hands back a next_cursor at
 # most that old, well within its 24 hours.
 CURSOR_WINDOW_SECONDS = 3600
@@ -37,13 +41,15 @@ def etag(
     *,
     exclude: dict[str, Any] | None = None,
     salt: str = "",
+    now: float | None = None,
 ) -> str:
     """A weak ETag of what `content` shows (`exclude`d parts left out, `salt` put in)."""
-    digest = hashlib.sha256(salt.encode())
+    window = expiry(MEDIA_URL_EXPIRES_IN, time.time() if now is None else now)
+    digest = hashlib.sha256(f"{window}:{salt}".encode())
     models = [content] if isinstance(content, BaseModel) else content
     for model in models:
         digest.update(b"\x00")
-        digest.update(model.model_dump_json(exclude=exclude).encode())
+        digest.update(_SIGNATURE.sub(r"\1", model.model_dump_json(exclude=exclude)).encode())
     return f'W/"{digest.hexdigest()[:32]}"'
 
 

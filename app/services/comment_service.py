@@ -13,12 +13,14 @@ from uuid import UUID
 import asyncpg
 
 from app.adapters.cursors import CursorCodec, InvalidCursor
+from app.adapters.storage.base import StorageBackend
 from app.db.postgres import Connection
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.feed import Comment, CommentPage
+from app.services import media_urls
 
 # Depth 0 is a top-level comment; the database refuses depth > 3 as well.
 MAX_DEPTH = 3
@@ -87,7 +89,13 @@ where id = $1 and deleted_at is null
 
 
 async def create(
-    db: Connection, actor: Actor, memory_id: UUID, content: str, parent_id: UUID | None
+    db: Connection,
+    actor: Actor,
+    memory_id: UUID,
+    content: str,
+    parent_id: UUID | None,
+    *,
+    storage: StorageBackend,
 ) -> Comment:
     rbac.require(actor, Permission.COMMENT)
     target = await db.fetchrow(_TARGET, memory_id, parent_id)
@@ -107,15 +115,21 @@ async def create(
     except asyncpg.ForeignKeyViolationError:
         # The memory or the parent was deleted since the check above.
         raise NotFound("Memory not found") from None
-    return await _details(db, comment_id)
+    return await _details(db, storage, comment_id)
 
 
 async def list_threads(
-    db: Connection, actor: Actor, memory_id: UUID, *, include_replies: bool, limit: int
+    db: Connection,
+    actor: Actor,
+    memory_id: UUID,
+    *,
+    include_replies: bool,
+    limit: int,
+    storage: StorageBackend,
 ) -> list[Comment]:
     """Top-level comments oldest first (at most `limit`), each with its nested replies."""
     rbac.require(actor, Permission.VIEW_MEMORIES)
-    return await _threads(db, memory_id, include_replies, limit, *_START, _NO_END)
+    return await _threads(db, storage, memory_id, include_replies, limit, *_START, _NO_END)
 
 
 async def scroll_threads(
@@ -127,6 +141,7 @@ async def scroll_threads(
     limit: int,
     cursor: str,
     cursors: CursorCodec,
+    storage: StorageBackend,
 ) -> CommentPage:
     """One page of a scroll of top-level comments (`cursor` empty for the first page).
 
@@ -146,7 +161,7 @@ async def scroll_threads(
             raise InvalidCursor() from None
     else:
         started_at, position, began = cursors.now(), _START, await db.fetchval(_NOW)
-    threads = await _threads(db, memory_id, include_replies, limit + 1, *position, began)
+    threads = await _threads(db, storage, memory_id, include_replies, limit + 1, *position, began)
     next_cursor = None
     if len(threads) > limit:
         threads = threads[:limit]
@@ -163,6 +178,7 @@ async def scroll_threads(
 
 async def _threads(
     db: Connection,
+    storage: StorageBackend,
     memory_id: UUID,
     include_replies: bool,
     limit: int,
@@ -176,7 +192,7 @@ async def _threads(
     # Comments are visible exactly when their memory is; only an empty list needs a look.
     if not rows and not await db.fetchval(_MEMORY_VISIBLE, memory_id):
         raise NotFound("Memory not found")
-    comments = {row["id"]: Comment(**dict(row)) for row in rows}
+    comments = {comment.id: comment for comment in await _shaped(storage, rows)}
     threads = []
     for comment in comments.values():  # oldest first, so replies append in order
         parent = comments.get(comment.parent_comment_id) if comment.parent_comment_id else None
@@ -188,7 +204,13 @@ async def _threads(
 
 
 async def update(
-    db: Connection, actor: Actor, memory_id: UUID, comment_id: UUID, content: str
+    db: Connection,
+    actor: Actor,
+    memory_id: UUID,
+    comment_id: UUID,
+    content: str,
+    *,
+    storage: StorageBackend,
 ) -> Comment:
     rbac.require(actor, Permission.EDIT_OWN_COMMENT)
     comment = await _get(db, memory_id, comment_id)
@@ -197,7 +219,7 @@ async def update(
     # _EDIT also finds nothing when a concurrent request deleted the comment meanwhile.
     if comment["deleted_at"] is not None or await db.fetchval(_EDIT, comment_id, content) is None:
         raise Conflict("A deleted comment cannot be edited")
-    return await _details(db, comment_id)
+    return await _details(db, storage, comment_id)
 
 
 async def delete(db: Connection, actor: Actor, memory_id: UUID, comment_id: UUID) -> bool:
@@ -218,6 +240,14 @@ async def _get(db: Connection, memory_id: UUID, comment_id: UUID) -> asyncpg.Rec
     return comment
 
 
-async def _details(db: Connection, comment_id: UUID) -> Comment:
+async def _details(db: Connection, storage: StorageBackend, comment_id: UUID) -> Comment:
     row = await db.fetchrow(_DETAILS, comment_id)
-    return Comment(**dict(row))
+    [comment] = await _shaped(storage, [row])
+    return comment
+
+
+async def _shaped(storage: StorageBackend, rows: list[asyncpg.Record]) -> list[Comment]:
+    """Comments as the API shows them: uploaded avatars' URLs signed in one call."""
+    comments = [dict(row) for row in rows]
+    await media_urls.shape_authors(storage, [comment["author"] for comment in comments])
+    return [Comment(**comment) for comment in comments]

@@ -64,7 +64,7 @@ async def get_feed(
         EventType.FEED_VIEWED, actor=actor, page=page.pagination.page, items=len(page.items)
     )
     salt = conditional.page_salt(result.urls_expire_at, page.next_cursor)
-    tag = conditional.etag(page, exclude=conditional.FEED_VOLATILE, salt=salt)
+    tag = conditional.etag(page, exclude=conditional.NEXT_CURSOR, salt=salt)
     return conditional.answer(request, response, page, tag)
 
 
@@ -132,7 +132,7 @@ async def create_comment(
     deleted comment or a parent on another memory is a 400.
     """
     comment = await comment_service.create(
-        db, actor, memory_id, body.content, body.parent_comment_id
+        db, actor, memory_id, body.content, body.parent_comment_id, storage=context.storage
     )
     context.analytics.record(
         EventType.COMMENT_CREATED,
@@ -176,7 +176,12 @@ async def list_comments(
     """
     if cursor is None:
         threads = await comment_service.list_threads(
-            db, actor, memory_id, include_replies=include_replies, limit=limit
+            db,
+            actor,
+            memory_id,
+            include_replies=include_replies,
+            limit=limit,
+            storage=context.storage,
         )
         return conditional.answer(request, response, threads, conditional.etag(threads))
     page = await comment_service.scroll_threads(
@@ -187,6 +192,7 @@ async def list_comments(
         limit=limit,
         cursor=cursor,
         cursors=context.cursors,
+        storage=context.storage,
     )
     salt = conditional.page_salt(conditional.cursor_window(), page.next_cursor)
     tag = conditional.etag(page, exclude=conditional.NEXT_CURSOR, salt=salt)
@@ -207,7 +213,9 @@ async def update_comment(
     context: Context,
 ) -> Comment:
     """Edit your own comment (only its author may; a deleted comment: 409)."""
-    comment = await comment_service.update(db, actor, memory_id, comment_id, body.content)
+    comment = await comment_service.update(
+        db, actor, memory_id, comment_id, body.content, storage=context.storage
+    )
     context.analytics.record(
         EventType.COMMENT_UPDATED, actor=actor, memory_id=memory_id, comment_id=comment_id
     )
