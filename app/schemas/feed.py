@@ -66,6 +66,18 @@ class Comment(BaseModel):
     updated_at: datetime
     deleted_at: datetime | None
     reply_count: int = Field(description="Direct replies, deleted ones included.")
+    imported: bool = Field(
+        default=False,
+        description="Brought in by an import of a Timeless export: its text, date, thread and "
+        "author are the archive's.",
+    )
+    imported_author_name: str | None = Field(
+        default=None,
+        description="Set when the comment was imported and its author is not a member of "
+        "this family: the name they had in the archive, which `author.display_name` shows. "
+        "`user_id` and `author.id` are then the member who imported it (who may edit or "
+        "delete it).",
+    )
     replies: list["Comment"] = Field(
         default_factory=list, description="Direct replies, oldest first (nested)."
     )

@@ -39,6 +39,23 @@ class ImportReport(BaseModel):
         default_factory=list, description="At most 1 000 are listed; see files_skipped_total."
     )
     files_skipped_total: int = 0
+    comments_imported: int = Field(
+        default=0, description="Comments of a Timeless export added now (with their replies)."
+    )
+    comments_skipped: list[SkippedFile] = Field(
+        default_factory=list,
+        description="Comments of the export that were not imported, and why (at most 1 000).",
+    )
+    comments_skipped_total: int = 0
+    reactions_imported: int = Field(
+        default=0, description="Reactions of the export's members who are members here."
+    )
+    reactions_skipped: list[SkippedFile] = Field(
+        default_factory=list,
+        description="Reactions not imported, and why: mostly of people who are not members "
+        "of this family (at most 1 000).",
+    )
+    reactions_skipped_total: int = 0
 
 
 class ImportJob(BaseModel):

@@ -18,9 +18,11 @@ family.
 """
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
+import secrets
 import tempfile
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -47,6 +49,9 @@ INCLUDE_PREVIEWS = "previews"
 # Memories read, and written out, per round trip; bounds what one batch holds.
 BATCH = 100
 MISSING = "the file was missing from storage when the archive was made"
+# Members' email addresses are not in the archive; a salted SHA-256 of each is, so an import
+# can recognise a member by the address they sign in with (docs/archive.md).
+EMAIL_SALT_BYTES = 16
 # Extensions of the types a preview may have (a superset of the uploadable ones).
 _EXTENSIONS = {**EXTENSION_FOR_MIME, "image/avif": "avif"}
 
@@ -125,7 +130,7 @@ from public.memories where family_unit_id = $1 and status <> 'draft'
 order by 1
 """
 _MEMBERS = """
-select id, display_name, role, created_at, removed_at is not null as former
+select id, display_name, role, created_at, removed_at is not null as former, email
 from public.user_profiles where family_unit_id = $1
 order by created_at, id
 """
@@ -448,12 +453,14 @@ async def _write_memories_json(
     progress: Progress,
 ) -> None:
     pets = await snapshot.db.fetch(_PETS, snapshot.family_id)
+    salt = secrets.token_hex(EMAIL_SALT_BYTES)
     head = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "exported_at": _time(snapshot.exported_at),
         "generator": f"Timeless Love {_version()}",
         "family": {"name": snapshot.family_name, "created_at": _time(snapshot.family_created_at)},
+        "member_email_salt": salt,
         "members": [
             {
                 "id": str(member["id"]),
@@ -461,6 +468,9 @@ async def _write_memories_json(
                 "role": member["role"],
                 "joined_at": _time(member["created_at"]),
                 "former_member": member["former"],
+                "email_sha256": member_email_hash(salt, member["email"])
+                if member["email"]
+                else None,
             }
             for member in members
         ],
@@ -485,6 +495,12 @@ async def _write_memories_json(
             first = False
     await entry.write("\n  ]\n}\n")
     await entry.close()
+
+
+def member_email_hash(salt: str, email: str) -> str:
+    """What memories.json holds of a member's email: SHA-256 of `<salt>:<email lower-cased>`
+    (hex), the salt being the archive's own `member_email_salt`."""
+    return hashlib.sha256(f"{salt}:{email.strip().lower()}".encode()).hexdigest()
 
 
 def _memory_record(

@@ -41,7 +41,7 @@ returning id
 """
 _DETAILS = """
 select id, memory_id, user_id, author, parent_comment_id, content, created_at, updated_at,
-       deleted_at, reply_count
+       deleted_at, reply_count, imported, imported_author_name
 from public.memory_comment_details
 where id = $1
 """
@@ -67,7 +67,7 @@ with recursive thread as (
   where $3::boolean
 )
 select id, memory_id, user_id, author, parent_comment_id, content, created_at, updated_at,
-       deleted_at, reply_count
+       deleted_at, reply_count, imported, imported_author_name
 from thread
 order by created_at, id
 """

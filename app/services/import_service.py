@@ -9,6 +9,10 @@ The rules (docs/archive.md, "Import"):
   memory may hold continues in "… (part 2)". A Timeless export keeps its own memories.
 - **Dates** come from the Takeout sidecar (`photoTakenTime`), else the photo's EXIF, else the
   file's own date. Titles and descriptions come from the album and the sidecars.
+- **A Timeless export's comments and reactions come back** (`_Replay`): comments with their
+  text, dates and threads, each by the member of this family the archive's author is (the
+  same account, or the same email by the archive's salted hash), else by the importing member
+  under the author's archive name; reactions of members only, the others named in the report.
 - **Location** only when the family keeps locations (`keep_location`).
 - **Idempotent by content.** Each stored file is recorded in `import_items` under its SHA-256
   in the same transaction as its media row; the memory an album or a day became is recorded in
@@ -27,6 +31,7 @@ import hashlib
 import logging
 import tempfile
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 from uuid import UUID, uuid4
 
+import asyncpg
 from PIL import Image
 
 from app.adapters.archive.sources import Source, SourceError, SourceFile, TimelessExport
@@ -46,9 +52,12 @@ from app.models import rbac
 from app.models.identity import Actor, Role
 from app.models.media_types import ALLOWED_MIME_TYPES
 from app.models.rbac import Permission
+from app.schemas.feed import Emoji
 from app.schemas.imports import ImportJob
 from app.schemas.memories import MediaRef, MemoryCreate
 from app.services import media_paths, memory_service
+from app.services.archive_writer import member_email_hash
+from app.services.comment_service import MAX_DEPTH
 from app.services.polling_job import PollingJob
 
 logger = logging.getLogger(__name__)
@@ -160,6 +169,17 @@ select memory_id from public.import_memories where family_unit_id = $1 and impor
 _RECORD_MEMORY = """
 insert into public.import_memories (family_unit_id, import_key, memory_id) values ($1, $2, $3)
 """
+_MEMBERS_HERE = """
+select id, email from public.user_profiles where family_unit_id = $1 and removed_at is null
+"""
+_IMPORT_COMMENT = """
+select comment_id, added from app.import_comment($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+_IMPORT_REACTION = "select app.import_reaction($1, $2, $3, $4)"
+_EMOJIS = frozenset(typing.get_args(Emoji))
+_MAX_COMMENT_LENGTH = 5000
+_MAX_NAME_LENGTH = 100
+UNKNOWN_AUTHOR = "Unknown"
 _EARLIER_DATE = """
 update public.memories set memory_date = $2, updated_at = now()
 where id = $1 and (memory_date is null or memory_date > $2)
@@ -173,11 +193,24 @@ class Report:
     duplicates_skipped: int = 0
     files_skipped: list[dict[str, str]] = field(default_factory=list)
     files_skipped_total: int = 0
+    comments_imported: int = 0
+    comments_skipped: list[dict[str, str]] = field(default_factory=list)
+    comments_skipped_total: int = 0
+    reactions_imported: int = 0
+    reactions_skipped: list[dict[str, str]] = field(default_factory=list)
+    reactions_skipped_total: int = 0
 
     def skip(self, name: str, reason: str) -> None:
         self.files_skipped_total += 1
-        if len(self.files_skipped) < MAX_REPORTED_SKIPS:
-            self.files_skipped.append({"name": name[-255:], "reason": reason})
+        _listed(self.files_skipped, name, reason)
+
+    def skip_comment(self, name: str, reason: str) -> None:
+        self.comments_skipped_total += 1
+        _listed(self.comments_skipped, name, reason)
+
+    def skip_reaction(self, name: str, reason: str) -> None:
+        self.reactions_skipped_total += 1
+        _listed(self.reactions_skipped, name, reason)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -186,7 +219,18 @@ class Report:
             "duplicates_skipped": self.duplicates_skipped,
             "files_skipped": self.files_skipped,
             "files_skipped_total": self.files_skipped_total,
+            "comments_imported": self.comments_imported,
+            "comments_skipped": self.comments_skipped,
+            "comments_skipped_total": self.comments_skipped_total,
+            "reactions_imported": self.reactions_imported,
+            "reactions_skipped": self.reactions_skipped,
+            "reactions_skipped_total": self.reactions_skipped_total,
         }
+
+
+def _listed(skipped: list[dict[str, str]], name: str, reason: str) -> None:
+    if len(skipped) < MAX_REPORTED_SKIPS:
+        skipped.append({"name": name[-255:], "reason": reason})
 
 
 @dataclass
@@ -322,8 +366,8 @@ class Importer:
 
     # Memories ------------------------------------------------------------------------------
 
-    async def _memory_for(self, group: _Group) -> UUID:
-        part = self._memory_parts.get(group.key, 1)
+    async def _memory_for(self, group: _Group, part: int | None = None) -> UUID:
+        part = part or self._memory_parts.get(group.key, 1)
         key = group.key if part == 1 else f"{group.key}#part{part}"
         title = group.title if part == 1 else f"{group.title} (part {part})"
         async with self._member_session() as db:
@@ -375,13 +419,16 @@ class Importer:
     # A Timeless export ---------------------------------------------------------------------
 
     async def _run_export(self, export: TimelessExport) -> None:
-        """Each exported memory back as a memory, with its files (comments and reactions are
-        people's words in the other family's context: they are not replayed as this member)."""
+        """Each exported memory back as a memory (also one with no files), with its files,
+        then its comments and reactions (`_Replay`)."""
         memories = export.document.get("memories")
         if not isinstance(memories, list):
             raise SourceError("the export's memories.json has no memories list")
         entries = [m for m in memories if isinstance(m, dict)]
         self.progress.files_total = sum(len(_media_list(m)) for m in entries)
+        async with self.database.system_session() as db:
+            here = await db.fetch(_MEMBERS_HERE, self.actor.family_unit_id)
+        replay = _Replay.of(export.document, [(row["id"], row["email"]) for row in here])
         for memory in entries:
             group = _Group(
                 key=f"export:{memory.get('id') or memory.get('title')}",
@@ -408,6 +455,11 @@ class Importer:
                     open=lambda relative=relative: export.open_payload(relative),  # type: ignore[misc]
                 )
                 await self._import_file(item, group)
+            # The memory's first part holds its comments and reactions (created here when no
+            # file of it came in: a memory of words only, or of files the family had).
+            memory_id = await self._memory_for(group, part=1)
+            async with self._member_session() as db:
+                await replay.memory(db, self.report, memory_id, memory, group.title)
 
     # Plumbing --------------------------------------------------------------------------------
 
@@ -426,6 +478,174 @@ class Importer:
         self._last_saved = now
         async with self.database.system_session() as db:
             await db.execute(_PROGRESS, self.job_id, self.progress.as_json(), self.report.as_json())
+
+
+@dataclass
+class _Replay:
+    """A Timeless export's comments and reactions, written into this family.
+
+    Who wrote what: an archive member is the member here with the same account (the archive's
+    member `id`; an import back into the same family) or, failing that, whose email matches
+    the archive's `email_sha256` (salted with its `member_email_salt`; a family that moved).
+    A comment of anyone else is the importing member's, shown under the author's archive name
+    (`imported_author_name`); their reactions cannot be anyone's, so they are named in the
+    report. Each comment keeps its archive id, which makes a second run add nothing.
+    """
+
+    authors: dict[str, UUID]  # archive member id -> member here
+    names: dict[str, str]  # archive member id -> the name the archive gives them
+
+    @classmethod
+    def of(cls, document: dict[str, Any], here: list[tuple[UUID, str | None]]) -> "_Replay":
+        salt = document.get("member_email_salt")
+        by_hash = (
+            {member_email_hash(salt, email): id_ for id_, email in here if email}
+            if isinstance(salt, str) and salt
+            else {}
+        )
+        ids = {str(id_): id_ for id_, _email in here}
+        authors: dict[str, UUID] = {}
+        names: dict[str, str] = {}
+        members = document.get("members")
+        for member in members if isinstance(members, list) else []:
+            if not isinstance(member, dict) or not isinstance(member.get("id"), str):
+                continue
+            key = member["id"]
+            name = _opt_str(member.get("display_name"))
+            names[key] = (name or UNKNOWN_AUTHOR).replace("\x00", "")[:_MAX_NAME_LENGTH]
+            match = ids.get(key) or by_hash.get(str(member.get("email_sha256")))
+            if match is not None:
+                authors[key] = match
+        return cls(authors, names)
+
+    def name(self, author: object) -> str:
+        return self.names.get(str(author), UNKNOWN_AUTHOR)
+
+    async def memory(
+        self, db: Connection, report: Report, memory_id: UUID, memory: dict[str, Any], title: str
+    ) -> None:
+        """One memory's comment threads, then its reactions; one transaction, so a run that
+        dies half-way left all of them or none."""
+        comments = memory.get("comments")
+        await self._comments(db, report, memory_id, comments, None, 0, title)
+        reactions = memory.get("reactions")
+        for reaction in reactions if isinstance(reactions, list) else []:
+            if isinstance(reaction, dict):
+                await self._reaction(db, report, memory_id, reaction, title)
+
+    async def _comments(
+        self,
+        db: Connection,
+        report: Report,
+        memory_id: UUID,
+        nodes: object,
+        parent: UUID | None,
+        depth: int,
+        title: str,
+    ) -> None:
+        for node in nodes if isinstance(nodes, list) else []:
+            if not isinstance(node, dict):
+                continue
+            source = _opt_uuid(node.get("id"))
+            deleted = node.get("deleted") is True
+            content = node.get("content")
+            text = content.replace("\x00", "").strip() if isinstance(content, str) else ""
+            where = f'a comment by {self.name(node.get("author"))} on "{title}"'
+            problem = None
+            if source is None:
+                problem = "it has no id in the export"
+            elif depth > MAX_DEPTH:
+                problem = f"replies can be at most {MAX_DEPTH} levels below a comment"
+            elif not deleted and not text:
+                problem = "it has no text"
+            elif len(text) > _MAX_COMMENT_LENGTH:
+                problem = f"longer than {_MAX_COMMENT_LENGTH} characters"
+            if problem is None:
+                problem = await self._comment(db, report, memory_id, node, source, parent, text)
+            if problem is not None:
+                # Its replies have nowhere to hang: they go with it (and are counted).
+                report.skip_comment(where, problem)
+                for _reply in _descendants(node):
+                    report.skip_comment(where, "it replies to a comment that was not imported")
+                continue
+            await self._comments(
+                db, report, memory_id, node.get("replies"), source, depth + 1, title
+            )
+
+    async def _comment(
+        self,
+        db: Connection,
+        report: Report,
+        memory_id: UUID,
+        node: dict[str, Any],
+        source: UUID | None,
+        parent: UUID | None,
+        text: str,
+    ) -> str | None:
+        """Write one comment; None when it is in the family (now or from before), else why not."""
+        author = node.get("author")
+        member = self.authors.get(str(author))
+        try:
+            async with db.transaction():  # a savepoint: one refusal leaves the others
+                row = await db.fetchrow(
+                    _IMPORT_COMMENT,
+                    memory_id,
+                    source,
+                    parent,
+                    member,
+                    None if member else self.name(author),
+                    text or "[deleted]",
+                    _opt_time(node.get("created_at")),
+                    _opt_time(node.get("updated_at")),
+                    node.get("deleted") is True,
+                )
+        except asyncpg.PostgresError as exc:
+            logger.warning("an imported comment was refused", extra={"error": exc.sqlstate})
+            return "the database refused it"
+        if row["added"]:
+            report.comments_imported += 1
+        return None
+
+    async def _reaction(
+        self, db: Connection, report: Report, memory_id: UUID, reaction: dict[str, Any], title: str
+    ) -> None:
+        emoji, author = reaction.get("emoji"), reaction.get("member")
+        name = self.name(author)
+        where = f'{emoji} from {name} on "{title}"'
+        member = self.authors.get(str(author))
+        if emoji not in _EMOJIS:
+            report.skip_reaction(where, "not one of the reactions the app has")
+            return
+        if member is None:
+            report.skip_reaction(
+                where, f"{name} is not a member of this family (no account or email matches)"
+            )
+            return
+        try:
+            async with db.transaction():
+                added = await db.fetchval(
+                    _IMPORT_REACTION,
+                    memory_id,
+                    member,
+                    emoji,
+                    _opt_time(reaction.get("created_at")),
+                )
+        except asyncpg.PostgresError as exc:
+            logger.warning("an imported reaction was refused", extra={"error": exc.sqlstate})
+            report.skip_reaction(where, "the database refused it")
+            return
+        if added:
+            report.reactions_imported += 1
+
+
+def _descendants(node: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    replies = node.get("replies")
+    for reply in replies if isinstance(replies, list) else []:
+        if isinstance(reply, dict):
+            found.append(reply)
+            found.extend(_descendants(reply))
+    return found
 
 
 async def importer_for(
@@ -635,6 +855,23 @@ def _media_list(memory: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
+
+
+def _opt_uuid(value: object) -> UUID | None:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return UUID(value)
+    return None
+
+
+def _opt_time(value: object) -> datetime | None:
+    """An ISO 8601 time with its offset (memories.json writes UTC with `Z`); else None."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is not None:
+                return moment
+    return None
 
 
 def _opt_date(value: object) -> date | None:

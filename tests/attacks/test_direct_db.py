@@ -152,6 +152,20 @@ CALLABLE_FUNCTIONS = {
     ("authenticated", "app.release_upload(text)", True),
     ("authenticated", "app.reserve_upload(uuid, text, bigint, timestamp with time zone)", True),
     ("authenticated", "app.reserved_bytes(bigint, bigint)", False),
+    # Importing a Timeless export (20250217000000_import_comments_reactions.sql): definers
+    # that take the family and the importer from the caller's session and check the import's
+    # rules (an adult or grandparent; a memory of the family; an author who is a member of it,
+    # else the caller under the archive's name). Reviewed: they let an adult or grandparent
+    # write a back-dated comment or reaction, also as another member of the family, exactly
+    # as an import of a crafted archive through the API can; an imported comment says so
+    # (`imported` in the responses).
+    (
+        "authenticated",
+        "app.import_comment(uuid, uuid, uuid, uuid, text, text, timestamp with time zone, "
+        "timestamp with time zone, boolean)",
+        True,
+    ),
+    ("authenticated", "app.import_reaction(uuid, uuid, text, timestamp with time zone)", True),
     ("authenticated", "app.current_family_id()", True),
     ("authenticated", "app.current_member_role()", True),
     ("authenticated", "app.depart_family(boolean, boolean)", True),
@@ -426,6 +440,25 @@ REFUSED_WRITES = {
         "update app.family_memory_counts set published = 5000 where family_unit_id = $1"
         " and $2::uuid = $2"
     ),
+    "comment imported by a teen": (
+        "select app.import_comment(id, gen_random_uuid(), null, null, 'Grandpa', 'x',"
+        " '2001-01-01', '2001-01-01', false) from public.memories where user_id = $2"
+        " and $1::uuid = $1"
+    ),
+    "comment with an archive author's name": (
+        "insert into public.memory_comments (memory_id, family_unit_id, user_id, content,"
+        " imported_author_name) select id, $1, $2, 'x', 'Grandpa' from public.memories"
+        " where user_id = $2"
+    ),
+    "comment with an archive id": (
+        "insert into public.memory_comments (memory_id, family_unit_id, user_id, content,"
+        " import_source_id) select id, $1, $2, 'x', gen_random_uuid() from public.memories"
+        " where user_id = $2"
+    ),
+    "reaction imported by a teen": (
+        "select app.import_reaction(id, $2, '👍', '2001-01-01') from public.memories"
+        " where user_id = $2 and $1::uuid = $1"
+    ),
     "comment hard-deleted": (
         "delete from public.memory_comments where user_id = $2 and $1::uuid = $1"
     ),
@@ -436,6 +469,45 @@ REFUSED_WRITES = {
 async def test_a_teen_cannot_write_server_owned_columns(conn, world, attack):
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await as_member(conn, world.teen, REFUSED_WRITES[attack], world.family, world.teen)
+
+
+async def test_an_import_writes_only_into_the_importers_own_family(conn, world):
+    """app.import_comment / app.import_reaction as an adult: into the family's memories, by
+    its members (or the adult under an archive name), never into or as another family."""
+    other = await conn.fetchval("insert into public.family_units (name) values ('O') returning id")
+    stranger = await _member(conn, other, "adult")
+    elsewhere = await conn.fetchval(
+        "insert into public.memories (family_unit_id, user_id, title, status)"
+        " values ($1, $2, 'M', 'published') returning id",
+        other,
+        stranger,
+    )
+    comment = (
+        "select added from app.import_comment($1, gen_random_uuid(), null, $2, $3, 'x',"
+        " '2001-01-01', '2001-01-01', false)"
+    )
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await as_member(conn, world.adult, comment, elsewhere, None, "Joe")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_member(conn, world.adult, comment, world.memory, stranger, None)
+    reaction = "select app.import_reaction($1, $2, '👍', '2001-01-01')"
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_member(conn, world.adult, reaction, world.memory, stranger)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await as_member(conn, world.adult, reaction, elsewhere, stranger)
+    # What is allowed: the teen's words, back-dated, and the adult's under an archive name.
+    await as_member(conn, world.adult, comment, world.memory, world.teen, None)
+    await as_member(conn, world.adult, comment, world.memory, None, "Joe")
+    rows = await conn.fetch(
+        "select user_id, imported_author_name, created_at from public.memory_comments"
+        " where memory_id = $1 and import_source_id is not null order by imported_author_name",
+        world.memory,
+    )
+    assert [(r["user_id"], r["imported_author_name"]) for r in rows] == [
+        (world.adult, "Joe"),
+        (world.teen, None),
+    ]
+    assert {r["created_at"] for r in rows} == {LONG_AGO}
 
 
 async def test_a_new_memory_is_a_draft_or_published(conn, world):
