@@ -29,7 +29,7 @@ from PIL import Image
 from app.config import Settings
 from tests.helpers import API
 from tests.helpers import media_samples as samples
-from tests.helpers.factories import Factory, Member
+from tests.helpers.factories import PASSWORD, Factory, Member
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOGLE = "Takeout/Google Photos"
@@ -408,3 +408,282 @@ async def test_an_interrupted_cli_import_resumes_without_duplicates(
             "Photos of 3 January 2020",
         ]
     )
+
+
+# A Timeless export's comments and reactions -----------------------------------------------------
+
+SALT = "0f" * 16
+
+
+def _node(author: str, content: str | None, when: str, *replies: dict[str, Any], **extra: Any):
+    node = {
+        "id": str(uuid.uuid4()),
+        "author": author,
+        "content": content,
+        "created_at": when,
+        "updated_at": when,
+        "deleted": content is None,
+        "replies": list(replies),
+    }
+    node.update(extra)
+    return node
+
+
+def timeless_zip(document: dict[str, Any], files: dict[str, bytes]) -> bytes:
+    """A bag as the export writes it (the import reads bagit.txt and data/ only)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(
+            "bag/bagit.txt", "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+        )
+        archive.writestr("bag/data/memories.json", json.dumps(document, ensure_ascii=False))
+        for name, data in files.items():
+            archive.writestr(f"bag/data/{name}", data)
+    return buffer.getvalue()
+
+
+def export_document(here: list[Member], moved_email: str) -> dict[str, Any]:
+    """Two memories of another family: the lake (a photo, threads, reactions) and one of
+    words only. Its members: `here[1]` itself (the same account), Joe (whose email a member
+    of this family signs in with) and Flo (nobody here)."""
+    from app.services.archive_writer import member_email_hash
+
+    same, joe, flo = here[1].id, str(uuid.uuid4()), str(uuid.uuid4())
+    members = [
+        {"id": same, "display_name": "Teen there", "email_sha256": None},
+        {"id": joe, "display_name": "Joe", "email_sha256": member_email_hash(SALT, moved_email)},
+        {"id": flo, "display_name": "Great-aunt Flo", "email_sha256": "ab" * 32},
+    ]
+    deep = _node(flo, "level 4: too deep", "2020-01-01T10:05:00Z")
+    deep = _node(joe, "level 3", "2020-01-01T10:04:00Z", deep)
+    deep = _node(flo, "level 2", "2020-01-01T10:03:00Z", deep)
+    deep = _node(same, "level 1", "2020-01-01T10:02:00Z", deep)
+    lake_comments = [
+        _node(joe, "What a day!", "2019-07-14T18:00:00Z",
+              _node(flo, "Lovely, dear", "2019-07-14T19:00:00Z",
+                    _node(same, "Thanks!", "2019-07-15T08:00:00Z"))),
+        _node(flo, None, "2019-07-16T08:00:00Z",
+              _node(joe, "Reply to a deleted comment", "2019-07-16T09:00:00Z")),
+        _node(joe, "top of a deep thread", "2020-01-01T10:01:00Z", deep),
+        _node(flo, "no id", "2020-01-02T10:00:00Z", id=None),
+    ]  # fmt: skip
+    reactions = [
+        {"member": joe, "emoji": "❤️", "created_at": "2019-07-14T18:30:00Z"},
+        {"member": same, "emoji": "🎉", "created_at": "2019-07-14T18:31:00Z"},
+        {"member": flo, "emoji": "👍", "created_at": "2019-07-14T18:32:00Z"},
+        {"member": joe, "emoji": "🤡", "created_at": "2019-07-14T18:33:00Z"},
+    ]
+    memory = {
+        "title": "Summer at the lake",
+        "memory_date": "2019-07-14",
+        "tags": [],
+        "description": None,
+        "location": None,
+        "status": "published",
+        "author": joe,
+    }
+    return {
+        "format": "timeless-archive",
+        "format_version": 1,
+        "member_email_salt": SALT,
+        "members": members,
+        "memories": [
+            {
+                **memory,
+                "id": str(uuid.uuid4()),
+                "comments": lake_comments,
+                "reactions": reactions,
+                "media": [{"file": "media/lake.jpg", "file_name": "lake.jpg"}],
+            },
+            {
+                **memory,
+                "id": str(uuid.uuid4()),
+                "title": "Words only",
+                "media": [],
+                "comments": [_node(flo, "Remember this?", "2018-05-01T12:00:00Z")],
+                "reactions": [
+                    {"member": same, "emoji": "😂", "created_at": "2018-05-01T13:00:00Z"}
+                ],
+            },
+        ],
+    }
+
+
+async def _threads(client: httpx.AsyncClient, member: Member, memory_id: str) -> list[Any]:
+    response = await client.get(
+        f"{API}/feed/memories/{memory_id}/comments?include_replies=true&limit=100",
+        headers=member.headers,
+    )
+    assert response.status_code == 200, response.text
+
+    def shape(threads: list[dict[str, Any]]) -> list[Any]:
+        return [
+            (
+                c["content"],
+                c["created_at"][:19],
+                c["author"]["display_name"],
+                c["user_id"],
+                c["imported_author_name"],
+                shape(c["replies"]),
+            )
+            for c in threads
+        ]
+
+    return shape(response.json())
+
+
+async def _joined_with(factory: Factory, client: httpx.AsyncClient, adult: Member) -> Member:
+    """Joe, who joined this family with the email the archive knows him by."""
+    email = f"joe-{uuid.uuid4().hex[:8]}@example.com"
+    invite = await factory.invite(adult, "grandparent", email=email.upper())
+    accepted = await client.post(
+        f"{API}/invites/{invite['token']}/accept",
+        json={"email": email, "password": PASSWORD, "display_name": "Grandpa Joe"},
+    )
+    assert accepted.status_code == 201, accepted.text
+    return Member(
+        id=accepted.json()["user_id"],
+        role="grandparent",
+        family_id=adult.family_id,
+        access_token=accepted.json()["tokens"]["access_token"],
+        refresh_token=accepted.json()["tokens"]["refresh_token"],
+        email=email,
+    )
+
+
+async def test_an_exports_comments_and_reactions_come_back_by_who_is_a_member_here(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory
+) -> None:
+    family = await factory.family(["adult", "teen"])
+    adult, teen = family.adult, family.by_role("teen")
+    joe = await _joined_with(factory, client, adult)
+    document = export_document([adult, teen], str(joe.email))
+    archive = timeless_zip(document, {"media/lake.jpg": photo((1, 2, 3))})
+
+    job = await run_import(app, client, adult, archive)
+
+    assert job["status"] == "completed", job
+    report = job["report"]
+    memories = {m["title"]: m for m in await family_memories(client, adult)}
+    assert set(memories) == {"Summer at the lake", "Words only"}  # one of words only too
+    flo = ("Great-aunt Flo", adult.id, "Great-aunt Flo")  # the importer's, under her name
+    by_joe = ("Grandpa Joe", joe.id, None)  # his own, by email
+    here = (await client.get(f"{API}/families/me", headers=adult.headers)).json()["members"]
+    teen_name = next(m["display_name"] for m in here if m["id"] == teen.id)
+    by_teen = (teen_name, teen.id, None)  # the same account
+    assert await _threads(client, adult, memories["Summer at the lake"]["id"]) == [
+        ("What a day!", "2019-07-14T18:00:00", *by_joe, [
+            ("Lovely, dear", "2019-07-14T19:00:00", *flo, [
+                ("Thanks!", "2019-07-15T08:00:00", *by_teen, []),
+            ]),
+        ]),
+        ("[deleted]", "2019-07-16T08:00:00", *flo, [
+            ("Reply to a deleted comment", "2019-07-16T09:00:00", *by_joe, []),
+        ]),
+        ("top of a deep thread", "2020-01-01T10:01:00", *by_joe, [
+            ("level 1", "2020-01-01T10:02:00", *by_teen, [
+                ("level 2", "2020-01-01T10:03:00", *flo, [
+                    ("level 3", "2020-01-01T10:04:00", *by_joe, []),
+                ]),
+            ]),
+        ]),
+    ]  # fmt: skip
+    assert await _threads(client, adult, memories["Words only"]["id"]) == [
+        ("Remember this?", "2018-05-01T12:00:00", *flo, []),
+    ]
+    assert report["comments_imported"] == 10
+    assert sorted((s["name"], s["reason"]) for s in report["comments_skipped"]) == [
+        ('a comment by Great-aunt Flo on "Summer at the lake"', "it has no id in the export"),
+        (
+            'a comment by Great-aunt Flo on "Summer at the lake"',
+            "replies can be at most 3 levels below a comment",
+        ),
+    ]
+
+    lake = await client.get(
+        f"{API}/feed/memories/{memories['Summer at the lake']['id']}/reactions",
+        headers=adult.headers,
+    )
+    assert [(r["user_id"], r["emoji"], r["created_at"][:19]) for r in lake.json()] == [
+        (joe.id, "❤️", "2019-07-14T18:30:00"),
+        (teen.id, "🎉", "2019-07-14T18:31:00"),
+    ]
+    assert report["reactions_imported"] == 3  # and the teen's 😂 on the words-only memory
+    assert sorted((s["name"], s["reason"]) for s in report["reactions_skipped"]) == [
+        (
+            '👍 from Great-aunt Flo on "Summer at the lake"',
+            "Great-aunt Flo is not a member of this family (no account or email matches)",
+        ),
+        ('🤡 from Joe on "Summer at the lake"', "not one of the reactions the app has"),
+    ]
+    # The importer answers for Flo's words: may edit them; Joe's stay his own.
+    first = (
+        await client.get(
+            f"{API}/feed/memories/{memories['Summer at the lake']['id']}/comments"
+            "?include_replies=true",
+            headers=adult.headers,
+        )
+    ).json()[0]
+    assert first["imported"] is True
+    edited = await client.put(
+        f"{API}/feed/memories/{first['memory_id']}/comments/{first['replies'][0]['id']}",
+        json={"content": "Lovely, dear!"},
+        headers=adult.headers,
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["author"]["display_name"] == "Great-aunt Flo"
+    not_his = await client.put(
+        f"{API}/feed/memories/{first['memory_id']}/comments/{first['id']}",
+        json={"content": "changed"},
+        headers=adult.headers,
+    )
+    assert not_his.status_code == 403
+
+
+async def test_an_import_that_died_while_replaying_comments_runs_again_without_duplicates(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    factory: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that stops half-way through a memory's comments (an exception here, as a killed
+    process would: its transaction never commits) leaves that memory's comments and
+    reactions all or none; the next run brings exactly the rest."""
+    from app.services import import_service
+
+    family = await factory.family(["adult", "teen"])
+    adult, teen = family.adult, family.by_role("teen")
+    joe = await _joined_with(factory, client, adult)
+    archive = timeless_zip(
+        export_document([adult, teen], str(joe.email)), {"media/lake.jpg": photo((4, 5, 6))}
+    )
+    real = import_service._Replay._reaction
+    calls = 0
+
+    async def dies_on_the_second_memory(self: Any, db: Any, report: Any, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 5:  # the words-only memory's reaction: after its comment was written
+            raise RuntimeError("killed")
+        await real(self, db, report, *args)
+
+    monkeypatch.setattr(import_service._Replay, "_reaction", dies_on_the_second_memory)
+    first = await run_import(app, client, adult, archive)
+    assert first["status"] == "failed", first
+    monkeypatch.undo()
+    memories = {m["title"]: m for m in await family_memories(client, adult)}
+    words = memories["Words only"]["id"]
+    assert await _threads(client, adult, words) == []  # its comment went with the crash
+
+    again = await run_import(app, client, adult, archive)
+
+    assert again["status"] == "completed", again
+    assert again["report"]["comments_imported"] == 1  # the lake's 9 were in already
+    assert again["report"]["reactions_imported"] == 1
+    assert len(await _threads(client, adult, words)) == 1
+    lake = memories["Summer at the lake"]["id"]
+    flat = json.dumps(await _threads(client, adult, lake))
+    for text in ("What a day!", "Lovely, dear", "Thanks!", "level 3"):
+        assert flat.count(f'"{text}"') == 1, text
+    reactions = await client.get(f"{API}/feed/memories/{lake}/reactions", headers=adult.headers)
+    assert len(reactions.json()) == 2
