@@ -20,14 +20,32 @@ Each measurement reports seconds, MiB/s of media and the process's peak RSS abov
 the start (VmHWM, reset through /proc/self/clear_refs before each measurement: Linux only).
 The target (issue 13): the export at >= 70 % of zipfile's throughput, memory flat.
 
-More measurements are added to `MEASUREMENTS` (an import of the same archive is the next one):
-each gets the prepared `Bench` and returns a `Row`.
+Then the import of that very archive (one export made once, not measured), each run into a
+new family, through `import_service.import_local` (what `timeless import` and the server's
+import job run):
+
+- `import (register only)`: every file read from the zip, hashed, sniffed, stored and
+  registered with its memory; media processing excluded (the media stay `pending`);
+- `import + processing (as the server)`: the same with each media handed to the media
+  processor as it is registered, as the server's import job does, until every media is
+  `completed` (or failed: counted);
+- `import, then the sweep`: registration only, then the processor's sweep with its
+  `MEDIA_PROCESSING_WORKERS` slots, until every media is done.
+
+Imports report files per minute. The files are real JPEGs (random pixels, so incompressible
+like photos, sized to `--size`), each made distinct by a comment segment: the import checks
+their type and processing decodes them. Each imported family is deleted after its
+measurement (rows and files), so nothing is processed twice.
+
+More measurements are added to `MEASUREMENTS`: each gets the prepared `Bench` and returns a
+`Row`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import platform
 import shutil
@@ -44,6 +62,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,6 +71,7 @@ from app.context import AppContext
 from app.db import embedded
 from app.db.migrate import migrate
 from app.main import create_app
+from app.services import import_service
 
 MIB = 1024 * 1024
 MEDIA_PER_MEMORY = 10
@@ -67,6 +87,9 @@ class Bench:
     files: list[tuple[Path, str]]
     media_bytes: int
     workdir: Path
+    pg: asyncpg.Pool
+    # The export the imports read (made once, on first use).
+    export_zip: Path | None = None
 
 
 @dataclass
@@ -142,18 +165,110 @@ async def export(bench: Bench) -> Row:
     return row
 
 
+async def export_zip(bench: Bench) -> Path:
+    """The family's archive, made once by the real job and kept (hard-linked) in workdir."""
+    if bench.export_zip is None:
+        response = await bench.client.post(
+            "/api/v1/families/me/exports", json={}, headers=bench.headers
+        )
+        assert response.status_code == 202, response.text
+        assert await bench.context.exporter.run_next()
+        path = await bench.pg.fetchval(
+            "select storage_path from public.archive_exports where id = $1",
+            uuid.UUID(response.json()["id"]),
+        )
+        archives = bench.context.local_archives
+        assert archives is not None
+        bench.export_zip = bench.workdir / "export.zip"
+        os.link(archives.local_file(path), bench.export_zip)
+        await bench.context.exporter.sweep()
+    return bench.export_zip
+
+
+async def _import(bench: Bench, *, process: bool, sweep: bool) -> str:
+    archive = await export_zip(bench)
+    _headers, family, user = await register(bench.client)
+    context = bench.context
+    try:
+        report = await import_service.import_local(
+            context.database,
+            context.storage,
+            context.settings,
+            path=archive,
+            family_unit_id=family,
+            user_id=user,
+            on_media=context.media.process if process else None,
+        )
+        assert report.media_imported == len(bench.files), report.as_json()
+        if process or sweep:
+            for _ in range(10):  # the sweep takes whatever is still pending
+                if not await _unfinished(bench.pg, family):
+                    break
+                await context.media.sweep()
+        statuses = dict(
+            await bench.pg.fetch(
+                "select processing_status, count(*) from public.memory_media"
+                " where family_unit_id = $1 group by 1",
+                family,
+            )
+        )
+    finally:
+        await forget_family(bench, family)
+    return ", ".join(f"{count:,} {status}" for status, count in sorted(statuses.items()))
+
+
+async def _unfinished(pg: asyncpg.Pool, family: uuid.UUID) -> int:
+    count: int = await pg.fetchval(
+        "select count(*) from public.memory_media where family_unit_id = $1"
+        " and processing_status in ('pending', 'processing')",
+        family,
+    )
+    return count
+
+
+async def forget_family(bench: Bench, family: uuid.UUID) -> None:
+    """Delete an imported family, rows and files, so the next measurement starts alike."""
+    await bench.context.analytics.flush()  # its buffered events name the family
+    await bench.pg.execute("delete from public.memories where family_unit_id = $1", family)
+    await bench.pg.execute("delete from public.family_units where id = $1", family)
+    storage = bench.context.local_storage
+    assert storage is not None
+    folder = storage.local_file(f"{family}/x").parent
+    await asyncio.to_thread(shutil.rmtree, folder, True)
+
+
+async def import_registered(bench: Bench) -> Row:
+    return await measured(
+        "import (register only)", lambda: _import(bench, process=False, sweep=False)
+    )
+
+
+async def import_processed(bench: Bench) -> Row:
+    return await measured(
+        "import + processing (as the server)", lambda: _import(bench, process=True, sweep=False)
+    )
+
+
+async def import_then_sweep(bench: Bench) -> Row:
+    return await measured(
+        "import, then the sweep", lambda: _import(bench, process=False, sweep=True)
+    )
+
+
 MEASUREMENTS: list[tuple[str, Callable[[Bench], Awaitable[Row]]]] = [
     ("zipfile", zipfile_baseline),
     ("export", export),
+    ("import", import_registered),
+    ("import+processing", import_processed),
+    ("import+sweep", import_then_sweep),
 ]
 
 
 # Setting up -----------------------------------------------------------------------------------
 
 
-async def make_family(
-    context: AppContext, client: httpx.AsyncClient, count: int, size: int, pg: asyncpg.Pool
-) -> tuple[dict[str, str], uuid.UUID, list[tuple[Path, str]]]:
+async def register(client: httpx.AsyncClient) -> tuple[dict[str, str], uuid.UUID, uuid.UUID]:
+    """A new family with its adult: (headers, family id, user id)."""
     response = await client.post(
         "/api/v1/auth/register/adult",
         json={
@@ -166,12 +281,39 @@ async def make_family(
     assert response.status_code == 201, response.text
     body = response.json()
     headers = {"Authorization": f"Bearer {body['tokens']['access_token']}"}
-    family, user = uuid.UUID(body["family_unit_id"]), uuid.UUID(body["user_id"])
+    return headers, uuid.UUID(body["family_unit_id"]), uuid.UUID(body["user_id"])
+
+
+def noise_jpeg(size: int) -> bytes:
+    """A real JPEG of random pixels (incompressible, like a photo's data) of about `size`."""
+
+    def encoded(width: int, height: int) -> bytes:
+        image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85)
+        return out.getvalue()
+
+    per_pixel = len(encoded(256, 192)) / (256 * 192)
+    width = max(16, int((size / per_pixel * 4 / 3) ** 0.5))
+    return encoded(width, max(16, width * 3 // 4))
+
+
+def distinct(jpeg: bytes, index: int) -> bytes:
+    """The same picture with a comment segment (FF FE) naming `index`: other bytes, still a
+    JPEG every decoder reads."""
+    return jpeg[:2] + b"\xff\xfe\x00\x0a" + index.to_bytes(8, "big") + jpeg[2:]
+
+
+async def make_family(
+    context: AppContext, client: httpx.AsyncClient, count: int, size: int, pg: asyncpg.Pool
+) -> tuple[dict[str, str], uuid.UUID, list[tuple[Path, str]], int]:
+    headers, family, user = await register(client)
     storage = context.local_storage
     assert storage is not None
     files: list[tuple[Path, str]] = []
     memory_id = uuid.uuid4()
-    payload = os.urandom(size)  # one random block, varied per file: fast to make, incompressible
+    payload = noise_jpeg(size)  # one picture, made distinct per file: fast to make
+    total = 0
     for index in range(count):
         if index % MEDIA_PER_MEMORY == 0:
             memory_id = await pg.fetchval(
@@ -188,7 +330,9 @@ async def make_family(
         path = f"{family}/{memory_id}/{media_id}.jpg"
         file = storage.local_file(path)
         file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_bytes(b"\xff\xd8\xff" + index.to_bytes(8, "big") + payload[11:])
+        data = distinct(payload, index)
+        file.write_bytes(data)
+        total += len(data)
         await pg.execute(
             "insert into public.memory_media (id, memory_id, family_unit_id, storage_path, "
             "file_name, mime_type, file_size, processing_status, created_at) values ($1, $2, $3, "
@@ -198,11 +342,11 @@ async def make_family(
             family,
             path,
             f"IMG_{index:05d}.jpg",
-            size,
+            len(data),
             float(index),
         )
         files.append((file, f"media/{index:05d}.jpg"))
-    return headers, family, files
+    return headers, family, files, total
 
 
 def machine() -> str:
@@ -237,6 +381,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         orphan_sweep_interval_seconds=0,
         mail_poll_interval_seconds=0,
         archive_poll_interval_seconds=0,  # the bench runs the job itself
+        import_poll_interval_seconds=0,
+        job_wakeups=False,  # media is processed only when a measurement asks
     )
     app = create_app(settings)
     pg = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
@@ -245,23 +391,28 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             started = time.perf_counter()
-            headers, family, files = await make_family(context, client, args.media, args.size, pg)
+            headers, family, files, total = await make_family(
+                context, client, args.media, args.size, pg
+            )
             took = time.perf_counter() - started
             print(
-                f"made {args.media:,} media of {args.size / MIB:.2f} MiB "
-                f"({args.media * args.size / MIB:,.0f} MiB) in {took:.0f} s"
+                f"made {args.media:,} JPEGs of ~{total / args.media / MIB:.2f} MiB "
+                f"({total / MIB:,.0f} MiB) in {took:.0f} s"
             )
-            bench = Bench(context, client, headers, family, files, args.media * args.size, workdir)
-            rows: dict[str, list[Row]] = {name: [] for name, _ in MEASUREMENTS}
+            bench = Bench(context, client, headers, family, files, total, workdir, pg)
+            chosen = [(n, m) for n, m in MEASUREMENTS if not args.only or n in args.only]
+            rows: dict[str, list[Row]] = {name: [] for name, _ in chosen}
             load_before = os.getloadavg()[0]
             for run_index in range(args.runs):
-                for name, measure in MEASUREMENTS:
+                for name, measure in chosen:
                     row = await measure(bench)
                     rows[name].append(row)
                     print(
-                        f"run {run_index + 1}: {row.name:32} {row.seconds:7.2f} s "
-                        f"{bench.media_bytes / MIB / row.seconds:8.0f} MiB/s  "
-                        f"peak RSS +{row.peak_rss_growth / MIB:.1f} MiB  {row.detail}"
+                        f"run {run_index + 1}: {row.name:36} {row.seconds:7.2f} s "
+                        f"{bench.media_bytes / MIB / row.seconds:8.0f} MiB/s "
+                        f"{len(bench.files) / row.seconds * 60:8,.0f} files/min  "
+                        f"peak RSS +{row.peak_rss_growth / MIB:.1f} MiB  {row.detail}",
+                        flush=True,
                     )
             load_after = os.getloadavg()[0]
     await pg.close()
@@ -277,14 +428,16 @@ def report(
 ) -> None:
     print()
     print(f"machine: {machine()}")
+    only = f" --only {' '.join(args.only)}" if args.only else ""
     print(
         f"command: python bench/archive.py --media {args.media} --size {args.size} "
-        f"--runs {args.runs}"
+        f"--runs {args.runs}{only}"
     )
     print(f"1-minute load average: {load_before:.2f} before, {load_after:.2f} after")
+    print(f"media processing workers: {bench.context.settings.media_processing_workers}")
     print()
-    print("| measurement | median s | MiB/s | peak RSS growth (max) |")
-    print("|---|---:|---:|---:|")
+    print("| measurement | median s | MiB/s | files/min | peak RSS growth (max) |")
+    print("|---|---:|---:|---:|---:|")
     medians = {}
     for name, measured_rows in rows.items():
         seconds = statistics.median(row.seconds for row in measured_rows)
@@ -292,7 +445,8 @@ def report(
         peak = max(row.peak_rss_growth for row in measured_rows)
         print(
             f"| {measured_rows[0].name} | {seconds:.2f} | "
-            f"{bench.media_bytes / MIB / seconds:,.0f} | {peak / MIB:.1f} MiB |"
+            f"{bench.media_bytes / MIB / seconds:,.0f} | "
+            f"{len(bench.files) / seconds * 60:,.0f} | {peak / MIB:.1f} MiB |"
         )
     if "zipfile" in medians and "export" in medians:
         ratio = medians["zipfile"] / medians["export"]
@@ -308,6 +462,12 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=2, help="alternating runs of each (default 2)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[name for name, _ in MEASUREMENTS],
+        help="run only these measurements (default: all)",
+    )
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="tl-archive-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

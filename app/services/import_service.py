@@ -703,8 +703,12 @@ async def import_local(
     family_unit_id: UUID,
     user_id: UUID,
     on_progress: ProgressCallback | None = None,
+    on_media: Callable[[list[UUID]], Awaitable[None]] | None = None,
 ) -> Report:
-    """Import a zip or folder from this machine, as the job an operator can follow too."""
+    """Import a zip or folder from this machine, as the job an operator can follow too.
+
+    `on_media`: what to do with each media registered (the server's runner processes it at
+    once; the command line leaves it to the running server's media sweep)."""
     async with database.system_session() as db:
         job_id = await db.fetchval(
             _NEW_LOCAL_JOB, family_unit_id, user_id, path.name[:255] or "import"
@@ -720,6 +724,7 @@ async def import_local(
             user_id=user_id,
         )
         importer.on_progress = on_progress
+        importer.on_media = on_media
         with Source(path) as source:
             await importer.run(source)
     except Exception as exc:
