@@ -655,142 +655,6 @@ async def test_previews_go_in_when_asked_and_made(
     assert not list((light / "data" / "media").rglob("*.heic"))
 
 
-# The round trip --------------------------------------------------------------------------------
-
-
-async def test_an_export_imported_into_a_new_family_brings_back_memories_and_files(
-    exported: Exported, client: httpx.AsyncClient, factory: Factory, app: FastAPI
-) -> None:
-    """Export -> import into a new family: the same memories (also those with no files), dates,
-    files by checksum, comments with their threads, dates and authors, and the reactions of
-    those who are members of the new family. Grandpa moves with the family (same email, a new
-    account); the others' comments come back under their names, their reactions are reported.
-
-    Last of this module's tests to use the exported family: grandpa leaves it here."""
-    from tests.test_archive_import import family_memories, run_import
-
-    _adult, grandpa, teen = exported.family
-    newcomer = await factory.register("adult", display_name="Newcomer")
-    left = await client.post(f"{API}/families/me/leave", headers=grandpa.headers)
-    assert left.status_code == 204, left.text  # his email is free again
-    invite = await factory.invite(newcomer, "grandparent", email=grandpa.email)
-    accepted = await client.post(
-        f"{API}/invites/{invite['token']}/accept",
-        json={"email": grandpa.email, "password": PASSWORD, "display_name": "Grandpa Joe"},
-    )
-    assert accepted.status_code == 201, accepted.text
-    moved_grandpa = accepted.json()["user_id"]
-
-    zip_bytes = exported.zip_path.read_bytes()
-    job = await run_import(app, client, newcomer, zip_bytes)
-    assert job["status"] == "completed", job
-    report = job["report"]
-
-    imported = {m["title"]: m for m in await family_memories(client, newcomer)}
-    original = {m["title"]: m for m in exported.data["memories"]}
-    assert set(imported) == set(original)  # also the memories with no files
-    names = {m["id"]: m["display_name"] for m in exported.data["members"]}
-    member_here = {str(grandpa.id): moved_grandpa}
-    for title, memory in original.items():
-        here = imported[title]
-        assert here["memory_date"] == memory["memory_date"], title
-        # Identical files, by checksum: what the export wrote is what the family now has.
-        assert sorted(m["sha256"] for m in here["media"]) == sorted(
-            m["sha256"] for m in memory["media"]
-        ), title
-        comments = await client.get(
-            f"{API}/feed/memories/{here['id']}/comments?include_replies=true&limit=100",
-            headers=newcomer.headers,
-        )
-        assert comments.status_code == 200, comments.text
-        assert _threads_here(comments.json()) == _threads_there(
-            memory["comments"], names, member_here, newcomer.id
-        ), title
-        reactions = await client.get(
-            f"{API}/feed/memories/{here['id']}/reactions", headers=newcomer.headers
-        )
-        assert sorted(
-            (r["user_id"], r["emoji"], _at(r["created_at"])) for r in reactions.json()
-        ) == sorted(
-            (member_here[r["member"]], r["emoji"], _at(r["created_at"]))
-            for r in memory["reactions"]
-            if r["member"] in member_here
-        ), title
-
-    all_comments = [c for m in original.values() for c in _flat(m["comments"])]
-    assert report["comments_imported"] == len(all_comments) == 6
-    assert report["comments_skipped_total"] == 0
-    assert report["reactions_imported"] == 1  # grandpa's heart; the teen's and Ada's are not
-    assert report["reactions_skipped_total"] == 2
-    assert sorted(r["name"] for r in report["reactions_skipped"]) == sorted(
-        [
-            f'❤️ from {names[str(teen.id)]} on "Summer at the lake"',
-            '😂 from Ada on "Summer at the lake"',
-        ]
-    )
-    assert all("not a member of this family" in r["reason"] for r in report["reactions_skipped"])
-
-    # The same archive again adds nothing: no memory, file, comment or reaction twice.
-    again = await run_import(app, client, newcomer, zip_bytes)
-    assert again["status"] == "completed", again
-    assert again["report"]["memories_created"] == 0
-    assert again["report"]["media_imported"] == 0
-    assert again["report"]["comments_imported"] == 0
-    assert again["report"]["reactions_imported"] == 0
-    assert sorted(m["id"] for m in await family_memories(client, newcomer)) == sorted(
-        m["id"] for m in imported.values()
-    )
-    lake = imported["Summer at the lake"]
-    comments = await client.get(
-        f"{API}/feed/memories/{lake['id']}/comments?include_replies=true&limit=100",
-        headers=newcomer.headers,
-    )
-    assert len(_flat(comments.json())) == 5
-
-
-def _at(moment: str) -> datetime:
-    return datetime.fromisoformat(moment.replace("Z", "+00:00"))
-
-
-def _flat(threads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [c for t in threads for c in [t, *_flat(t["replies"])]]
-
-
-def _threads_here(threads: list[dict[str, Any]]) -> list[Any]:
-    """What the API answers, as (text, written, author's name, user, deleted, replies)."""
-    return [
-        (
-            c["content"],
-            _at(c["created_at"]),
-            c["author"]["display_name"],
-            c["user_id"],
-            c["deleted_at"] is not None,
-            c["imported"],
-            _threads_here(c["replies"]),
-        )
-        for c in threads
-    ]
-
-
-def _threads_there(
-    threads: list[dict[str, Any]], names: dict[str, str], member_here: dict[str, str], importer: str
-) -> list[Any]:
-    """The same, expected from memories.json: a member here writes their own words (under
-    their name here); anyone else's words are the importer's, under the archive's name."""
-    return [
-        (
-            "[deleted]" if c["deleted"] else c["content"],
-            _at(c["created_at"]),
-            "Grandpa Joe" if c["author"] in member_here else names[c["author"]],
-            member_here.get(c["author"], importer),
-            c["deleted"],
-            True,
-            _threads_there(c["replies"], names, member_here, importer),
-        )
-        for c in threads
-    ]
-
-
 # The job: crashes, take-overs, errors, stops ----------------------------------------------------
 
 
@@ -1171,3 +1035,139 @@ async def test_memory_stays_flat_whatever_the_number_of_files(
     assert peak_large < peak_small + 24 * MIB
     with zipfile.ZipFile(tmp_path / "large.zip") as archive:
         assert len(archive.namelist()) == 2000 + 3 + 4
+
+
+# The round trip --------------------------------------------------------------------------------
+
+
+async def test_an_export_imported_into_a_new_family_brings_back_memories_and_files(
+    exported: Exported, client: httpx.AsyncClient, factory: Factory, app: FastAPI
+) -> None:
+    """Export -> import into a new family: the same memories (also those with no files), dates,
+    files by checksum, comments with their threads, dates and authors, and the reactions of
+    those who are members of the new family. Grandpa moves with the family (same email, a new
+    account); the others' comments come back under their names, their reactions are reported.
+
+    The module's last test, as grandpa leaves the exported family here."""
+    from tests.test_archive_import import family_memories, run_import
+
+    _adult, grandpa, teen = exported.family
+    newcomer = await factory.register("adult", display_name="Newcomer")
+    left = await client.post(f"{API}/families/me/leave", headers=grandpa.headers)
+    assert left.status_code == 204, left.text  # his email is free again
+    invite = await factory.invite(newcomer, "grandparent", email=grandpa.email)
+    accepted = await client.post(
+        f"{API}/invites/{invite['token']}/accept",
+        json={"email": grandpa.email, "password": PASSWORD, "display_name": "Grandpa Joe"},
+    )
+    assert accepted.status_code == 201, accepted.text
+    moved_grandpa = accepted.json()["user_id"]
+
+    zip_bytes = exported.zip_path.read_bytes()
+    job = await run_import(app, client, newcomer, zip_bytes)
+    assert job["status"] == "completed", job
+    report = job["report"]
+
+    imported = {m["title"]: m for m in await family_memories(client, newcomer)}
+    original = {m["title"]: m for m in exported.data["memories"]}
+    assert set(imported) == set(original)  # also the memories with no files
+    names = {m["id"]: m["display_name"] for m in exported.data["members"]}
+    member_here = {str(grandpa.id): moved_grandpa}
+    for title, memory in original.items():
+        here = imported[title]
+        assert here["memory_date"] == memory["memory_date"], title
+        # Identical files, by checksum: what the export wrote is what the family now has.
+        assert sorted(m["sha256"] for m in here["media"]) == sorted(
+            m["sha256"] for m in memory["media"]
+        ), title
+        comments = await client.get(
+            f"{API}/feed/memories/{here['id']}/comments?include_replies=true&limit=100",
+            headers=newcomer.headers,
+        )
+        assert comments.status_code == 200, comments.text
+        assert _threads_here(comments.json()) == _threads_there(
+            memory["comments"], names, member_here, newcomer.id
+        ), title
+        reactions = await client.get(
+            f"{API}/feed/memories/{here['id']}/reactions", headers=newcomer.headers
+        )
+        assert sorted(
+            (r["user_id"], r["emoji"], _at(r["created_at"])) for r in reactions.json()
+        ) == sorted(
+            (member_here[r["member"]], r["emoji"], _at(r["created_at"]))
+            for r in memory["reactions"]
+            if r["member"] in member_here
+        ), title
+
+    all_comments = [c for m in original.values() for c in _flat(m["comments"])]
+    assert report["comments_imported"] == len(all_comments) == 6
+    assert report["comments_skipped_total"] == 0
+    assert report["reactions_imported"] == 1  # grandpa's heart; the teen's and Ada's are not
+    assert report["reactions_skipped_total"] == 2
+    assert sorted(r["name"] for r in report["reactions_skipped"]) == sorted(
+        [
+            f'❤️ from {names[str(teen.id)]} on "Summer at the lake"',
+            '😂 from Ada on "Summer at the lake"',
+        ]
+    )
+    assert all("not a member of this family" in r["reason"] for r in report["reactions_skipped"])
+
+    # The same archive again adds nothing: no memory, file, comment or reaction twice.
+    again = await run_import(app, client, newcomer, zip_bytes)
+    assert again["status"] == "completed", again
+    assert again["report"]["memories_created"] == 0
+    assert again["report"]["media_imported"] == 0
+    assert again["report"]["comments_imported"] == 0
+    assert again["report"]["reactions_imported"] == 0
+    assert sorted(m["id"] for m in await family_memories(client, newcomer)) == sorted(
+        m["id"] for m in imported.values()
+    )
+    lake = imported["Summer at the lake"]
+    comments = await client.get(
+        f"{API}/feed/memories/{lake['id']}/comments?include_replies=true&limit=100",
+        headers=newcomer.headers,
+    )
+    assert len(_flat(comments.json())) == 5
+
+
+def _at(moment: str) -> datetime:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00"))
+
+
+def _flat(threads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for t in threads for c in [t, *_flat(t["replies"])]]
+
+
+def _threads_here(threads: list[dict[str, Any]]) -> list[Any]:
+    """What the API answers, as (text, written, author's name, user, deleted, replies)."""
+    return [
+        (
+            c["content"],
+            _at(c["created_at"]),
+            c["author"]["display_name"],
+            c["user_id"],
+            c["deleted_at"] is not None,
+            c["imported"],
+            _threads_here(c["replies"]),
+        )
+        for c in threads
+    ]
+
+
+def _threads_there(
+    threads: list[dict[str, Any]], names: dict[str, str], member_here: dict[str, str], importer: str
+) -> list[Any]:
+    """The same, expected from memories.json: a member here writes their own words (under
+    their name here); anyone else's words are the importer's, under the archive's name."""
+    return [
+        (
+            "[deleted]" if c["deleted"] else c["content"],
+            _at(c["created_at"]),
+            "Grandpa Joe" if c["author"] in member_here else names[c["author"]],
+            member_here.get(c["author"], importer),
+            c["deleted"],
+            True,
+            _threads_there(c["replies"], names, member_here, importer),
+        )
+        for c in threads
+    ]
