@@ -70,7 +70,9 @@ async def create_member(
     """Create the account, then the profile on `db`; undo the account if that fails.
 
     `db` is the caller's transaction: a system session for registration, the
-    inviting adult's RLS session for provisioning (whose policy then decides).
+    inviting adult's RLS session for provisioning (whose policy then decides). The built-in
+    provider writes the account on it too (app.adapters.auth.local), so it commits or rolls
+    back with the profile; Supabase's is a remote call that `delete_user` undoes.
     """
     await ensure_email_free(db, member.email)
     user_id = await provider.create_user(
@@ -191,13 +193,17 @@ def _username_base(display_name: str) -> str:
     return (letters or "child")[:20]
 
 
-async def new_child_username(database: Database, display_name: str) -> str:
-    """A readable name like `lea.0412`; the unique index settles any race."""
+async def new_child_username(database: Database, db: Connection, display_name: str) -> str:
+    """A readable name like `lea.0412`; the unique index settles any race.
+
+    Checked on the caller's connection `db` (as service role: every family's names count),
+    never on a second pooled one (docs/security.md, "account creations ... the pool").
+    """
     username = ""
-    for _ in range(5):
-        username = f"{_username_base(display_name)}.{secrets.randbelow(10_000):04d}"
-        async with database.system_session() as db:
-            if not await db.fetchval(_USERNAME_TAKEN, username):
+    async with database.service_role_within(db) as privileged:
+        for _ in range(5):
+            username = f"{_username_base(display_name)}.{secrets.randbelow(10_000):04d}"
+            if not await privileged.fetchval(_USERNAME_TAKEN, username):
                 break
     return username
 
@@ -212,7 +218,7 @@ async def provision_child(
     email: str | None,
 ) -> ProvisionedChild:
     rbac.require(actor, Permission.PROVISION_CHILD)
-    username = await new_child_username(database, display_name)
+    username = await new_child_username(database, db, display_name)
     password = secrets.token_urlsafe(12)
     member = NewMember(
         family_unit_id=actor.family_unit_id,
