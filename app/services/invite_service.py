@@ -74,6 +74,17 @@ join public.family_units f on f.id = i.family_unit_id
 left join public.user_profiles p on p.id = i.invited_by
 where i.token_hash = $1
 """
+# Who is in a family is decided under the family's row lock, taken before anything else
+# (removal and departure lock it, then revoke the leaver's invites). An acceptance takes it
+# first too, then the invite's: in the other order it deadlocked with a departure that held
+# the family and waited for the invite. FOR SHARE: acceptances into one family do not wait
+# for one another, while a removal or departure (FOR NO KEY UPDATE / FOR UPDATE) waits for
+# them, or they for it.
+_LOCK_FAMILY_OF_INVITE = """
+select f.id from public.family_units f
+where f.id = (select family_unit_id from public.invitations where token_hash = $1)
+for share of f
+"""
 _LOCK_BY_TOKEN = """
 select i.id, i.email, i.role, i.family_unit_id,
        app.invite_status(i.status, i.expires_at) as status,
@@ -264,6 +275,7 @@ async def accept(
     """
     async with account_service.account_creation(database, provider) as creation:
         db = creation.db
+        await db.execute(_LOCK_FAMILY_OF_INVITE, hash_token(token))
         invite = await db.fetchrow(_LOCK_BY_TOKEN, hash_token(token))
         if invite is None:
             raise NotFound("Invite not found")
