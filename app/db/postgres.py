@@ -80,6 +80,24 @@ class PooledConnection(asyncpg.Connection):
             self._transaction_scoped = False  # the next use is judged on its own
 
 
+@asynccontextmanager
+async def service_role_within(conn: Connection) -> AsyncIterator[Connection]:
+    """Service-role statements inside the transaction already open on `conn`.
+
+    For the small privileged step of a request that runs in a member's RLS session or a
+    system session (creating a built-in account, choosing a child's username, reading the
+    member's own email, which members' grants do not show): taking a second pooled
+    connection for it would let N such requests deadlock a pool of N, and its writes would
+    commit apart from the caller's. A savepoint holds the role switch: an error rolls both
+    back; on success the caller's role is put back.
+    """
+    async with conn.transaction():
+        previous = await conn.fetchval(_CURRENT_ROLE)
+        await conn.execute(_ENTER_SERVICE_ROLE)
+        yield conn
+        await conn.execute(_RESTORE_ROLE, previous)
+
+
 class Database:
     def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float | None = None):
         self.pool = pool
@@ -157,22 +175,6 @@ class Database:
         deadlock a pool of N. It reads with that session's role and row level security.
         """
         return _session_connection.get()
-
-    @asynccontextmanager
-    async def service_role_within(self, conn: Connection) -> AsyncIterator[Connection]:
-        """Service-role statements inside the transaction already open on `conn`.
-
-        For the small privileged step of a request that runs in a member's RLS session or a
-        system session (creating a built-in account, choosing a child's username): taking a
-        second pooled connection for it would let N such requests deadlock a pool of N, and
-        its writes would commit apart from the caller's. A savepoint holds the role switch:
-        an error rolls both back; on success the caller's role is put back.
-        """
-        async with conn.transaction():
-            previous = await conn.fetchval(_CURRENT_ROLE)
-            await conn.execute(_ENTER_SERVICE_ROLE)
-            yield conn
-            await conn.execute(_RESTORE_ROLE, previous)
 
     @asynccontextmanager
     async def snapshot_session(self) -> AsyncIterator[Connection]:

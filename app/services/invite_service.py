@@ -297,7 +297,7 @@ async def accept(
             raise Invalid("Email is required", code=INVITE_INVALID)
         # A child joining without an email logs in with a username, as provisioned ones do.
         username = (
-            await account_service.new_child_username(database, db, display_name)
+            await account_service.new_child_username(db, display_name)
             if given_email is None
             else None
         )

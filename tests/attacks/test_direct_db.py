@@ -36,8 +36,8 @@ from tests.helpers.supabase_fixtures import (
 TABLE_PRIVILEGES = {
     ("authenticated", "app.auth_sessions", "SELECT"),
     ("authenticated", "app.family_memory_counts", "SELECT"),
-    # The feed's change log for stable scrolling (family only). NOTE: it also shows that other
-    # members' drafts exist, with their memory_date: more than the API shows (reported).
+    # The feed's change log for stable scrolling: only the log of memories the member may see
+    # (policy memory_changes_select), so no other member's draft shows that it exists.
     ("authenticated", "app.memory_changes", "SELECT"),
     ("authenticated", "app.refresh_tokens", "SELECT"),
     ("authenticated", "public.analytics_events", "SELECT"),
@@ -65,7 +65,6 @@ TABLE_PRIVILEGES = {
     ("authenticated", "public.memory_reactions", "SELECT"),
     ("authenticated", "public.pet_profiles", "DELETE"),
     ("authenticated", "public.pet_profiles", "SELECT"),
-    ("authenticated", "public.user_profiles", "SELECT"),
 }
 
 # Column privileges: exactly the columns the API writes in a member's session. Counters,
@@ -82,6 +81,11 @@ _COLUMNS = {
     # memory's photo, or another family's media, as an avatar).
     ("public.user_profiles", "UPDATE"): "avatar_media_id avatar_url display_name updated_at",
     ("public.pet_profiles", "UPDATE"): "avatar_media_id avatar_url",
+    # Members' display data; never `email` (not even one's own: app.current_member_email()).
+    ("public.user_profiles", "SELECT"): (
+        "avatar_media_id avatar_url created_at display_name family_unit_id id removed_at role"
+        " updated_at username"
+    ),
     # An adult provisioning a child (policy user_profiles_provision_child).
     ("public.user_profiles", "INSERT"): "display_name email family_unit_id id role username",
     ("public.pet_profiles", "INSERT"): "avatar_url created_by display_name family_unit_id",
@@ -167,6 +171,8 @@ CALLABLE_FUNCTIONS = {
     ),
     ("authenticated", "app.import_reaction(uuid, uuid, text, timestamp with time zone)", True),
     ("authenticated", "app.current_family_id()", True),
+    # The caller's own email (members' grants show no email column).
+    ("authenticated", "app.current_member_email()", True),
     ("authenticated", "app.current_member_role()", True),
     ("authenticated", "app.depart_family(boolean, boolean)", True),
     (

@@ -2,7 +2,7 @@
 
 Called while a session is open (registration's system session, a member's RLS session when
 provisioning a child or leaving), it works on that session's connection, as service role
-for the statement (`Database.service_role_within`): the account commits or rolls back with
+for the statement (`service_role_within`): the account commits or rolls back with
 the profile, so a failed registration leaves no orphan account, and no request ever holds
 one pooled connection while it waits for a second (N of them would deadlock a pool of N).
 Called outside a session (a login's password check), it opens a system session of its own.
@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from uuid import UUID
 
 from app.adapters.passwords import Passwords
-from app.db.postgres import Connection, Database
+from app.db.postgres import Connection, Database, service_role_within
 
 _INSERT_USER = """
 insert into auth.users (email, encrypted_password, raw_user_meta_data)
@@ -48,7 +48,7 @@ class LocalAuthProvider:
             async with self._database.system_session() as db:
                 yield db
         else:
-            async with self._database.service_role_within(conn) as db:
+            async with service_role_within(conn) as db:
                 yield db
 
     async def create_user(self, *, email: str | None, username: str | None, password: str) -> UUID:
