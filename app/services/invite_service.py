@@ -14,7 +14,7 @@ from app.adapters.auth.provider import AuthProvider
 from app.adapters.cursors import CursorCodec, InvalidCursor
 from app.adapters.tokens import hash_token, new_opaque_token
 from app.config import Settings
-from app.db.postgres import Connection, Database
+from app.db.postgres import Connection, Database, service_role_within
 from app.errors import INVITE_INVALID, Conflict, Invalid, NotFound
 from app.models import rbac
 from app.models.identity import Actor, Role
@@ -180,9 +180,17 @@ async def _queue_invite_mail(
         link=created.invite_link,
         expires=created.expires_at.astimezone(UTC).strftime("%d %B %Y, %H:%M UTC"),
     )
-    queued = await db.fetchval(
-        _QUEUE_INVITE_MAIL, created.id, new_message_id(settings), mail.subject, mail.text, mail.html
-    )
+    # Only the service may queue it (a member's token could otherwise mail text of its own):
+    # as service role, still inside this member's transaction, whose claims it checks.
+    async with service_role_within(db) as privileged:
+        queued = await privileged.fetchval(
+            _QUEUE_INVITE_MAIL,
+            created.id,
+            new_message_id(settings),
+            mail.subject,
+            mail.text,
+            mail.html,
+        )
     if not queued:  # the invite was made in this very transaction: a bug if so
         raise RuntimeError("the invite just created could not be mailed")
 

@@ -129,10 +129,7 @@ COLUMN_PRIVILEGES = {
 # matching_memory_ids applies the memories_select rule; own_family_object_size answers only
 # for the caller's family's folder.
 # depart_family acts only for the caller (leaving or deleting their own account, as the API
-# does). queue_invite_mail queues mail only for a pending invite the caller issued, to the
-# invite's own address; NOTE: its subject and bodies are the caller's to choose, so a member's
-# token can mail text of its own to someone it invited, as often as it likes (reported, not
-# changed here).
+# does). queue_invite_mail is the server's alone (it takes the mail's text: service_role).
 CALLABLE_FUNCTIONS = {
     # Media variants: pure path helpers (no table access of their own), the family's dedupe
     # lookup (definer: answers only for the caller's own family; it tells a member whether the
@@ -190,7 +187,6 @@ CALLABLE_FUNCTIONS = {
     ("authenticated", "app.matching_memory_ids(text, text[])", True),
     ("authenticated", "app.memory_object_visible(text)", False),
     ("authenticated", "app.own_family_object_size(text, text)", True),
-    ("authenticated", "app.queue_invite_mail(uuid, text, text, text, text)", True),
     ("authenticated", "app.remove_family_member(uuid)", True),
     ("authenticated", "app.tags_text(text[])", False),
 }
@@ -698,3 +694,43 @@ async def test_a_media_rows_size_is_its_objects(supabase_dsn):
         )
     finally:
         await conn.close()
+
+
+# --- invitations: the mail and the expiry are the server's ------------------------------------
+
+
+async def _pending_invite(conn: asyncpg.Connection, world: World) -> uuid.UUID:
+    invite: uuid.UUID = await conn.fetchval(
+        "insert into public.invitations (family_unit_id, email, role, token_hash, invited_by,"
+        " expires_at) values ($1, $2, 'teen', $3, $4, now() + interval '7 days') returning id",
+        world.family,
+        f"{uuid.uuid4().hex[:12]}@example.com",
+        uuid.uuid4().hex,
+        world.adult,
+    )
+    return invite
+
+
+ATTACKER_TEXT = "Your account is locked: confirm your password at evil.example"
+
+
+async def test_an_inviter_cannot_put_text_of_their_own_in_an_invite_mail(conn, world):
+    # The mail's subject and bodies used to be the caller's to choose: a member's token could
+    # mail anything to someone it had invited, as often as it liked. Only the server queues
+    # invite mail now, rendered from its own templates.
+    invite = await _pending_invite(conn, world)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_member(
+            conn,
+            world.adult,
+            "select app.queue_invite_mail($1, $2, $3, $3, $3)",
+            invite,
+            f"<{uuid.uuid4().hex}@evil.example>",
+            ATTACKER_TEXT,
+        )
+    queued = await conn.fetchval(
+        "select count(*) from app.mail_outbox where subject = $1 or text_body = $1"
+        " or html_body = $1",
+        ATTACKER_TEXT,
+    )
+    assert queued == 0
