@@ -4,7 +4,7 @@ Tokens are 32 random bytes shown once; only their SHA-256 is stored. A pending
 invite past `expires_at` is reported (and, when touched, stored) as `expired`.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -29,8 +29,15 @@ update public.invitations set status = 'expired'
 where family_unit_id = $1 and email = $2 and status = 'pending' and expires_at <= now()
 """
 _NEW_INVITE = """
-insert into public.invitations (family_unit_id, email, role, token_hash, invited_by, expires_at)
-values ($1, $2, $3, $4, $5, $6)
+insert into public.invitations (family_unit_id, email, role, token_hash, invited_by)
+values ($1, $2, $3, $4, $5)
+returning id
+"""
+# The lifetime is the server's: members' grants do not cover expires_at (an invite that never
+# expires, written through the Data API), so it is set as the service, in the same transaction.
+_SET_EXPIRY = """
+update public.invitations set expires_at = created_at + make_interval(days => $2)
+where id = $1
 returning id, email, role, expires_at, created_at, app.invite_status(status, expires_at) as status
 """
 _LIST_INVITES = """
@@ -143,21 +150,16 @@ async def create(
         outbox.require_available()  # refused before anything is written
     email = email.strip().lower()
     token = new_opaque_token()
-    expires_at = datetime.now(UTC) + timedelta(days=settings.invite_ttl_days)
     await db.execute(_EXPIRE_STALE_FOR_EMAIL, actor.family_unit_id, email)
     try:
         async with db.transaction():
-            row = await db.fetchrow(
-                _NEW_INVITE,
-                actor.family_unit_id,
-                email,
-                role.value,
-                hash_token(token),
-                actor.id,
-                expires_at,
+            invite_id = await db.fetchval(
+                _NEW_INVITE, actor.family_unit_id, email, role.value, hash_token(token), actor.id
             )
     except asyncpg.UniqueViolationError:
         raise Conflict("A pending invite for this email already exists") from None
+    async with service_role_within(db) as privileged:
+        row = await privileged.fetchrow(_SET_EXPIRY, invite_id, settings.invite_ttl_days)
     created = InviteCreated.model_validate(
         {**dict(row), "token": token, "invite_link": invite_link(settings, token)}
     )

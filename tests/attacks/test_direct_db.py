@@ -18,7 +18,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -89,7 +89,8 @@ _COLUMNS = {
     # An adult provisioning a child (policy user_profiles_provision_child).
     ("public.user_profiles", "INSERT"): "display_name email family_unit_id id role username",
     ("public.pet_profiles", "INSERT"): "avatar_url created_by display_name family_unit_id",
-    ("public.invitations", "INSERT"): "email expires_at family_unit_id invited_by role token_hash",
+    # Not expires_at: the server's lifetime (an inviter's own would never expire).
+    ("public.invitations", "INSERT"): "email family_unit_id invited_by role token_hash",
     ("public.invitations", "UPDATE"): "status",
     ("public.memories", "INSERT"): (
         "description family_unit_id location memory_date status tags title user_id"
@@ -734,3 +735,48 @@ async def test_an_inviter_cannot_put_text_of_their_own_in_an_invite_mail(conn, w
         ATTACKER_TEXT,
     )
     assert queued == 0
+
+
+async def test_an_inviter_cannot_choose_an_invites_expiry(conn, world):
+    # An invite that never expires (or one made to look fresh) is the server's TTL to refuse.
+    new_invite = (
+        "insert into public.invitations (family_unit_id, email, role, token_hash, invited_by,"
+        " expires_at) values ($1, $2, 'teen', $3, $4, $5)"
+    )
+    for expiry in (FAR_FUTURE, LONG_AGO):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_member(
+                conn,
+                world.adult,
+                new_invite,
+                world.family,
+                f"{uuid.uuid4().hex[:12]}@example.com",
+                uuid.uuid4().hex,
+                world.adult,
+                expiry,
+            )
+    invite = await _pending_invite(conn, world)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_member(
+            conn,
+            world.adult,
+            "update public.invitations set expires_at = $2 where id = $1",
+            invite,
+            FAR_FUTURE,
+        )
+    # Made without one, an invite gets the default lifetime, counted from now.
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    await as_member(
+        conn,
+        world.adult,
+        "insert into public.invitations (family_unit_id, email, role, token_hash, invited_by)"
+        " values ($1, $2, 'teen', $3, $4)",
+        world.family,
+        email,
+        uuid.uuid4().hex,
+        world.adult,
+    )
+    lifetime = await conn.fetchval(
+        "select expires_at - now() from public.invitations where email = $1", email
+    )
+    assert timedelta(days=6, hours=23) < lifetime <= timedelta(days=7)
