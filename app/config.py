@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     database_pool_min: int = 2
     database_pool_max: int = 10
     database_command_timeout: float = 30.0
+    # Seconds a request waits for a pooled connection before it is answered
+    # `503 database_busy` (with Retry-After) rather than waiting for ever.
+    database_acquire_timeout: float = Field(default=10.0, gt=0)
 
     # Tokens.
     jwt_secret_key: SecretStr | None = None

@@ -137,6 +137,7 @@ async def build_context(settings: Settings) -> AppContext:
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
         command_timeout=settings.database_command_timeout,
+        acquire_timeout=settings.database_acquire_timeout,
     )
     analytics = AnalyticsRecorder(
         database,

@@ -21,6 +21,7 @@ LINK_INVALID = "link_invalid"  # 403: a signed storage URL changed or expired
 LAST_ADULT = "last_adult"  # 409
 MEDIA_NOT_READY = "media_not_ready"  # 409: processing has not produced it yet
 QUOTA_EXCEEDED = "quota_exceeded"  # 413: the family's storage quota
+DATABASE_BUSY = "database_busy"  # 503: no database connection came free in time
 
 
 def error_body(detail: str, code: str, extra: Mapping[str, object] | None = None) -> dict[str, Any]:

@@ -306,3 +306,87 @@ async def test_leaving_twice_is_401_the_second_time(client: httpx.AsyncClient, f
     teen = family.by_role("teen")
     assert (await _leave(client, teen)).status_code == 204
     assert (await _leave(client, teen)).status_code == 401
+
+
+# Leaving while an invite of the leaver is being accepted ----------------------------------
+
+
+async def _accept(client: httpx.AsyncClient, invite: dict[str, Any]) -> httpx.Response:
+    body = {"email": invite["email"], "password": PASSWORD, "display_name": "Newcomer"}
+    return await client.post(f"{API}/invites/{invite['token']}/accept", json=body)
+
+
+async def _departure_waits_for_a_lock(pg: asyncpg.Pool) -> None:
+    """Until a departure is blocked on a row lock (or a few seconds passed: then it is not)."""
+    for _ in range(100):
+        if await pg.fetchval(
+            "select exists (select 1 from pg_stat_activity where wait_event_type = 'Lock'"
+            " and query like '%depart_family%')"
+        ):
+            return
+        await asyncio.sleep(0.05)
+
+
+class _AcceptsAfterTheDeparture:
+    """The real auth provider, creating an account only once a departure waits for a lock:
+    the acceptance then holds what it held before, so the departure meets it mid-way."""
+
+    def __init__(self, inner: Any, pg: asyncpg.Pool):
+        self.inner, self.pg = inner, pg
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def create_user(self, **kwargs: Any) -> Any:
+        await _departure_waits_for_a_lock(self.pg)
+        return await self.inner.create_user(**kwargs)
+
+
+async def _race_leaving_and_accepting(
+    client: httpx.AsyncClient, factory: Factory, pg: asyncpg.Pool, *, accept_first: bool
+) -> None:
+    family = await factory.family(["adult", "adult"])
+    leaver = family.members[1]
+    invite = await factory.invite(leaver, "teen")
+
+    async def accept_then() -> httpx.Response:
+        return await _accept(client, invite)
+
+    async def leave_then() -> httpx.Response:
+        if accept_first:
+            await asyncio.sleep(0)  # the acceptance starts first and reaches its account
+        return await _leave(client, leaver)
+
+    accepted, left = await asyncio.wait_for(asyncio.gather(accept_then(), leave_then()), 120)
+
+    assert left.status_code == 204, left.text
+    assert accepted.status_code in (201, 400), accepted.text
+    stored = await pg.fetchval(
+        "select status from public.invitations where id = $1", uuid.UUID(invite["id"])
+    )
+    assert stored == ("accepted" if accepted.status_code == 201 else "revoked")
+
+
+async def test_leaving_meets_an_acceptance_of_the_leavers_invite_mid_way(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory, pg: asyncpg.Pool
+):
+    # The acceptance holds the invite's row lock while it creates the account; the leaver's
+    # departure revokes their pending invites. Taken in opposite orders (the departure first
+    # locking the family row, the acceptance the invite), the two deadlocked (a 500).
+    context = app.state.context
+    real = context.auth_provider
+    context.auth_provider = _AcceptsAfterTheDeparture(real, pg)
+    try:
+        for _ in range(3):
+            await _race_leaving_and_accepting(client, factory, pg, accept_first=True)
+    finally:
+        context.auth_provider = real
+
+
+async def test_leaving_and_accepting_at_once_agree_every_time(
+    client: httpx.AsyncClient, factory: Factory, pg: asyncpg.Pool
+):
+    # Either the invite was accepted before the departure (the newcomer stays) or it was
+    # revoked by it; never both, never a deadlock.
+    for round_ in range(12):
+        await _race_leaving_and_accepting(client, factory, pg, accept_first=round_ % 2 == 0)

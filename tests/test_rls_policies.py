@@ -244,6 +244,27 @@ async def test_family_units_update_with_no_where_clause(pg, b):
     assert await run_as(pg, b.members["adult"], statement) == done(1)
 
 
+# What a member's token may read of other members: the display data the API shows (name,
+# role, avatar, a child's username), never an email address, not even their own: the
+# column is not granted (the API reads a member's own email as the service).
+MEMBER_DISPLAY_COLUMNS = "id, family_unit_id, role, display_name, username, avatar_url"
+
+
+@covers("public.user_profiles.user_profiles_select")
+@pytest.mark.parametrize("role", ROLES)
+async def test_members_read_each_others_display_data_but_no_email(pg, a, role):
+    caller, other = a.members[role], a.members[a.other_than(role)]
+    query = f"select count(*) from (select {MEMBER_DISPLAY_COLUMNS} from public.user_profiles"
+    assert await count_as(pg, caller, query + " where id = $1) p", u(other)) == 1
+    for statement in (
+        "select email from public.user_profiles where id = $1",
+        "select * from public.user_profiles where id = $1",
+        "select count(*) from public.user_profiles where email like '%' and id = $1",
+    ):
+        await refused_as(pg, caller, statement, u(other))
+        await refused_as(pg, caller, statement, u(caller))
+
+
 @covers("public.user_profiles.user_profiles_update_own")
 async def test_user_profiles_update_with_no_where_clause(pg, b):
     statement = "update public.user_profiles set display_name = 'N'"
@@ -442,9 +463,10 @@ async def test_invitations_select_not_another_familys(pg, a, b):
     assert await count_as(pg, b.members["adult"], query, a.invite) == 0
 
 
+# No expires_at: the server's to set (members' grants do not cover it).
 _NEW_INVITE = (
-    "insert into public.invitations (family_unit_id, email, role, token_hash, invited_by,"
-    " expires_at) values ($1, $2, $3, $4, $5, now() + interval '7 days')"
+    "insert into public.invitations (family_unit_id, email, role, token_hash, invited_by)"
+    " values ($1, $2, $3, $4, $5)"
 )
 
 
@@ -496,8 +518,7 @@ async def test_invitations_insert_pending_only(pg, a, status):
         pg,
         a.members["adult"],
         "insert into public.invitations (family_unit_id, email, role, token_hash, invited_by,"
-        " expires_at, status) values ($1, 'x@example.com', 'teen', $2, $3,"
-        " now() + interval '7 days', $4)",
+        " status) values ($1, 'x@example.com', 'teen', $2, $3, $4)",
         u(a.family),
         uuid.uuid4().hex,
         u(a.members["adult"]),
@@ -1017,6 +1038,17 @@ async def test_memory_changes_select_own_family_only(pg, a, b):
     query = "select count(*) from app.memory_changes where family_unit_id = $1"
     assert await count_as(pg, a.members["child"], query, u(a.family)) > 0
     assert await count_as(pg, b.members["adult"], query, u(a.family)) == 0
+
+
+@covers("app.memory_changes.memory_changes_select")
+@pytest.mark.parametrize("role", ROLES)
+async def test_memory_changes_show_only_memories_the_member_may_see(pg, a, role):
+    # The log of another member's draft would tell that it exists, and its memory_date.
+    query = "select count(*) from app.memory_changes where memory_id = $1"
+    other = a.other_than(role)
+    assert await count_as(pg, a.members[role], query, a.drafts[role]) > 0
+    assert await count_as(pg, a.members[role], query, a.published[other]) > 0
+    assert await count_as(pg, a.members[role], query, a.drafts[other]) == 0
 
 
 @covers(

@@ -24,6 +24,8 @@ from typing import Any, TypeAlias, cast
 import asyncpg
 import orjson
 
+from app.errors import DATABASE_BUSY, ServiceUnavailable
+
 Connection: TypeAlias = asyncpg.Connection
 Record: TypeAlias = asyncpg.Record
 
@@ -34,6 +36,10 @@ select set_config('role', 'authenticated', true),
        set_config('request.jwt.claims', $1, true)
 """
 _ENTER_SERVICE_ROLE = "select set_config('role', 'service_role', true)"
+_CURRENT_ROLE = "select current_setting('role')"
+_RESTORE_ROLE = "select set_config('role', $1, true)"
+# How long a client is told to wait after `database_busy`: a shortage passes in seconds.
+_BUSY_RETRY_AFTER = {"Retry-After": "2"}
 
 # The connection of the session the current task is inside (see Database.connection_in_use).
 _session_connection: ContextVar[Connection | None] = ContextVar("session_connection", default=None)
@@ -74,9 +80,29 @@ class PooledConnection(asyncpg.Connection):
             self._transaction_scoped = False  # the next use is judged on its own
 
 
+@asynccontextmanager
+async def service_role_within(conn: Connection) -> AsyncIterator[Connection]:
+    """Service-role statements inside the transaction already open on `conn`.
+
+    For the small privileged step of a request that runs in a member's RLS session or a
+    system session (creating a built-in account, choosing a child's username, reading the
+    member's own email, which members' grants do not show): taking a second pooled
+    connection for it would let N such requests deadlock a pool of N, and its writes would
+    commit apart from the caller's. A savepoint holds the role switch: an error rolls both
+    back; on success the caller's role is put back.
+    """
+    async with conn.transaction():
+        previous = await conn.fetchval(_CURRENT_ROLE)
+        await conn.execute(_ENTER_SERVICE_ROLE)
+        yield conn
+        await conn.execute(_RESTORE_ROLE, previous)
+
+
 class Database:
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float | None = None):
         self.pool = pool
+        # None: wait for a connection as long as it takes (scripts, tests' own pools).
+        self.acquire_timeout = acquire_timeout
 
     @classmethod
     async def connect(
@@ -87,6 +113,7 @@ class Database:
         min_size: int = 2,
         max_size: int = 10,
         command_timeout: float = 30.0,
+        acquire_timeout: float | None = None,
     ) -> "Database":
         pool = await asyncpg.create_pool(
             dsn,
@@ -99,7 +126,7 @@ class Database:
             # a statement prepared on another one does not exist.
             statement_cache_size=0 if pooler_mode else 100,
         )
-        return cls(pool)
+        return cls(pool, acquire_timeout=acquire_timeout)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -174,7 +201,15 @@ class Database:
         asyncpg drops it and the pool opens a new one later. Raising here would turn a
         stored write into an error answer.
         """
-        conn = await self.pool.acquire()
+        try:
+            conn = await self.pool.acquire(timeout=self.acquire_timeout)
+        except TimeoutError:
+            # Every connection is busy: answer now (503, retry shortly) rather than queue
+            # requests behind one another until clients give up.
+            logger.warning("no database connection free", extra={"pool": self.pool_stats()})
+            raise ServiceUnavailable(
+                "The service is busy; please retry", code=DATABASE_BUSY, headers=_BUSY_RETRY_AFTER
+            ) from None
         if transaction_scoped:
             # Through the pool's proxy; a pool of plain connections (tests) has no such mark.
             mark = getattr(conn, "mark_transaction_scoped", None)

@@ -19,7 +19,7 @@ import asyncpg
 from app.adapters.auth.provider import AuthProvider
 from app.adapters.storage.base import StorageBackend
 from app.config import Settings
-from app.db.postgres import Connection, Database
+from app.db.postgres import Connection, Database, service_role_within
 from app.errors import Conflict, Unauthorized
 from app.models import rbac
 from app.models.identity import Actor, Role
@@ -57,7 +57,13 @@ def normalize_email(email: str | None) -> str | None:
 
 
 async def ensure_email_free(db: Connection, email: str | None) -> None:
-    if email and await db.fetchval(_EMAIL_TAKEN, email):
+    """Whether any member anywhere has `email`: as the service, since members' grants show
+    no email (and their policies only their own family)."""
+    if not email:
+        return
+    async with service_role_within(db) as privileged:
+        taken = await privileged.fetchval(_EMAIL_TAKEN, email)
+    if taken:
         raise Conflict("An account with this email already exists")
 
 
@@ -70,7 +76,9 @@ async def create_member(
     """Create the account, then the profile on `db`; undo the account if that fails.
 
     `db` is the caller's transaction: a system session for registration, the
-    inviting adult's RLS session for provisioning (whose policy then decides).
+    inviting adult's RLS session for provisioning (whose policy then decides). The built-in
+    provider writes the account on it too (app.adapters.auth.local), so it commits or rolls
+    back with the profile; Supabase's is a remote call that `delete_user` undoes.
     """
     await ensure_email_free(db, member.email)
     user_id = await provider.create_user(
@@ -191,20 +199,23 @@ def _username_base(display_name: str) -> str:
     return (letters or "child")[:20]
 
 
-async def new_child_username(database: Database, display_name: str) -> str:
-    """A readable name like `lea.0412`; the unique index settles any race."""
+async def new_child_username(db: Connection, display_name: str) -> str:
+    """A readable name like `lea.0412`; the unique index settles any race.
+
+    Checked on the caller's connection `db` (as service role: every family's names count),
+    never on a second pooled one (docs/security.md, "account creations ... the pool").
+    """
     username = ""
-    for _ in range(5):
-        username = f"{_username_base(display_name)}.{secrets.randbelow(10_000):04d}"
-        async with database.system_session() as db:
-            if not await db.fetchval(_USERNAME_TAKEN, username):
+    async with service_role_within(db) as privileged:
+        for _ in range(5):
+            username = f"{_username_base(display_name)}.{secrets.randbelow(10_000):04d}"
+            if not await privileged.fetchval(_USERNAME_TAKEN, username):
                 break
     return username
 
 
 async def provision_child(
     db: Connection,
-    database: Database,
     provider: AuthProvider,
     actor: Actor,
     *,
@@ -212,7 +223,7 @@ async def provision_child(
     email: str | None,
 ) -> ProvisionedChild:
     rbac.require(actor, Permission.PROVISION_CHILD)
-    username = await new_child_username(database, display_name)
+    username = await new_child_username(db, display_name)
     password = secrets.token_urlsafe(12)
     member = NewMember(
         family_unit_id=actor.family_unit_id,
@@ -231,9 +242,10 @@ async def provision_child(
     )
 
 
+# Members' grants show no email, not even their own: app.current_member_email() reads it.
 _PROFILE = """
-select id, email, username, display_name, avatar_url, role, family_unit_id, created_at,
-       app.avatar_path(avatar_media_id) as avatar_path
+select id, app.current_member_email() as email, username, display_name, avatar_url, role,
+       family_unit_id, created_at, app.avatar_path(avatar_media_id) as avatar_path
 from public.user_profiles where id = $1
 """
 # $4: the avatar changes (to the URL $3 or the uploaded avatar $5, one of them null).

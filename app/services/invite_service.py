@@ -4,7 +4,7 @@ Tokens are 32 random bytes shown once; only their SHA-256 is stored. A pending
 invite past `expires_at` is reported (and, when touched, stored) as `expired`.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -14,7 +14,7 @@ from app.adapters.auth.provider import AuthProvider
 from app.adapters.cursors import CursorCodec, InvalidCursor
 from app.adapters.tokens import hash_token, new_opaque_token
 from app.config import Settings
-from app.db.postgres import Connection, Database
+from app.db.postgres import Connection, Database, service_role_within
 from app.errors import INVITE_INVALID, Conflict, Invalid, NotFound
 from app.models import rbac
 from app.models.identity import Actor, Role
@@ -29,8 +29,15 @@ update public.invitations set status = 'expired'
 where family_unit_id = $1 and email = $2 and status = 'pending' and expires_at <= now()
 """
 _NEW_INVITE = """
-insert into public.invitations (family_unit_id, email, role, token_hash, invited_by, expires_at)
-values ($1, $2, $3, $4, $5, $6)
+insert into public.invitations (family_unit_id, email, role, token_hash, invited_by)
+values ($1, $2, $3, $4, $5)
+returning id
+"""
+# The lifetime is the server's: members' grants do not cover expires_at (an invite that never
+# expires, written through the Data API), so it is set as the service, in the same transaction.
+_SET_EXPIRY = """
+update public.invitations set expires_at = created_at + make_interval(days => $2)
+where id = $1
 returning id, email, role, expires_at, created_at, app.invite_status(status, expires_at) as status
 """
 _LIST_INVITES = """
@@ -73,6 +80,17 @@ from public.invitations i
 join public.family_units f on f.id = i.family_unit_id
 left join public.user_profiles p on p.id = i.invited_by
 where i.token_hash = $1
+"""
+# Who is in a family is decided under the family's row lock, taken before anything else
+# (removal and departure lock it, then revoke the leaver's invites). An acceptance takes it
+# first too, then the invite's: in the other order it deadlocked with a departure that held
+# the family and waited for the invite. FOR SHARE: acceptances into one family do not wait
+# for one another, while a removal or departure (FOR NO KEY UPDATE / FOR UPDATE) waits for
+# them, or they for it.
+_LOCK_FAMILY_OF_INVITE = """
+select f.id from public.family_units f
+where f.id = (select family_unit_id from public.invitations where token_hash = $1)
+for share of f
 """
 _LOCK_BY_TOKEN = """
 select i.id, i.email, i.role, i.family_unit_id,
@@ -132,21 +150,16 @@ async def create(
         outbox.require_available()  # refused before anything is written
     email = email.strip().lower()
     token = new_opaque_token()
-    expires_at = datetime.now(UTC) + timedelta(days=settings.invite_ttl_days)
     await db.execute(_EXPIRE_STALE_FOR_EMAIL, actor.family_unit_id, email)
     try:
         async with db.transaction():
-            row = await db.fetchrow(
-                _NEW_INVITE,
-                actor.family_unit_id,
-                email,
-                role.value,
-                hash_token(token),
-                actor.id,
-                expires_at,
+            invite_id = await db.fetchval(
+                _NEW_INVITE, actor.family_unit_id, email, role.value, hash_token(token), actor.id
             )
     except asyncpg.UniqueViolationError:
         raise Conflict("A pending invite for this email already exists") from None
+    async with service_role_within(db) as privileged:
+        row = await privileged.fetchrow(_SET_EXPIRY, invite_id, settings.invite_ttl_days)
     created = InviteCreated.model_validate(
         {**dict(row), "token": token, "invite_link": invite_link(settings, token)}
     )
@@ -169,9 +182,17 @@ async def _queue_invite_mail(
         link=created.invite_link,
         expires=created.expires_at.astimezone(UTC).strftime("%d %B %Y, %H:%M UTC"),
     )
-    queued = await db.fetchval(
-        _QUEUE_INVITE_MAIL, created.id, new_message_id(settings), mail.subject, mail.text, mail.html
-    )
+    # Only the service may queue it (a member's token could otherwise mail text of its own):
+    # as service role, still inside this member's transaction, whose claims it checks.
+    async with service_role_within(db) as privileged:
+        queued = await privileged.fetchval(
+            _QUEUE_INVITE_MAIL,
+            created.id,
+            new_message_id(settings),
+            mail.subject,
+            mail.text,
+            mail.html,
+        )
     if not queued:  # the invite was made in this very transaction: a bug if so
         raise RuntimeError("the invite just created could not be mailed")
 
@@ -264,6 +285,7 @@ async def accept(
     """
     async with account_service.account_creation(database, provider) as creation:
         db = creation.db
+        await db.execute(_LOCK_FAMILY_OF_INVITE, hash_token(token))
         invite = await db.fetchrow(_LOCK_BY_TOKEN, hash_token(token))
         if invite is None:
             raise NotFound("Invite not found")
@@ -285,7 +307,7 @@ async def accept(
             raise Invalid("Email is required", code=INVITE_INVALID)
         # A child joining without an email logs in with a username, as provisioned ones do.
         username = (
-            await account_service.new_child_username(database, display_name)
+            await account_service.new_child_username(db, display_name)
             if given_email is None
             else None
         )

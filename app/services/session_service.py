@@ -214,7 +214,10 @@ _END_ALL_SESSIONS = """
 update app.auth_sessions set revoked_at = now(), revoked_reason = $3
 where user_id = $1 and revoked_at is null and ($2::uuid is null or id <> $2)
 """
-_PROFILE_LOGIN = "select email, username from public.user_profiles where id = $1"
+# The caller's own (members' grants show no email; app.current_member_email() reads it).
+_PROFILE_LOGIN = """
+select app.current_member_email() as email, username from public.user_profiles where id = $1
+"""
 
 
 async def list_sessions(db: Connection, actor: Actor) -> list[Session]:

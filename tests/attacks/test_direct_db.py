@@ -18,7 +18,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -36,8 +36,8 @@ from tests.helpers.supabase_fixtures import (
 TABLE_PRIVILEGES = {
     ("authenticated", "app.auth_sessions", "SELECT"),
     ("authenticated", "app.family_memory_counts", "SELECT"),
-    # The feed's change log for stable scrolling (family only). NOTE: it also shows that other
-    # members' drafts exist, with their memory_date: more than the API shows (reported).
+    # The feed's change log for stable scrolling: only the log of memories the member may see
+    # (policy memory_changes_select), so no other member's draft shows that it exists.
     ("authenticated", "app.memory_changes", "SELECT"),
     ("authenticated", "app.refresh_tokens", "SELECT"),
     ("authenticated", "public.analytics_events", "SELECT"),
@@ -65,7 +65,6 @@ TABLE_PRIVILEGES = {
     ("authenticated", "public.memory_reactions", "SELECT"),
     ("authenticated", "public.pet_profiles", "DELETE"),
     ("authenticated", "public.pet_profiles", "SELECT"),
-    ("authenticated", "public.user_profiles", "SELECT"),
 }
 
 # Column privileges: exactly the columns the API writes in a member's session. Counters,
@@ -82,10 +81,16 @@ _COLUMNS = {
     # memory's photo, or another family's media, as an avatar).
     ("public.user_profiles", "UPDATE"): "avatar_media_id avatar_url display_name updated_at",
     ("public.pet_profiles", "UPDATE"): "avatar_media_id avatar_url",
+    # Members' display data; never `email` (not even one's own: app.current_member_email()).
+    ("public.user_profiles", "SELECT"): (
+        "avatar_media_id avatar_url created_at display_name family_unit_id id removed_at role"
+        " updated_at username"
+    ),
     # An adult provisioning a child (policy user_profiles_provision_child).
     ("public.user_profiles", "INSERT"): "display_name email family_unit_id id role username",
     ("public.pet_profiles", "INSERT"): "avatar_url created_by display_name family_unit_id",
-    ("public.invitations", "INSERT"): "email expires_at family_unit_id invited_by role token_hash",
+    # Not expires_at: the server's lifetime (an inviter's own would never expire).
+    ("public.invitations", "INSERT"): "email family_unit_id invited_by role token_hash",
     ("public.invitations", "UPDATE"): "status",
     ("public.memories", "INSERT"): (
         "description family_unit_id location memory_date status tags title user_id"
@@ -125,10 +130,7 @@ COLUMN_PRIVILEGES = {
 # matching_memory_ids applies the memories_select rule; own_family_object_size answers only
 # for the caller's family's folder.
 # depart_family acts only for the caller (leaving or deleting their own account, as the API
-# does). queue_invite_mail queues mail only for a pending invite the caller issued, to the
-# invite's own address; NOTE: its subject and bodies are the caller's to choose, so a member's
-# token can mail text of its own to someone it invited, as often as it likes (reported, not
-# changed here).
+# does). queue_invite_mail is the server's alone (it takes the mail's text: service_role).
 CALLABLE_FUNCTIONS = {
     # Media variants: pure path helpers (no table access of their own), the family's dedupe
     # lookup (definer: answers only for the caller's own family; it tells a member whether the
@@ -167,6 +169,8 @@ CALLABLE_FUNCTIONS = {
     ),
     ("authenticated", "app.import_reaction(uuid, uuid, text, timestamp with time zone)", True),
     ("authenticated", "app.current_family_id()", True),
+    # The caller's own email (members' grants show no email column).
+    ("authenticated", "app.current_member_email()", True),
     ("authenticated", "app.current_member_role()", True),
     ("authenticated", "app.depart_family(boolean, boolean)", True),
     (
@@ -184,7 +188,6 @@ CALLABLE_FUNCTIONS = {
     ("authenticated", "app.matching_memory_ids(text, text[])", True),
     ("authenticated", "app.memory_object_visible(text)", False),
     ("authenticated", "app.own_family_object_size(text, text)", True),
-    ("authenticated", "app.queue_invite_mail(uuid, text, text, text, text)", True),
     ("authenticated", "app.remove_family_member(uuid)", True),
     ("authenticated", "app.tags_text(text[])", False),
 }
@@ -692,3 +695,88 @@ async def test_a_media_rows_size_is_its_objects(supabase_dsn):
         )
     finally:
         await conn.close()
+
+
+# --- invitations: the mail and the expiry are the server's ------------------------------------
+
+
+async def _pending_invite(conn: asyncpg.Connection, world: World) -> uuid.UUID:
+    invite: uuid.UUID = await conn.fetchval(
+        "insert into public.invitations (family_unit_id, email, role, token_hash, invited_by,"
+        " expires_at) values ($1, $2, 'teen', $3, $4, now() + interval '7 days') returning id",
+        world.family,
+        f"{uuid.uuid4().hex[:12]}@example.com",
+        uuid.uuid4().hex,
+        world.adult,
+    )
+    return invite
+
+
+ATTACKER_TEXT = "Your account is locked: confirm your password at evil.example"
+
+
+async def test_an_inviter_cannot_put_text_of_their_own_in_an_invite_mail(conn, world):
+    # The mail's subject and bodies used to be the caller's to choose: a member's token could
+    # mail anything to someone it had invited, as often as it liked. Only the server queues
+    # invite mail now, rendered from its own templates.
+    invite = await _pending_invite(conn, world)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_member(
+            conn,
+            world.adult,
+            "select app.queue_invite_mail($1, $2, $3, $3, $3)",
+            invite,
+            f"<{uuid.uuid4().hex}@evil.example>",
+            ATTACKER_TEXT,
+        )
+    queued = await conn.fetchval(
+        "select count(*) from app.mail_outbox where subject = $1 or text_body = $1"
+        " or html_body = $1",
+        ATTACKER_TEXT,
+    )
+    assert queued == 0
+
+
+async def test_an_inviter_cannot_choose_an_invites_expiry(conn, world):
+    # An invite that never expires (or one made to look fresh) is the server's TTL to refuse.
+    new_invite = (
+        "insert into public.invitations (family_unit_id, email, role, token_hash, invited_by,"
+        " expires_at) values ($1, $2, 'teen', $3, $4, $5)"
+    )
+    for expiry in (FAR_FUTURE, LONG_AGO):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_member(
+                conn,
+                world.adult,
+                new_invite,
+                world.family,
+                f"{uuid.uuid4().hex[:12]}@example.com",
+                uuid.uuid4().hex,
+                world.adult,
+                expiry,
+            )
+    invite = await _pending_invite(conn, world)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_member(
+            conn,
+            world.adult,
+            "update public.invitations set expires_at = $2 where id = $1",
+            invite,
+            FAR_FUTURE,
+        )
+    # Made without one, an invite gets the default lifetime, counted from now.
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    await as_member(
+        conn,
+        world.adult,
+        "insert into public.invitations (family_unit_id, email, role, token_hash, invited_by)"
+        " values ($1, $2, 'teen', $3, $4)",
+        world.family,
+        email,
+        uuid.uuid4().hex,
+        world.adult,
+    )
+    lifetime = await conn.fetchval(
+        "select expires_at - now() from public.invitations where email = $1", email
+    )
+    assert timedelta(days=6, hours=23) < lifetime <= timedelta(days=7)

@@ -37,13 +37,9 @@ _addresses = itertools.count(1)
 
 @pytest.fixture(scope="module")
 async def limited_app(migrated_database_url, data_dir) -> AsyncIterator[FastAPI]:
-    # A pool larger than the bursts: registering and provisioning hold one pooled connection
-    # while they take a second (for the account), so a burst of as many of them as the pool
-    # has connections waits for ever. That is a separate problem (docs/security.md, "Left
-    # open"); these tests are about the counting.
-    settings = make_settings(
-        migrated_database_url, data_dir, rate_limit_enabled=True, database_pool_max=40
-    )
+    # The default pool: bursts larger than it wait their turn (tests/attacks/
+    # test_pool_exhaustion.py shows account creations need one connection each).
+    settings = make_settings(migrated_database_url, data_dir, rate_limit_enabled=True)
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application

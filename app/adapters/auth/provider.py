@@ -4,9 +4,11 @@
 own database; `SupabaseAuthProvider` (app.adapters.auth.supabase) keeps them in Supabase Auth.
 Either way the backend issues its own tokens; nothing else knows which one runs.
 
-`create_user` commits on its own (for Supabase it is a remote call), so callers
-follow the same pattern with both providers: create the account, then write the
-profile, and `delete_user` if that second step fails, leaving no orphan.
+Callers follow one pattern with both providers: create the account, then write the
+profile, and `delete_user` if that second step fails, leaving no orphan. Supabase's
+`create_user` is a remote call that commits on its own; the built-in one writes on the
+caller's open session (its transaction), so it also rolls back with it, and never needs a
+second pooled connection.
 """
 
 from typing import Protocol
@@ -26,7 +28,7 @@ class AuthProvider(Protocol):
         """True if the password is right. With no user, spend the same time and say no."""
 
     async def set_password(self, user_id: UUID, password: str) -> None:
-        """Replace the account's password (commits on its own, like `create_user`)."""
+        """Replace the account's password (with the caller's session, like `create_user`)."""
 
     async def close_account(self, user_id: UUID) -> None:
         """End the account for good: no password, no email, no sign-in; idempotent.

@@ -140,7 +140,6 @@ async def provision_child(
     """Create a child account in your family; the generated password is shown only here."""
     child = await account_service.provision_child(
         db,
-        context.database,
         context.auth_provider,
         actor,
         display_name=body.display_name,
