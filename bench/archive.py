@@ -26,9 +26,11 @@ import job run):
 
 - `import (register only)`: every file read from the zip, hashed, sniffed, stored and
   registered with its memory; media processing excluded (the media stay `pending`);
-- `import + processing (as the server)`: the same with each media handed to the media
-  processor as it is registered, as the server's import job does, until every media is
-  `completed` (or failed: counted);
+- `import + processing (as the server)`: the same with the media handed to the media
+  processor as they are registered, as the server's import job does (a batch as large as
+  the processor's slots, each batch processed at once), until every media is `completed`
+  (or failed: counted); beside it `import + processing, one file at a time`, as the job
+  did before;
 - `import, then the sweep`: registration only, then the processor's sweep with its
   `MEDIA_PROCESSING_WORKERS` slots, until every media is done.
 
@@ -185,10 +187,15 @@ async def export_zip(bench: Bench) -> Path:
     return bench.export_zip
 
 
-async def _import(bench: Bench, *, process: bool, sweep: bool) -> str:
+async def _import(bench: Bench, *, process: bool, sweep: bool, one_at_a_time: bool = False) -> str:
     archive = await export_zip(bench)
     _headers, family, user = await register(bench.client)
     context = bench.context
+
+    async def one_by_one(media_ids: list[uuid.UUID]) -> None:
+        for media_id in media_ids:
+            await context.media.process([media_id])
+
     try:
         report = await import_service.import_local(
             context.database,
@@ -197,7 +204,7 @@ async def _import(bench: Bench, *, process: bool, sweep: bool) -> str:
             path=archive,
             family_unit_id=family,
             user_id=user,
-            on_media=context.media.process if process else None,
+            on_media=(one_by_one if one_at_a_time else context.media.process) if process else None,
         )
         assert report.media_imported == len(bench.files), report.as_json()
         if process or sweep:
@@ -249,6 +256,14 @@ async def import_processed(bench: Bench) -> Row:
     )
 
 
+async def import_processed_one_at_a_time(bench: Bench) -> Row:
+    """What the server's import job did before it handed over a batch per slot."""
+    return await measured(
+        "import + processing, one file at a time",
+        lambda: _import(bench, process=True, sweep=False, one_at_a_time=True),
+    )
+
+
 async def import_then_sweep(bench: Bench) -> Row:
     return await measured(
         "import, then the sweep", lambda: _import(bench, process=False, sweep=True)
@@ -260,6 +275,7 @@ MEASUREMENTS: list[tuple[str, Callable[[Bench], Awaitable[Row]]]] = [
     ("export", export),
     ("import", import_registered),
     ("import+processing", import_processed),
+    ("import+processing-one-at-a-time", import_processed_one_at_a_time),
     ("import+sweep", import_then_sweep),
 ]
 

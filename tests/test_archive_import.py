@@ -175,6 +175,26 @@ async def test_a_takeout_becomes_one_memory_per_album_and_per_day(
     assert all(m["user_id"] == adult.id for m in memories.values())
 
 
+async def test_the_import_job_hands_its_media_over_in_batches_not_one_at_a_time(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The processor runs a batch with every slot it has; one file at a time left one idle."""
+    adult = (await factory.family(["adult"])).adult
+    batches: list[list[str]] = []
+
+    async def record(media_ids: list[uuid.UUID]) -> None:
+        batches.append([str(media_id) for media_id in media_ids])
+
+    monkeypatch.setattr(app.state.context.imports, "_on_media", record)
+
+    job = await run_import(app, client, adult, takeout_zip(takeout_files()))
+
+    assert job["status"] == "completed", job
+    media = [m["id"] for memory in await family_memories(client, adult) for m in memory["media"]]
+    # Each registered file once, all 6 in one batch (fewer than a batch's 32).
+    assert [sorted(batch) for batch in batches] == [sorted(media)]
+
+
 async def test_running_the_same_import_again_adds_nothing(
     app: FastAPI, client: httpx.AsyncClient, factory: Factory
 ) -> None:

@@ -67,6 +67,9 @@ IMPORT_NOT_FOUND = "Import not found"
 MAX_REPORTED_SKIPS = 1000
 _PROGRESS_EVERY_SECONDS = 1.0
 _COPY_CHUNK = 1024 * 1024
+# Media handed to the processor together: it runs them with every slot it has, so the slots
+# stay busy (one file at a time kept one of them idle), while the progress still moves.
+_PROCESS_BATCH = 32
 _EXIF_DATETIME_ORIGINAL = 0x9003
 _EXIF_OFFSET_TIME_ORIGINAL = 0x9011
 _EXIF_IFD = 0x8769
@@ -278,6 +281,7 @@ class Importer:
     report: Report = field(default_factory=Report)
     progress: Progress = field(default_factory=Progress)
     _memory_parts: dict[str, int] = field(default_factory=dict)
+    _unprocessed: list[UUID] = field(default_factory=list)
     _last_saved: float = 0.0
 
     async def run(self, source: Source) -> None:
@@ -291,6 +295,7 @@ class Importer:
             self.progress.files_total = len(files)
             for item in files:
                 await self._import_file(item, self._group_for(item))
+        await self._hand_over_media()
         await self._save_progress(force=True)
 
     # Files ---------------------------------------------------------------------------------
@@ -357,8 +362,14 @@ class Importer:
                 return
             raise
         self.report.media_imported += 1
-        if self.on_media is not None:
-            await self.on_media([media.id])
+        self._unprocessed.append(media.id)
+        if len(self._unprocessed) >= _PROCESS_BATCH:
+            await self._hand_over_media()
+
+    async def _hand_over_media(self) -> None:
+        batch, self._unprocessed = self._unprocessed, []
+        if batch and self.on_media is not None:
+            await self.on_media(batch)
 
     async def _already_imported(self, digest: str) -> bool:
         async with self._member_session() as db:
