@@ -109,11 +109,12 @@ async def test_media_interrupted_by_sigkill_are_finished_after_restart(
         )
         registered.append(str(late["media_id"]))
 
-        # Kill once processing is under way and plenty is still unfinished.
+        # Kill once processing is under way, with a file being processed at that moment
+        # (between two jobs, for a few milliseconds, none is) and plenty still unfinished.
         deadline = time.monotonic() + 20
         while True:
             counts = Counter(m["processing_status"] for m in await _statuses(pg_conn, memory["id"]))
-            if counts["completed"] >= 1:
+            if counts["completed"] >= 1 and counts["processing"] >= 1:
                 break
             assert time.monotonic() < deadline, f"processing never started: {counts}"
             await asyncio.sleep(0.02)
