@@ -181,3 +181,110 @@ async def test_an_api_router_turns_away_paths_without_its_prefixes() -> None:
         return {"at": "status"}
 
     assert top.path_needles() == ("/feed", "/status")
+
+
+# The transaction ends before the answer goes out -----------------------------------------
+
+
+async def _call_and_look_when_the_answer_starts(
+    app: FastAPI,
+    method: str,
+    path: str,
+    member_headers: dict[str, str],
+    body: bytes,
+    look: Any,
+) -> tuple[int, Any]:
+    """Call the app as a server does; run `look()` the moment the response starts."""
+    headers = [(b"host", b"testserver"), (b"content-type", b"application/json")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in member_headers.items()]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    sent = False
+    seen: dict[str, Any] = {}
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            seen["status"] = message["status"]
+            seen["looked"] = await look()
+
+    await app(scope, receive, send)
+    return seen["status"], seen["looked"]
+
+
+async def test_a_write_is_committed_before_its_answer_starts(
+    app: FastAPI, factory: Factory, pg: Any
+) -> None:
+    # docs/api.md: a 2xx means the change is stored. Another connection sees it as soon as
+    # the status line goes out.
+    member = await factory.register("adult")
+
+    async def stored_name() -> str:
+        return str(
+            await pg.fetchval(
+                "select display_name from public.user_profiles where id = $1", member.id
+            )
+        )
+
+    status, name = await _call_and_look_when_the_answer_starts(
+        app,
+        "PATCH",
+        f"{API}/auth/me",
+        member.headers,
+        b'{"display_name": "Stored First"}',
+        stored_name,
+    )
+    assert (status, name) == (200, "Stored First")
+
+
+async def test_a_refused_request_gives_its_connection_back_before_its_answer(
+    app: FastAPI, factory: Factory, pg: Any
+) -> None:
+    member = await factory.register("adult")
+    database = app.state.context.database
+    idle_before = database.pool.get_idle_size() + (
+        database.pool.get_max_size() - database.pool.get_size()
+    )
+
+    async def pool_free() -> int:
+        return int(
+            database.pool.get_idle_size()
+            + (database.pool.get_max_size() - database.pool.get_size())
+        )
+
+    # A body refused (422) once the member's session is open: it ends, rolled back, and its
+    # connection is back in the pool before the answer starts.
+    status, free = await _call_and_look_when_the_answer_starts(
+        app,
+        "PATCH",
+        f"{API}/auth/me",
+        member.headers,
+        b'{"display_name": "Never", "avatar_url": "https://example.com/a.png", '
+        b'"avatar_storage_path": "x/y.png"}',
+        pool_free,
+    )
+    assert status == 422
+    assert free == idle_before
+    name = await pg.fetchval(
+        "select display_name from public.user_profiles where id = $1", member.id
+    )
+    assert name != "Never"
