@@ -18,8 +18,8 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Match
 
 from app.adapters import tokens
-from app.api.deps import require
-from app.api.routing import ApiRouter
+from app.api.deps import require, user_session
+from app.api.routing import ApiRoute, ApiRouter
 from app.config import Settings
 from app.db.postgres import Database
 from app.errors import Unauthorized
@@ -71,6 +71,16 @@ def test_no_dependency_or_endpoint_runs_in_a_worker_thread(app: FastAPI) -> None
         if not _runs_on_the_loop(call)
     }
     assert threaded == set()
+
+
+def test_every_route_opening_a_member_session_ends_it_before_answering(app: FastAPI) -> None:
+    # A route built by a plain APIRouter would leave the transaction open (and its connection
+    # taken) after the answer: only ApiRoute ends it.
+    routes = [
+        route for route in _api_routes(app.router.routes) if user_session in _calls(route.dependant)
+    ]
+    assert len(routes) > 30
+    assert [route.path for route in routes if not isinstance(route, ApiRoute)] == []
 
 
 def test_require_is_checked_on_the_event_loop() -> None:

@@ -4,16 +4,18 @@
 verified, a transaction is opened as `authenticated` with the user's claims (so
 RLS applies), and the member is loaded from the database in it (so a removed
 member or a logged-out session is refused at once). The transaction commits when
-the endpoint returns — before the response is sent, so a 2xx means it is stored.
+the endpoint returns — before the response is sent, so a 2xx means it is stored
+(`app.api.routing.ApiRoute` calls `end_member_session`).
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Scope
 
 from app.adapters import rate_limit, tokens
 from app.context import AppContext
@@ -47,28 +49,56 @@ async def get_database(context: Context) -> Database:
 DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
-@dataclass(frozen=True)
-class UserSession:
+# Where a request keeps its open member session (its request scope, under this key) until
+# `end_member_session` ends it.
+_OPEN_SESSION = "timeless.member_session"
+
+
+@dataclass(frozen=True, slots=True)
+class _OpenSession:
     db: Connection
-    actor: Actor
+    closing: AbstractAsyncContextManager[Any]
 
 
 async def user_session(
+    request: Request,
     context: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> AsyncIterator[UserSession]:
+) -> Actor:
+    """The signed-in member, with their transaction opened (as them, under RLS) for the request.
+
+    A plain `async def`, not a generator dependency: FastAPI's machinery for those (an exit
+    stack, a shielded exit, a context manager around the generator) cost more than the rest of
+    the dependency tree. `app.api.routing.ApiRoute` ends the transaction instead, when the
+    endpoint returns or raises, before the answer is sent (`end_member_session`).
+    """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Not authenticated")
     claims = await _verify_token(context, credentials.credentials)
     # One round trip opens the transaction as the member and loads them (session_service).
-    async with session_service.member_session(
+    # Entered by hand: on a refusal (401) the block has already rolled back and let go.
+    opening = session_service.member_session(
         context.database,
         claims,
         touch_after_seconds=context.settings.session_touch_interval_seconds,
-    ) as (db, actor):
-        user_id_var.set(str(actor.id))
-        family_id_var.set(str(actor.family_unit_id))
-        yield UserSession(db, actor)
+    )
+    db, actor = await opening.__aenter__()
+    request.scope[_OPEN_SESSION] = _OpenSession(db, opening)
+    user_id_var.set(str(actor.id))
+    family_id_var.set(str(actor.family_unit_id))
+    return actor
+
+
+async def end_member_session(scope: Scope, error: BaseException | None) -> None:
+    """Commit (no `error`) or roll back the request's member transaction, if it opened one,
+    and give its connection back. A failed commit raises, so the answer is an error."""
+    opened: _OpenSession | None = scope.pop(_OPEN_SESSION, None)
+    if opened is None:
+        return
+    if error is None:
+        await opened.closing.__aexit__(None, None, None)
+    else:
+        await opened.closing.__aexit__(type(error), error, error.__traceback__)
 
 
 async def _verify_token(context: AppContext, token: str) -> tokens.AccessClaims:
@@ -80,20 +110,14 @@ async def _verify_token(context: AppContext, token: str) -> tokens.AccessClaims:
     return tokens.decode_access_token(token, secret=context.settings.jwt_secret)
 
 
-# scope="function": the transaction ends (commits) when the endpoint returns,
-# before the response goes out, rather than after it has been sent.
-_Session = Annotated[UserSession, Depends(user_session, scope="function")]
+CurrentUser = Annotated[Actor, Depends(user_session)]
 
 
-async def _actor(session: _Session) -> Actor:
-    return session.actor
+async def _db(request: Request, actor: CurrentUser) -> Connection:
+    opened: _OpenSession = request.scope[_OPEN_SESSION]
+    return opened.db
 
 
-async def _db(session: _Session) -> Connection:
-    return session.db
-
-
-CurrentUser = Annotated[Actor, Depends(_actor)]
 UserDb = Annotated[Connection, Depends(_db)]
 
 

@@ -1,4 +1,5 @@
-"""`ApiRouter`: an APIRouter that turns a request away at once when none of its routes can match.
+"""`ApiRouter`: an APIRouter that turns a request away at once when none of its routes can match,
+and whose routes (`ApiRoute`) end a member's transaction before their answer is sent.
 
 FastAPI (0.16x) keeps each included router as a node of its own and matches a request by
 walking, in order, every route of every included router before the one that holds the
@@ -10,13 +11,47 @@ are all absent from the path answers `Match.NONE` without looking at its routes.
 doubt (a prefix or path that starts with a parameter, a route of another kind) it looks.
 """
 
+from collections.abc import Callable, Coroutine
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Scope
 
+from app.api.deps import end_member_session
+
+
+class ApiRoute(APIRoute):
+    """A route whose member transaction (`deps.user_session`) ends when its endpoint returns
+    or raises — committed or rolled back — before the answer is sent: a 2xx means stored.
+
+    Every route is wrapped (a dependency added where the router is included counts too);
+    for one that opened no session the end is a dictionary look-up.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except BaseException as error:
+                await end_member_session(request.scope, error)
+                raise
+            await end_member_session(request.scope, None)
+            return response
+
+        return handle
+
 
 class ApiRouter(APIRouter):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("route_class", ApiRoute)
+        super().__init__(**kwargs)
+
     # What a path must contain for one of this router's routes to match it; None: anything.
     _needles: tuple[str, ...] | None = None
     # len(self.routes) when _needles was worked out: routes added later redo it.
