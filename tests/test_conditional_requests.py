@@ -336,6 +336,48 @@ def test_feed_etag_leaves_out_signatures_and_the_cursor_but_not_their_window():
     assert tag(page("u", None), 10) != tag(page("u", "c1"), 10)
 
 
+def test_feed_etag_names_its_urls_window_and_whether_more_follow() -> None:
+    shown = b'{"items": []}'
+
+    def tag(window_end: int, cursor: str | None) -> str:
+        return conditional.etag_of(shown, salt=conditional.page_salt(window_end, cursor))
+
+    assert tag(10, "c1") == tag(10, "c2")  # a cursor records when it was made: left out
+    assert tag(10, "c1") != tag(11, "c1")  # ... but not the window of the page's URLs
+    assert tag(10, None) != tag(10, "c1")  # ... nor whether more pages follow
+    assert tag(10, None).startswith('W/"')
+
+
+async def test_feed_etag_stays_when_every_url_is_signed_anew(client, factory, app, monkeypatch):
+    # Supabase Storage signs with a new token on every request: the URLs of a page (the
+    # originals, thumbnails, variants and avatars alike) differ each time, what it shows not.
+    family = await factory.family(["adult"])
+    memory = await samples.create_memory(client, family.adult, status="published")
+    media = await samples.upload(
+        client, family.adult, memory["id"], samples.webp((60, 40)), "image/webp"
+    )
+    await samples.wait_for_media(client, family.adult, memory["id"], media["id"])
+    storage = app.state.context.storage
+    signed = storage.signed_download_urls
+    signings = iter(range(1_000_000))
+
+    async def signed_anew(paths, *, expires_in):
+        urls = await signed(paths, expires_in=expires_in)
+        return {path: f"{url}&signed={next(signings)}" for path, url in urls.items()}
+
+    monkeypatch.setattr(storage, "signed_download_urls", signed_anew)
+    first = await get(client, family.adult, "/feed")
+    second = await get(client, family.adult, "/feed")
+    first_media, second_media = (
+        first.json()["items"][0]["media"][0],
+        second.json()["items"][0]["media"][0],
+    )
+    assert first_media["variants"] and first_media["thumbnail_url"]
+    assert first_media != second_media  # every URL differs
+    assert first.headers["etag"] == second.headers["etag"]
+    await assert_not_modified(client, family.adult, "/feed", first.headers["etag"])
+
+
 async def test_browsers_let_scripts_read_the_etag(client, factory):
     family = await factory.family(["adult"])
     response = await client.get(

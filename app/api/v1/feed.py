@@ -64,7 +64,7 @@ async def get_feed(
         EventType.FEED_VIEWED, actor=actor, page=page.pagination.page, items=len(page.items)
     )
     salt = conditional.page_salt(result.urls_expire_at, page.next_cursor)
-    tag = conditional.etag(page, exclude=conditional.NEXT_CURSOR, salt=salt)
+    tag = conditional.etag_of(result.shown, salt=salt)
     return conditional.answer(request, response, page, tag)
 
 
