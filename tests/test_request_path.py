@@ -176,11 +176,19 @@ async def test_an_api_router_turns_away_paths_without_its_prefixes() -> None:
         assert (await client.get("/y/x")).json() == {"at": "y"}
         assert (await client.get("/api/v1/nothing")).status_code == 404
 
-    # A route added later to a router without a prefix is seen.
+    # A route added later, once requests were served, is seen: to a router without a
+    # prefix, and to one included in another (whose kept routes version must not hide it).
     @by_id.get("/late")
     async def late() -> dict[str, str]:
         return {"at": "late"}
 
+    @feed.get("/late")
+    async def late_feed() -> dict[str, str]:
+        return {"at": "late feed"}
+
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.get("/late")).json() == {"at": "late"}
+        assert (await client.get("/api/v1/feed/late")).json() == {"at": "late feed"}
     assert by_id.path_needles() is None
     top = ApiRouter()
     top.include_router(feed)
@@ -298,3 +306,27 @@ async def test_a_refused_request_gives_its_connection_back_before_its_answer(
         "select display_name from public.user_profiles where id = $1", member.id
     )
     assert name != "Never"
+
+
+async def test_a_plain_router_inside_an_api_router_is_still_walked_afresh() -> None:
+    from fastapi import APIRouter
+
+    plain, outer = APIRouter(prefix="/plain"), ApiRouter()
+
+    @plain.get("/a")
+    async def a() -> dict[str, str]:
+        return {"at": "a"}
+
+    outer.include_router(plain)
+    app = FastAPI()
+    app.include_router(outer)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.get("/plain/a")).json() == {"at": "a"}
+
+        # A plain APIRouter tells no ApiRouter of its changes: nothing of it is kept.
+        @plain.get("/b")
+        async def b() -> dict[str, str]:
+            return {"at": "b"}
+
+        assert (await client.get("/plain/b")).json() == {"at": "b"}
