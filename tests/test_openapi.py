@@ -261,3 +261,24 @@ def test_every_documented_code_is_answered_somewhere_or_in_progress():
     assert not unanswered, (
         f"docs/api.md documents codes no code answers (mark them **(in progress)**): {unanswered}"
     )
+
+
+def test_member_operations_declare_the_bearer_scheme(document):
+    # `deps.user_session` calls the bearer scheme itself (not as a sub-dependency FastAPI
+    # would declare); `app.api.openapi` declares it instead, as FastAPI did.
+    assert document["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Access token from /auth/login.",
+    }
+    secured = {
+        (path, method)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if operation.get("security") == [{"HTTPBearer": []}]
+    }
+    assert ("/api/v1/auth/me", "get") in secured
+    assert ("/api/v1/feed", "get") in secured
+    assert ("/api/v1/events", "get") in secured  # a bearer token or a ticket
+    assert ("/api/v1/auth/login", "post") not in secured
+    assert len(secured) > 40

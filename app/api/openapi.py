@@ -194,6 +194,12 @@ def _declare_common(app: FastAPI, document: dict[str, Any]) -> None:
                     named = response.setdefault("headers", {})
                     for name in headers:
                         named.setdefault(name, HEADERS[name])
+            if deps.user_session in set(_calls(route.dependant)):
+                # deps.user_session calls the bearer scheme itself (docs/performance.md).
+                name, scheme = deps.BEARER
+                components_root = document.setdefault("components", {})
+                components_root.setdefault("securitySchemes", {}).setdefault(name, scheme)
+                operation.setdefault("security", [{name: []}])
             if deps.no_store in set(_calls(route.dependant)):
                 success = responses.setdefault(str(route.status_code or 200), {})
                 success.setdefault("headers", {}).update(NO_STORE_HEADERS)
