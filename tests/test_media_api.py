@@ -585,6 +585,8 @@ BAD_FILES = {
     "video without a video track": (_audio_only_mp4, "video/mp4", "no video track"),
     "0-second video": (_empty_mp4, "video/mp4", "video"),
     "gif of 5000 frames": (lambda tmp: _gif(5000), "image/gif", "too many frames"),
+    # Refused from its header, before any tile is decoded (the sandbox's limits stay behind it).
+    "heic grid of 500 tiles": (lambda tmp: samples.heic_grid(25, 20), "image/heic", "500 tiles"),
 }
 
 
@@ -602,6 +604,21 @@ async def test_bad_files_fail_with_a_reason_and_the_next_file_is_processed(
     assert bad["processing_status"] == "failed"
     assert reason in bad["metadata"]["error"], bad["metadata"]
     assert all(v["url"] is None for v in bad["variants"].values())
+    assert good["processing_status"] == "completed"
+
+
+async def test_broken_exif_block_costs_the_capture_facts_not_the_photo(client, factory):
+    adult = (await factory.family(["adult"])).adult
+    memory = await samples.create_memory(client, adult)
+
+    broken = await processed(
+        client, adult, memory, samples.with_broken_exif(photo((800, 600))), "image/jpeg"
+    )
+    good = await processed(client, adult, memory, photo((120, 90)), "image/jpeg")
+
+    assert broken["processing_status"] == "completed", broken["metadata"]
+    assert set(broken["variants"]) == {"thumbnail", "preview"}
+    assert broken["taken_at"] is None and broken["camera"] is None
     assert good["processing_status"] == "completed"
 
 

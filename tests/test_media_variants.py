@@ -173,9 +173,7 @@ def test_capture_time_without_offset_is_local(tmp_path, out) -> None:
 
 def test_broken_exif_block_still_gives_every_variant(tmp_path, out) -> None:
     """A mangled EXIF block (editors, messengers) costs the capture facts, not the photo."""
-    good = _encoded("JPEG", size=(800, 600), exif=_exif().tobytes())
-    start = good.index(b"Exif\x00\x00") + 6
-    broken = good[:start] + b"MM\x00\x2a\xff\xff\xff\xf0" + bytes(64) + good[start + 72 :]
+    broken = samples.with_broken_exif(_encoded("JPEG", size=(800, 600), exif=_exif().tobytes()))
 
     result = run(tmp_path, out, broken, "image/jpeg")
 
@@ -183,6 +181,18 @@ def test_broken_exif_block_still_gives_every_variant(tmp_path, out) -> None:
     assert result.capture.taken_at is None and result.capture.latitude is None
     for variant in result.variants:
         assert_clean_still(out / variant.file, 1600)
+
+
+def test_heic_grid_is_refused_past_its_tile_limit_from_its_header(tmp_path, out) -> None:
+    """A grid's tiles are counted from the header; at the limit the photo is made as usual."""
+    grid = samples.heic_grid(3, 2)  # 192 x 128 px in 6 tiles of 64 px
+
+    at_limit = run(tmp_path, out, grid, "image/heic", max_tiles=6)
+    with pytest.raises(MediaRejected, match=r"too many tiles \(6 tiles; at most 5\)"):
+        run(tmp_path, out, grid, "image/heic", max_tiles=5)
+
+    assert (at_limit.info.width, at_limit.info.height) == (192, 128)
+    assert {variant.name for variant in at_limit.variants} == {"thumbnail", "preview"}
 
 
 # Videos -------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ HEIC, H.264 in MP4/MOV, VP8/VP9 in WebM.
 """
 
 import asyncio
+import functools
 import io
 import secrets
 import struct
@@ -87,6 +88,29 @@ def heic(size: tuple[int, int] = (640, 480)) -> bytes:
     out = io.BytesIO()
     heif.save(out, quality=70)
     return out.getvalue()
+
+
+@functools.cache
+def heic_grid(columns: int, rows: int, tile: int = 64) -> bytes:
+    """A HEIC whose primary picture is a grid of `columns` × `rows` HEVC tiles of `tile` px.
+
+    Written by libheif, as iPhones write theirs (with 512 px tiles): a `grid` item whose
+    tiles are `hvc1` items. x265 opens an encoder for every tile (~2 ms each without its
+    thread pools), so the bytes are made once per test session.
+    """
+    image = Image.new("RGB", (columns * tile, rows * tile), RED)
+    out = io.BytesIO()
+    single_threaded = {"preset": "ultrafast", "x265:pools": "none", "x265:frame-threads": "1"}
+    image.save(out, "HEIF", quality=10, tile_size=tile, enc_params=single_threaded)
+    return out.getvalue()
+
+
+def with_broken_exif(jpeg_with_exif: bytes) -> bytes:
+    """The JPEG with its EXIF block mangled (as editors and messengers sometimes leave it):
+    the TIFF header is kept, the first IFD's offset and entries are garbage."""
+    start = jpeg_with_exif.index(b"Exif\x00\x00") + 6
+    garbage = b"MM\x00\x2a\xff\xff\xff\xf0" + bytes(64)
+    return jpeg_with_exif[:start] + garbage + jpeg_with_exif[start + len(garbage) :]
 
 
 def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:

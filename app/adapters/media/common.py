@@ -65,6 +65,11 @@ class MediaLimits:
     transcode_cpu_seconds: float = 300.0
     # Frames (of an animation) a decoder may be asked to walk; beyond it the file is refused.
     max_frames: int = 2_000
+    # Tiles of a HEIF grid (each one is a picture of its own to decode: libheif opens a
+    # decoder for every tile); beyond it the file is refused before any tile is decoded.
+    # Cameras write 512 px tiles: 48 for a 12 MP iPhone photo, 192 for a 48 MP one, 380-440
+    # for a picture at the 100 MP pixel limit (by its shape). docs/storage.md "Bad input".
+    max_tiles: int = 450
     # Compute the SHA-256 of the source (Supabase mode: no digest was taken at upload).
     compute_sha256: bool = False
 

@@ -148,6 +148,12 @@ def process_image(
                     f"the animation has too many frames ({frame_count}; "
                     f"at most {limits.max_frames})"
                 )
+            tiles = tile_count(im)
+            if tiles > limits.max_tiles:
+                raise MediaRejected(
+                    f"the picture is split into too many tiles ({tiles} tiles; "
+                    f"at most {limits.max_tiles})"
+                )
             orientation = _exif_orientation(im)
             if orientation in (5, 6, 7, 8):
                 width, height = height, width
@@ -181,6 +187,22 @@ def _image_frame_count(im: Image.Image) -> int:
     # Pillow counts GIF/APNG frames by walking block headers without decoding pixels, and WebP
     # reads the count from the demuxer, so this stays cheap even for large animations.
     return int(getattr(im, "n_frames", 1))
+
+
+def tile_count(im: Image.Image) -> int:
+    """How many separately coded tiles make the picture: 1 unless it is a HEIF grid.
+
+    pillow-heif reads the grid's layout from the header (the `grid` item's rows and
+    columns) without decoding a tile. Pillow's AVIF plugin (libavif) does not tell; libavif
+    bounds AVIF grids itself.
+    """
+    tiling = im.info.get("tiling")
+    if not isinstance(tiling, Mapping):
+        return 1
+    columns, rows = tiling.get("num_columns"), tiling.get("num_rows")
+    if not isinstance(columns, int) or not isinstance(rows, int):
+        return 1
+    return max(1, columns * rows)
 
 
 def _exif_orientation(im: Image.Image) -> int:
