@@ -121,7 +121,8 @@ class Settings(BaseSettings):
     # How many jobs one child process takes before a fresh one replaces it; 1: a fresh child
     # per job. A crash, a timeout, a memory failure or a grown heap always ends a child.
     media_jobs_per_child: int = Field(default=25, ge=1)
-    # libheif's decoding threads per HEIC job; 0 keeps pillow-heif's default (4).
+    # libheif's decoding threads per HEIC job; 0: the CPUs shared among the jobs run at once
+    # (CPUs ÷ MEDIA_PROCESSING_WORKERS, from 1 to 4; docs/performance.md).
     media_heif_decode_threads: int = Field(default=0, ge=0)
     # Whether this API process also runs the background jobs (media processing, mail sending,
     # the sweeps and purges). `timeless serve --no-worker` turns it off: `timeless worker`

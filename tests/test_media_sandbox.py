@@ -26,6 +26,7 @@ from app.adapters.media.sandbox import (
     Sandbox,
     SandboxClosed,
 )
+from app.services.media_processor import heif_threads_per_job, job_limits
 from tests.helpers import decoder_double as double
 from tests.helpers import media_samples as samples
 
@@ -37,6 +38,26 @@ def sandbox(**limits: float) -> Sandbox:
     values: dict[str, float] = {"memory_bytes": 256 * MiB, "cpu_seconds": 30, "wall_seconds": 60}
     values.update(limits)
     return Sandbox(JobLimits(**values))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("jobs_at_once", "cpus", "threads"),
+    [(2, 2, 1), (1, 2, 2), (3, 2, 1), (2, 8, 4), (2, 6, 3), (1, 32, 4)],
+)
+def test_heic_decoding_threads_are_the_cpus_shared_among_the_jobs_at_once(
+    jobs_at_once: int, cpus: int, threads: int
+):
+    assert heif_threads_per_job(jobs_at_once, cpus) == threads
+
+
+def test_a_configured_heic_thread_count_is_kept(settings):
+    chosen = settings.model_copy(update={"media_heif_decode_threads": 3})
+    automatic = settings.model_copy(update={"media_heif_decode_threads": 0})
+
+    assert job_limits(chosen).heif_decode_threads == 3
+    assert job_limits(automatic).heif_decode_threads == heif_threads_per_job(
+        settings.media_processing_workers, len(os.sched_getaffinity(0))
+    )
 
 
 def test_a_job_returns_its_result_from_the_child(tmp_path: Path):

@@ -35,6 +35,7 @@ the media it claimed.
 import asyncio
 import contextlib
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -205,8 +206,30 @@ def job_limits(settings: Settings) -> JobLimits:
         memory_bytes=settings.media_job_memory_bytes,
         cpu_seconds=settings.media_job_cpu_seconds,
         wall_seconds=settings.media_job_timeout_seconds,
-        heif_decode_threads=settings.media_heif_decode_threads,
+        heif_decode_threads=settings.media_heif_decode_threads
+        or heif_threads_per_job(settings.media_processing_workers, _usable_cpus()),
     )
+
+
+# pillow-heif's own default, and the most a job gets when the CPUs are left to one job.
+_MAX_HEIF_THREADS: Final = 4
+
+
+def heif_threads_per_job(jobs_at_once: int, cpus: int) -> int:
+    """libheif's decoding threads for each job: the CPUs shared among the jobs run at once.
+
+    libheif decodes a grid's tiles on its own threads; more threads than a job's share of
+    the CPUs only queue behind the other jobs' (measured in docs/performance.md: two jobs
+    on 2 CPUs with 4 threads each took more CPU and more time than with one each).
+    """
+    return max(1, min(_MAX_HEIF_THREADS, cpus // max(1, jobs_at_once)))
+
+
+def _usable_cpus() -> int:
+    # The CPUs this process may run on (a container's cpuset), not all the machine's.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class MediaProcessor:

@@ -91,6 +91,8 @@ class JobLimits:
     wall_seconds: float
     # libheif's decoding threads per job (pillow_heif.options.DECODE_THREADS); 0 keeps its own.
     heif_decode_threads: int = 0
+    # glibc malloc arenas the child may create (M_ARENA_MAX); 0 keeps glibc's default.
+    malloc_arenas: int = 2
 
 
 class JobKilled(MediaRejected):
@@ -394,8 +396,9 @@ def _watch_lifeline(lifeline: Connection) -> None:
 
 
 def _apply_limits(limits: JobLimits) -> None:
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
+    if limits.malloc_arenas > 0:
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None).mallopt(_M_ARENA_MAX, limits.malloc_arenas)
     if limits.heif_decode_threads > 0:
         import pillow_heif
 
