@@ -2,6 +2,7 @@
 
 Usage: python bench/media.py [--files 200] [--quick] [--size-mib 50] [--runs 5]
                              [--skip-uploads] [--skip-heic] [--skip-thumbnails]
+                             [--job-cost ROUNDS]
 
 Against real processes (uvicorn in a subprocess, `timeless worker` in another, the built-in
 PostgreSQL), each section optional:
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import io
 import json
@@ -63,6 +65,7 @@ from app.adapters.media import process_file  # noqa: E402
 from app.adapters.media.sandbox import JobLimits, Sandbox, _nothing  # noqa: E402
 from app.db import embedded  # noqa: E402
 from app.db.migrate import migrate  # noqa: E402
+from app.services.media_processor import heif_threads_per_job  # noqa: E402
 
 MiB = 1024 * 1024
 API = "/api/v1"
@@ -701,6 +704,8 @@ def bulk_ingest(
             "worker": tree_cpu(worker.pid),
             "postgres": postgres_cpu(workdir / "pg"),
         }
+        # The worker's own process (event loop, storage copies, database), apart from its jobs.
+        worker_own_before = cpu_of(psutil.Process(worker.pid))
         phone_before = time.process_time()
         with TreeRss(api_pid, descendants=False) as api_rss, TreeRss(worker.pid) as worker_rss:
             result = asyncio.run(_sync_phone(api.url, dsn, files, uploaders))
@@ -711,9 +716,11 @@ def bulk_ingest(
             "worker": tree_cpu(worker.pid) - cpu_before["worker"],
             "postgres": postgres_cpu(workdir / "pg") - cpu_before["postgres"],
         }
+        worker_own = cpu_of(psutil.Process(worker.pid)) - worker_own_before
         result.update(
             {
                 "cpu_seconds": cpu,
+                "worker_own_cpu_seconds": worker_own,
                 "cpu_seconds_per_file": sum(cpu.values()) / len(files),
                 "phone_cpu_seconds_per_file": phone_cpu / len(files),
                 "api_rss_before_mib": api_rss_before / 1024,
@@ -809,7 +816,7 @@ def bare_loop(files: list[BulkFile], processes: int, *, use_process_file: bool) 
     """The same files, `processes` at a time, from local disk: nothing but the work."""
     # The forkserver the sandbox started (main()), decoders imported and warmed up as for jobs.
     context = multiprocessing.get_context("forkserver")
-    with context.Pool(processes) as pool:
+    with context.Pool(processes, set_heif_threads, (heif_threads(processes),)) as pool:
         pool.apply(bare_thumbnail, (files[0].path, files[0].kind))  # workers up and warm
         started = time.perf_counter()
         if use_process_file:
@@ -821,6 +828,109 @@ def bare_loop(files: list[BulkFile], processes: int, *, use_process_file: bool) 
         "seconds": seconds,
         "files_per_minute": len(files) / seconds * 60,
         "cpu_seconds_per_file": sum(cpu) / len(files),
+    }
+
+
+# Where a job's CPU goes: the sandbox's children against a plain pool ---------------------------
+
+# (label, JobLimits overrides): the worker's defaults first, then one change at a time.
+JOB_COST_CONFIGS: tuple[tuple[str, dict[str, int]], ...] = (
+    ("sandbox as the worker runs it", {}),
+    ("sandbox, glibc's malloc arenas", {"malloc_arenas": 0}),
+    ("sandbox, pillow-heif's 4 libheif threads per job", {"heif_decode_threads": 4}),
+)
+
+
+def heif_threads(jobs_at_once: int) -> int:
+    """What the worker gives each job when MEDIA_HEIF_DECODE_THREADS is 0 (the default)."""
+    return heif_threads_per_job(jobs_at_once, len(os.sched_getaffinity(0)))
+
+
+def set_heif_threads(threads: int) -> None:
+    """A bare loop's process decodes HEIC with the threads the worker gives a job."""
+    import pillow_heif
+
+    pillow_heif.options.DECODE_THREADS = threads
+
+
+def descendants_cpu() -> float:
+    """CPU seconds of every process this one started (forkserver, its children, reaped ones)."""
+    me = psutil.Process()
+    return tree_cpu(me.pid) - cpu_of(me, reaped=True)
+
+
+def pool_cost(files: list[BulkFile], processes: int) -> tuple[float, float]:
+    """`process_file` in a plain pool: (wall seconds, CPU seconds of every process in it)."""
+    context = multiprocessing.get_context("forkserver")
+    before = descendants_cpu()
+    started = time.perf_counter()
+    pool = context.Pool(processes, set_heif_threads, (heif_threads(processes),))
+    pool.starmap(pipeline_job, [(f.path, f.mime) for f in files], chunksize=1)
+    pool.close()
+    pool.join()
+    return time.perf_counter() - started, descendants_cpu() - before
+
+
+def sandbox_cost(
+    files: list[BulkFile], jobs_at_once: int, jobs_per_child: int, overrides: dict[str, int]
+) -> tuple[float, float]:
+    """The same through the sandbox, `jobs_at_once` jobs at a time as the worker runs them."""
+    limits = JobLimits(
+        memory_bytes=1536 * MiB,
+        cpu_seconds=600,
+        wall_seconds=900,
+        heif_decode_threads=heif_threads(jobs_at_once),
+    )
+    box = Sandbox(dataclasses.replace(limits, **overrides), jobs_per_child=jobs_per_child)
+    jobs = []
+    for f in files:
+        out = f.path.parent / f"{f.path.stem}-out"
+        out.mkdir(exist_ok=True)
+        jobs.append(functools.partial(process_file, f.path, f.mime, out))
+    before = descendants_cpu()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(jobs_at_once) as threads:
+        list(threads.map(box.run, jobs))
+    box.close()  # joins the idle children: their CPU is counted as reaped
+    return time.perf_counter() - started, descendants_cpu() - before
+
+
+def job_cost(
+    files: list[BulkFile], jobs_at_once: int, jobs_per_child: int, rounds: int
+) -> dict[str, Any]:
+    """CPU per file of `process_file` in a plain pool and in the sandbox, by kind of file.
+
+    Each kind of file runs through every configuration in turn (round robin, `rounds`
+    times), so that the machine's drifting load weighs on all of them alike.
+    """
+    labels = ["plain pool"] + [label for label, _ in JOB_COST_CONFIGS]
+    totals = {label: {"wall_s": 0.0, "cpu_s": 0.0} for label in labels}
+    by_kind: dict[str, dict[str, float]] = {}
+    for kind, _, _ in MIX:
+        batch = [f for f in files if f.kind == kind]
+        if not batch:
+            continue
+        for _ in range(rounds):
+            measured = {"plain pool": pool_cost(batch, jobs_at_once)}
+            for label, overrides in JOB_COST_CONFIGS:
+                measured[label] = sandbox_cost(batch, jobs_at_once, jobs_per_child, overrides)
+            for label, (wall, cpu) in measured.items():
+                totals[label]["wall_s"] += wall
+                totals[label]["cpu_s"] += cpu
+                per_file = by_kind.setdefault(kind, {})
+                per_file[label] = per_file.get(label, 0.0) + cpu / len(batch) / rounds
+    count = len(files) * rounds
+    return {
+        "files": len(files),
+        "rounds": rounds,
+        "cpu_ms_per_file": {
+            label: round(1000 * totals[label]["cpu_s"] / count) for label in labels
+        },
+        "wall_s": {label: round(totals[label]["wall_s"], 1) for label in labels},
+        "cpu_ms_per_file_by_kind": {
+            kind: {label: round(1000 * value) for label, value in values.items()}
+            for kind, values in by_kind.items()
+        },
     }
 
 
@@ -943,6 +1053,13 @@ def main() -> None:
     parser.add_argument(
         "--worker-jobs", type=int, default=0, help="the worker's MEDIA_PROCESSING_WORKERS"
     )
+    parser.add_argument(
+        "--job-cost",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only: process_file's CPU per file in a plain pool and in the sandbox, by kind",
+    )
     parser.add_argument("--loops-twice", action="store_true", help="bare loops before and after")
     parser.add_argument("--skip-uploads", action="store_true")
     parser.add_argument("--skip-heic", action="store_true")
@@ -979,7 +1096,16 @@ def main() -> None:
             (workdir / "data").mkdir(exist_ok=True)
             if not args.skip_uploads:
                 uploads_section(workdir, dsn, args, results)
-            if args.files > 0:
+            if args.job_cost and args.files > 0:
+                print(f"job cost: generating {args.files} files")
+                files = bulk_inputs(workdir / "bulk", args.files, video_seconds)
+                print(f"job cost: load average before: {load_average()}")
+                results["job_cost"] = job_cost(
+                    files, worker_jobs, args.jobs_per_child[-1], args.job_cost
+                )
+                results["job_cost"]["load_average_after"] = load_average()
+                print(json.dumps(results["job_cost"], indent=2))
+            elif args.files > 0:
                 print(f"bulk ingest: generating {args.files} files")
                 files = bulk_inputs(workdir / "bulk", args.files, video_seconds)
                 print(f"bulk ingest: load average before: {load_average()}")
@@ -1097,6 +1223,11 @@ def print_bulk(
         (
             "  of which worker + jobs",
             pipeline["cpu_seconds"]["worker"] * 1000 / pipeline["files"],
+            "",
+        ),
+        (
+            "    of which the worker process itself",
+            pipeline["worker_own_cpu_seconds"] * 1000 / pipeline["files"],
             "",
         ),
         (
