@@ -605,11 +605,19 @@ async def _sync_phone(
             sending = [asyncio.create_task(uploader()) for _ in range(uploaders)]
             finished: dict[str, float] = {}
             statuses: dict[str, str] = {}
+            # How many jobs run at once, sampled at every poll once the first one started.
+            running: list[int] = []
             while len(finished) < len(files):
                 rows = await conn.fetch(
                     "select id::text, processing_status, metadata::text from public.memory_media"
                     " where processing_status in ('completed', 'failed')"
                 )
+                in_progress = await conn.fetchval(
+                    "select count(*) from public.memory_media"
+                    " where processing_status = 'processing'"
+                )
+                if in_progress or running:
+                    running.append(in_progress)
                 now = time.monotonic()
                 for row in rows:
                     # Registered by an uploader that has not yet noted it: the next poll.
@@ -637,6 +645,7 @@ async def _sync_phone(
         "seconds": last - first_start,
         "uploads_seconds": uploads_done - first_start,
         "files_per_minute": len(files) / (last - first_start) * 60,
+        "jobs_running_mean": statistics.mean(running) if running else 0.0,
         "p50_s": statistics.median(to_completed),
         "p95_s": to_completed[max(0, math.ceil(0.95 * len(to_completed)) - 1)],
         "p95_by_kind_s": {
@@ -1214,6 +1223,7 @@ def print_bulk(
         ("pipeline: p50 upload start -> completed (s)", pipeline["p50_s"], ""),
         ("pipeline: p95 upload start -> completed (s)", pipeline["p95_s"], ""),
         ("pipeline: failed", pipeline["failed"], ""),
+        ("pipeline: jobs running at once (mean)", pipeline["jobs_running_mean"], ""),
         ("bare loop (Pillow/PyAV): files/min", bare["files_per_minute"], ""),
         ("process_file loop: files/min", direct["files_per_minute"], ""),
         ("pipeline / bare loop", bulk["share_of_bare"] * 100, "%"),

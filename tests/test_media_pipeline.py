@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -356,6 +357,65 @@ async def test_two_processes_sweeping_at_once_never_process_the_same_media_twice
         row = await _status(pg, media_id)
         assert row["processing_status"] == "completed"
         assert row["processing_attempts"] == 2, "claimed more than once"
+
+
+class _HeldSandbox:
+    """Runs each job in the calling thread, once `release` is set (the jobs wait for it)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def run(self, job: Callable[[], Any]) -> Any:
+        self.release.wait(60)
+        return job()
+
+    def warm_up(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.release.set()
+
+
+async def _until_status(pg, media_id, status: str, seconds: float = 20) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (await _status(pg, media_id))["processing_status"] != status:
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def test_a_wake_up_fills_an_idle_slot_while_another_job_runs(
+    client, factory, app, pg, settings, bucket_dir
+):
+    """A phone sync: the first registration wakes the worker, which finds one media; the next
+    one, registered while that job runs, must take the other slot, not wait for it."""
+    _, _, (first, second) = await _completed_media(client, factory, count=2)
+    context = app.state.context
+    held = _HeldSandbox()
+    worker = MediaProcessor(
+        context.database,
+        context.storage,
+        context.analytics,
+        settings.model_copy(update={"media_processing_workers": 2}),
+        sandbox=held,  # type: ignore[arg-type]
+    )
+    worker.start()
+    try:
+        await _simulate_crash(pg, bucket_dir, [first], status="pending", claimed_ago=0)
+        worker.wake()
+        assert await _until_status(pg, first, "processing")
+
+        await _simulate_crash(pg, bucket_dir, [second], status="pending", claimed_ago=0)
+        worker.wake()
+
+        assert await _until_status(pg, second, "processing"), "waited for the running job"
+        held.release.set()
+        assert await _until_status(pg, first, "completed")
+        assert await _until_status(pg, second, "completed")
+    finally:
+        held.release.set()
+        await worker.stop()
 
 
 async def test_a_passing_storage_failure_is_retried(

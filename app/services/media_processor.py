@@ -259,6 +259,8 @@ class MediaProcessor:
         self._started = False
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
+        # The claim loops the periodic sweep and the wake-ups started (see `_top_up`).
+        self._drains: set[asyncio.Task[None]] = set()
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -298,9 +300,10 @@ class MediaProcessor:
         if self._held:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=5)
-        for task in self._loops:
+        tasks = [*self._loops, *self._drains]
+        for task in tasks:
             task.cancel()
-        for task in self._loops:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._loops = []
@@ -328,14 +331,17 @@ class MediaProcessor:
         As many jobs at a time as there are slots, each claimed as a slot frees up, until
         nothing is left to claim. Returns how many were processed.
         """
+        await self._give_up_exhausted()
+        done = await asyncio.gather(*(self._drain() for _ in range(self._workers)))
+        return sum(done)
+
+    async def _give_up_exhausted(self) -> None:
         async with self._database.system_session() as db:
             await db.execute(
                 _GIVE_UP,
                 self._settings.media_stale_after_seconds,
                 self._settings.media_max_attempts,
             )
-        done = await asyncio.gather(*(self._drain() for _ in range(self._workers)))
-        return sum(done)
 
     async def _drain(self) -> int:
         processed = 0
@@ -363,9 +369,29 @@ class MediaProcessor:
                 await asyncio.wait_for(self._wake.wait(), interval if interval > 0 else None)
             self._wake.clear()
             try:
-                await self.sweep()
+                await self._give_up_exhausted()
             except Exception:
                 logger.exception("background job failed", extra={"job": "media-sweep"})
+            self._top_up()
+
+    def _top_up(self) -> None:
+        """One claim loop per slot, without waiting for the loops still running.
+
+        A loop that found nothing pending has ended; one that is busy with a long job (a
+        video's rendition) goes on. Waiting for it before starting new loops would leave the
+        other slots idle while the media registered meanwhile stay pending: measured, a phone
+        sync ran one job at a time with two slots (docs/performance.md).
+        """
+        while len(self._drains) < self._workers and not self._stopping:
+            task = asyncio.create_task(self._drain_logged(), name="media-drain")
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+
+    async def _drain_logged(self) -> None:
+        try:
+            await self._drain()
+        except Exception:
+            logger.exception("background job failed", extra={"job": "media-sweep"})
 
     async def sweep_orphans(self) -> int:
         return await storage_service.remove_orphans(
