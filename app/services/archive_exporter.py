@@ -31,7 +31,7 @@ from uuid import UUID
 from app.adapters.storage.base import StorageBackend
 from app.config import Settings
 from app.db.postgres import Connection, Database
-from app.errors import InsufficientStorage, ServiceUnavailable
+from app.errors import DATABASE_BUSY, InsufficientStorage, ServiceUnavailable
 from app.metrics import BACKGROUND_QUEUE_DEPTH
 from app.models.rbac import Permission
 from app.services import archive_writer, events_service
@@ -124,6 +124,7 @@ where exists (select 1 from public.archive_exports e where e.storage_path = p)
 
 STORAGE_FULL = "The server's storage is full"
 STORAGE_UNAVAILABLE = "The file storage could not be reached"
+DATABASE_TOO_BUSY = "The database was too busy to answer"
 UNEXPECTED = "An unexpected error interrupted the export"
 
 
@@ -234,8 +235,9 @@ class ArchiveExporter(PollingJob):
         except InsufficientStorage:
             await self._after_error(claim, STORAGE_FULL)
             return
-        except ServiceUnavailable:
-            await self._after_error(claim, STORAGE_UNAVAILABLE)
+        except ServiceUnavailable as exc:
+            busy = exc.code == DATABASE_BUSY  # no pooled connection came free in time
+            await self._after_error(claim, DATABASE_TOO_BUSY if busy else STORAGE_UNAVAILABLE)
             return
         except Exception:
             logger.exception("archive export failed", extra=log)
