@@ -25,7 +25,7 @@ from app.models.identity import Actor
 from app.models.media_types import EXTENSION_FOR_MIME, IMAGE_MIME_TYPES
 from app.models.rbac import Permission
 from app.schemas.storage import UploadUrlOut
-from app.services import media_paths, quota_service
+from app.services import media_paths, quota_service, storage_service
 from app.services.memory_service import with_thumbnails
 
 OWN = "me"
@@ -80,21 +80,14 @@ async def create_upload_url(
     max_bytes = await quota_service.room_for_upload(db, settings, None, file_size)
     media_id = uuid4()
     path = media_paths.avatar_object_path(actor.family_unit_id, media_id, mime)
-    target_url = await storage.create_upload_url(
-        path,
-        mime_type=mime,
-        max_bytes=max_bytes,
-        expires_in=settings.upload_url_ttl_seconds,
-    )
-    url_expires_at = datetime.now(UTC) + timedelta(seconds=target_url.expires_in)
-    await quota_service.reserve(db, None, path, max_bytes, url_expires_at)
-    return UploadUrlOut(
-        upload_url=target_url.url,
-        storage_path=path,
+    return await storage_service.reserved_upload(
+        db,
+        storage,
+        settings,
+        memory_id=None,
+        path=path,
         media_id=media_id,
-        expires_in=target_url.expires_in,
-        method="PUT",
-        headers=target_url.headers,
+        mime=mime,
         max_bytes=max_bytes,
     )
 

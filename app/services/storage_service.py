@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 
 from app.adapters.storage.base import (
     StorageBackend,
+    UploadTarget,
     check_object_path,
 )
 from app.config import Settings
@@ -68,12 +69,41 @@ async def create_upload_url(
     max_bytes = await quota_service.room_for_upload(db, settings, memory_id, file_size)
     media_id = uuid4()
     path = media_paths.media_object_path(memory.family_unit_id, memory.id, media_id, mime)
+    return await reserved_upload(
+        db,
+        storage,
+        settings,
+        memory_id=memory_id,
+        path=path,
+        media_id=media_id,
+        mime=mime,
+        max_bytes=max_bytes,
+    )
+
+
+async def reserved_upload(
+    db: Connection,
+    storage: StorageBackend,
+    settings: Settings,
+    *,
+    memory_id: UUID | None,
+    path: str,
+    media_id: UUID,
+    mime: str,
+    max_bytes: int,
+) -> UploadUrlOut:
+    """A signed upload URL for `path`, its `max_bytes` reserved against the quota (and the
+    memory's limit) until the file is registered or the URL expires."""
     # The URL itself carries the limit, so the upload stops at the first byte too many.
     target = await storage.create_upload_url(
         path, mime_type=mime, max_bytes=max_bytes, expires_in=settings.upload_url_ttl_seconds
     )
     url_expires_at = datetime.now(UTC) + timedelta(seconds=target.expires_in)
     await quota_service.reserve(db, memory_id, path, max_bytes, url_expires_at)
+    return _upload_out(target, path, media_id, max_bytes)
+
+
+def _upload_out(target: UploadTarget, path: str, media_id: UUID, max_bytes: int) -> UploadUrlOut:
     return UploadUrlOut(
         upload_url=target.url,
         storage_path=path,
@@ -113,15 +143,7 @@ async def create_import_upload_url(
         max_bytes=settings.max_import_bytes,
         expires_in=settings.upload_url_ttl_seconds,
     )
-    return UploadUrlOut(
-        upload_url=target.url,
-        storage_path=path,
-        media_id=upload_id,
-        expires_in=target.expires_in,
-        method="PUT",
-        headers=target.headers,
-        max_bytes=settings.max_import_bytes,
-    )
+    return _upload_out(target, path, upload_id, settings.max_import_bytes)
 
 
 # Access URLs -------------------------------------------------------------------------------
