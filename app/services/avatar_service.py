@@ -13,20 +13,18 @@ after the commit).
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 from app.adapters.storage.base import StorageBackend
 from app.config import Settings
 from app.db.postgres import Connection
-from app.errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.errors import Invalid, NotFound, UnsupportedMediaType
 from app.models import rbac
 from app.models.identity import Actor
 from app.models.media_types import EXTENSION_FOR_MIME, IMAGE_MIME_TYPES
 from app.models.rbac import Permission
 from app.schemas.storage import UploadUrlOut
-from app.services import media_paths, quota_service, storage_service
-from app.services.memory_service import with_thumbnails
+from app.services import media_paths, memory_service, quota_service, storage_service
 
 OWN = "me"
 PET_NOT_FOUND = "Pet not found"
@@ -106,16 +104,9 @@ async def register(
     mime = next((m for m, ext in EXTENSION_FOR_MIME.items() if ext == path.extension), None)
     if mime is None or mime not in IMAGE_MIME_TYPES:
         raise Invalid("avatar_storage_path is not an avatar upload of your family")
-    stored = await storage.stat(storage_path)
-    if stored is None:
-        raise Invalid("No uploaded file at avatar_storage_path; upload the file first")
-    # As for memory media: never a file the orphan sweep might be removing right now.
-    max_age = timedelta(seconds=settings.orphan_object_grace_seconds / 2)
-    if stored.modified_at < datetime.now(UTC) - max_age:
-        raise Invalid("The upload is too old to register; upload the file again")
-    if stored.size > settings.max_file_bytes:
-        raise PayloadTooLarge(f"A file may be at most {settings.max_file_bytes} bytes")
-    await quota_service.check_registration(db, settings, None, storage_path, stored.size)
+    stored = await memory_service.checked_upload(
+        db, storage, settings, None, storage_path, field="avatar_storage_path"
+    )
     media_id = await db.fetchval(
         _INSERT_AVATAR,
         path.media_id,
@@ -134,7 +125,7 @@ async def register(
 async def current_files(db: Connection, kind: str, owner_id: UUID) -> list[str]:
     """The files of a profile's uploaded avatar (to remove once it is replaced)."""
     path = await db.fetchval(_CURRENT[kind], owner_id)
-    return with_thumbnails([path]) if path else []
+    return memory_service.with_thumbnails([path]) if path else []
 
 
 async def editable_pet(db: Connection, actor: Actor, pet_id: UUID) -> None:

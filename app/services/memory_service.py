@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from app.adapters.cursors import CursorCodec, InvalidCursor
-from app.adapters.storage.base import StorageBackend
+from app.adapters.storage.base import ObjectStat, StorageBackend
 from app.config import Settings
 from app.db.postgres import Connection
 from app.errors import Conflict, Invalid, NotFound, PayloadTooLarge
@@ -335,6 +335,32 @@ returning storage_path
 """
 
 
+async def checked_upload(
+    db: Connection,
+    storage: StorageBackend,
+    settings: Settings,
+    memory_id: UUID | None,
+    storage_path: str,
+    *,
+    field: str,
+) -> ObjectStat:
+    """The uploaded file about to be registered (a memory's, or an avatar when `memory_id`
+    is None): there, recent enough, within the size limit and the quota."""
+    stored = await storage.stat(storage_path)
+    if stored is None:
+        raise Invalid(f"No uploaded file at {field}; upload the file first")
+    # The orphan sweep removes unregistered uploads after the grace period; registering only
+    # well within it means the sweep can never remove a file that was just registered.
+    max_age = timedelta(seconds=settings.orphan_object_grace_seconds / 2)
+    if stored.modified_at < datetime.now(UTC) - max_age:
+        raise Invalid("The upload is too old to register; upload the file again")
+    # The real size, from storage: the client's file_size is only informational.
+    if stored.size > settings.max_file_bytes:
+        raise PayloadTooLarge(f"A file may be at most {settings.max_file_bytes} bytes")
+    await quota_service.check_registration(db, settings, memory_id, storage_path, stored.size)
+    return stored
+
+
 async def add_media(
     db: Connection,
     actor: Actor,
@@ -354,18 +380,9 @@ async def add_media(
     if await db.fetchval(_LOCK_MEMORY, memory_id) is None:
         raise NotFound(MEMORY_NOT_FOUND)
 
-    stored = await storage.stat(ref.storage_path)
-    if stored is None:
-        raise Invalid("No uploaded file at storage_path; upload the file first")
-    # The orphan sweep removes unregistered uploads after the grace period; registering only
-    # well within it means the sweep can never remove a file that was just registered.
-    max_age = timedelta(seconds=settings.orphan_object_grace_seconds / 2)
-    if stored.modified_at < datetime.now(UTC) - max_age:
-        raise Invalid("The upload is too old to register; upload the file again")
-    # The real size, from storage: the client's file_size is only informational.
-    if stored.size > settings.max_file_bytes:
-        raise PayloadTooLarge(f"A file may be at most {settings.max_file_bytes} bytes")
-    await quota_service.check_registration(db, settings, memory_id, ref.storage_path, stored.size)
+    stored = await checked_upload(
+        db, storage, settings, memory_id, ref.storage_path, field="storage_path"
+    )
 
     if stored.sha256 is not None:
         await refuse_duplicate(db, stored.sha256)
