@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from app import exception_handlers
 from app.api import openapi, ops, storage_objects
 from app.api.event_stream import close_streams_on_exit_signal
+from app.api.routing import RouteIndex
 from app.api.v1 import router as v1_router
 from app.config import Settings, get_settings
 from app.context import build_context
@@ -88,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         name="swagger-ui",
     )
 
+    # The router's table of routes instead of its walk (app.api.routing).
+    app.router.middleware_stack = RouteIndex(app.router)
     exception_handlers.install(app)
     openapi.install(app)
     # Added innermost first. GuardMiddleware's answers (413, the last-resort 500) pass

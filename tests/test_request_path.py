@@ -12,14 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from app.adapters import tokens
 from app.api.deps import require, user_session
-from app.api.routing import ApiRoute, ApiRouter
+from app.api.routing import ApiRoute, ApiRouter, RouteIndex
 from app.config import Settings
 from app.db.postgres import Database
 from app.errors import Unauthorized
@@ -140,10 +141,76 @@ async def test_only_a_session_connection_skips_the_pool_reset(migrated_database_
         await database.close()
 
 
-# Routing: a router that cannot match a path says so without walking its routes ----------
+# Routing: the route index finds what FastAPI's walk would ---------------------------------
+
+_SAMPLE_PARAMETERS = {
+    "UUIDConvertor": "9a1c2d3e-4f50-4a6b-8c7d-0e1f2a3b4c5d",
+    "PathConvertor": "family/some/photo.jpg",
+    "StringConvertor": "sample",
+    "IntegerConvertor": "7",
+}
 
 
-async def test_an_api_router_turns_away_paths_without_its_prefixes() -> None:
+def _http(method: str, path: str) -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+
+
+async def _handed_to(app: ASGIApp, scope: dict[str, Any]) -> dict[str, Any] | None:
+    """What `app` (the index, or FastAPI's walk behind it) hands a route: the route and the
+    scope keys FastAPI's routing sets; None when it finds no route (404, 405)."""
+    chosen: list[dict[str, Any]] = []
+    original = APIRoute.handle
+
+    async def record(route: APIRoute, scope: Any, receive: Any, send: Any) -> None:
+        routing_keys = ("route", "endpoint", "path_params", "router", "fastapi")
+        chosen.append({"handle": route, **{key: scope.get(key) for key in routing_keys}})
+
+    APIRoute.handle = record  # type: ignore[method-assign]
+    try:
+        await app(dict(scope, app=None), None, None)  # type: ignore[arg-type]
+    except HTTPException:
+        return None
+    finally:
+        APIRoute.handle = original  # type: ignore[method-assign]
+    return chosen[0]
+
+
+async def test_the_route_index_finds_the_route_fastapis_walk_finds_for_every_path(
+    app: FastAPI,
+) -> None:
+    index = app.router.middleware_stack
+    assert isinstance(index, RouteIndex) and index.usable
+    entries = [*index._with_parameters, *(e for es in index._exact.values() for e in es)]
+    assert len(entries) > 50
+    looked = 0
+    for context in (entry.context for entry in entries):
+        path, methods = context.path_format, context.methods
+        for name, convertor in context.param_convertors.items():
+            path = path.replace(f"{{{name}}}", _SAMPLE_PARAMETERS[type(convertor).__name__])
+        for method in {*methods, "GET", "POST", "PATCH", "DELETE", "PUT"}:
+            scope = _http(method, path)
+            found = index._find(scope)
+            walked = await _handed_to(index._walk, scope)
+            if found is None:
+                # Left to the walk: only when the walk finds no route for that method.
+                assert walked is None or method not in methods, (method, path)
+                continue
+            looked += 1
+            assert walked is not None and walked["handle"] is found[0].context.original_route
+            assert await _handed_to(index, scope) == walked, (method, path)
+    assert looked > 60
+
+
+async def test_paths_the_index_does_not_find_are_answered_by_the_walk(app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.get("/api/v1/nothing")).status_code == 404
+        assert (await client.put("/api/v1/auth/me")).status_code == 405
+        assert (await client.get("/openapi.json")).status_code == 200
+        assert (await client.get("/static/swagger-ui/swagger-ui.css")).status_code == 200
+
+
+async def test_the_route_index_sees_routes_added_later_and_stands_aside_for_others() -> None:
     feed, auth, by_id = ApiRouter(prefix="/feed"), ApiRouter(prefix="/auth"), ApiRouter()
 
     @feed.get("")
@@ -158,26 +225,28 @@ async def test_an_api_router_turns_away_paths_without_its_prefixes() -> None:
     async def anything(anything: str) -> dict[str, str]:
         return {"at": anything}
 
+    @by_id.get("/first/x")
+    async def shadowed() -> dict[str, str]:
+        return {"at": "never: the route with a parameter comes first"}
+
     v1 = ApiRouter()
     v1.include_router(feed)
     v1.include_router(auth)
-    assert v1.path_needles() == ("/feed", "/auth")
-    assert by_id.path_needles() is None  # a path that starts with a parameter: always look
-    http = {"type": "http", "method": "GET", "path": "/health", "root_path": ""}
-    assert v1.matches(http) == (Match.NONE, {})
-
     app = FastAPI()
     app.include_router(v1, prefix="/api/v1")
     app.include_router(by_id)
+    index = app.router.middleware_stack = RouteIndex(app.router)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         assert (await client.get("/api/v1/feed")).json() == {"at": "feed"}
         assert (await client.get("/api/v1/auth/me")).json() == {"at": "me"}
         assert (await client.get("/y/x")).json() == {"at": "y"}
+        assert (await client.get("/first/x")).json() == {"at": "first"}  # FastAPI's order
         assert (await client.get("/api/v1/nothing")).status_code == 404
+    assert index.usable
 
     # A route added later, once requests were served, is seen: to a router without a
-    # prefix, and to one included in another (whose kept routes version must not hide it).
+    # prefix, to one included in another, and to the app itself (left to the walk).
     @by_id.get("/late")
     async def late() -> dict[str, str]:
         return {"at": "late"}
@@ -186,19 +255,29 @@ async def test_an_api_router_turns_away_paths_without_its_prefixes() -> None:
     async def late_feed() -> dict[str, str]:
         return {"at": "late feed"}
 
+    @app.get("/api/v1/feed/later")
+    async def on_the_app() -> dict[str, str]:
+        return {"at": "on the app"}
+
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         assert (await client.get("/late")).json() == {"at": "late"}
         assert (await client.get("/api/v1/feed/late")).json() == {"at": "late feed"}
-    assert by_id.path_needles() is None
-    top = ApiRouter()
-    top.include_router(feed)
-    assert top.path_needles() == ("/feed",)
+        assert (await client.get("/api/v1/feed/later")).json() == {"at": "on the app"}
+        assert index._find(_http("GET", "/api/v1/feed/later")) is None
+        assert index._find(_http("GET", "/api/v1/feed")) is not None
 
-    @top.get("/status")
-    async def status() -> dict[str, str]:
-        return {"at": "status"}
+    # A plain APIRouter does not report its changes: with one included, everything walks.
+    plain = APIRouter(prefix="/plain")
 
-    assert top.path_needles() == ("/feed", "/status")
+    @plain.get("")
+    async def plain_route() -> dict[str, str]:
+        return {"at": "plain"}
+
+    app.include_router(plain)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.get("/plain")).json() == {"at": "plain"}
+        assert (await client.get("/api/v1/auth/me")).json() == {"at": "me"}
+    assert not index.usable
 
 
 # The transaction ends before the answer goes out -----------------------------------------

@@ -1,25 +1,33 @@
-"""`ApiRouter`: an APIRouter that turns a request away at once when none of its routes can match,
-and whose routes (`ApiRoute`) end a member's transaction before their answer is sent.
+"""How a request reaches its endpoint: `ApiRouter`/`ApiRoute`, and `RouteIndex`.
+
+`ApiRoute` (the route class of every `ApiRouter`) ends a member's transaction before the
+answer is sent. `RouteIndex` finds a request's route in a table instead of FastAPI's walk.
 
 FastAPI (0.16x) keeps each included router as a node of its own and matches a request by
 walking, in order, every route of every included router before the one that holds the
-route — and walks the chosen branch again on the way down to the endpoint. Each step sets
-and restores scope keys: for `GET /api/v1/feed` that walk cost more than the rest of the
-framework (docs/performance.md). Every route of a router whose paths start with literal
-text ("/feed", "/auth") can only match a path holding that text, so a router whose texts
-are all absent from the path answers `Match.NONE` without looking at its routes. When in
-doubt (a prefix or path that starts with a parameter, a route of another kind) it looks.
+route — and walks the chosen branch again on the way down to the endpoint, setting and
+restoring scope keys at each step. For `GET /api/v1/auth/me` that walk cost about as much
+as the rest of the framework (docs/performance.md). A route can only match a path that
+starts with its literal text (what comes before its first `{`), so `RouteIndex` looks up
+the routes whose path is exactly the request's, and those with parameters whose literal
+start the path has, and asks them in FastAPI's order, with FastAPI's own matching. The
+first full match is the route FastAPI's walk would choose; the index then sets the scope
+as the walk would and hands the request to it. Whatever it does not find (a 404, a 405,
+a mount, a route of another kind) goes through FastAPI's walk, which then decides.
 """
 
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi import routing as fastapi_routing
 from fastapi.routing import APIRoute
+from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.deps import end_member_session
 
@@ -79,25 +87,6 @@ class ApiRouter(APIRouter):
             self._version_seen = (_generation, version)
         return version
 
-    # What a path must contain for one of this router's routes to match it; None: anything.
-    _needles: tuple[str, ...] | None = None
-    # len(self.routes) when _needles was worked out: routes added later redo it.
-    _needles_for: int = -1
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        needles = self.path_needles()
-        if needles is not None:
-            path = scope["path"]
-            if not any(needle in path for needle in needles):
-                return Match.NONE, {}
-        return super().matches(scope)
-
-    def path_needles(self) -> tuple[str, ...] | None:
-        if self._needles_for != len(self.routes):
-            self._needles = _needles(self)
-            self._needles_for = len(self.routes)
-        return self._needles
-
 
 def _only_api_routers(router: APIRouter) -> bool:
     for route in router.routes:
@@ -109,22 +98,134 @@ def _only_api_routers(router: APIRouter) -> bool:
     return True
 
 
-def _needles(router: APIRouter) -> tuple[str, ...] | None:
-    if router.prefix and "{" not in router.prefix:
-        return (router.prefix,)
-    found: list[str] = []
-    for route in router.routes:
-        # An included router: FastAPI keeps the router itself as `original_router`.
-        included = getattr(route, "original_router", None)
-        needles: tuple[str, ...] | None
-        if isinstance(included, ApiRouter):
-            needles = included.path_needles()
-        elif isinstance(route, APIRoute):
-            literal = route.path.split("{", 1)[0]
-            needles = (literal,) if literal.strip("/") else None  # "/" is in every path
-        else:
-            needles = None
-        if needles is None:
+# FastAPI's own names for what its walk leaves in the scope and for the nodes it walks; the
+# index stands aside (every request takes the walk) if a FastAPI release renames them.
+_IncludedRouter: Any = getattr(fastapi_routing, "_IncludedRouter", None)
+_EffectiveRouteContext: Any = getattr(fastapi_routing, "_EffectiveRouteContext", None)
+_FASTAPI_SCOPE: Any = getattr(fastapi_routing, "_FASTAPI_SCOPE_KEY", None)
+_INCLUDED_ROUTER: Any = getattr(fastapi_routing, "_FASTAPI_INCLUDED_ROUTER_KEY", None)
+_ROUTE_CONTEXT: Any = getattr(fastapi_routing, "_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY", None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    order: int  # where FastAPI's walk meets the route: the first full match in order wins
+    literal: str  # the path's text before its first parameter
+    context: Any  # FastAPI's _EffectiveRouteContext: the route as included (prefix, deps)
+    branch: Any  # the _IncludedRouter whose candidates hold it
+
+
+class _Unindexable(Exception):
+    """The routes hold something the index does not model: every request takes the walk."""
+
+
+class RouteIndex:
+    """The ASGI app in front of a FastAPI router's walk (`router.middleware_stack`).
+
+    The table is built on the first request and again whenever routes were added since (the
+    count of the top router's routes, or any `ApiRouter`'s change, says so).
+    """
+
+    def __init__(self, router: APIRouter) -> None:
+        self.router = router
+        self._walk: ASGIApp = router.middleware_stack
+        self._built_for: tuple[int, int] | None = None
+        self._usable = False
+        self._exact: dict[str, list[_Entry]] = {}  # paths without parameters
+        self._with_parameters: list[_Entry] = []  # in FastAPI's order
+        self._elsewhere: tuple[str, ...] = ()  # literal starts of routes left to the walk
+        self._count = 0
+
+    @property
+    def usable(self) -> bool:
+        self._build_if_stale()
+        return self._usable
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.usable:
+            found = self._find(scope)
+            if found is not None:
+                entry, child_scope = found
+                await self._handle(entry, child_scope, scope, receive, send)
+                return
+        await self._walk(scope, receive, send)
+
+    def _find(self, scope: Scope) -> tuple[_Entry, Scope] | None:
+        path = get_route_path(scope)
+        if path.startswith(self._elsewhere):
             return None
-        found.extend(needles)
-    return tuple(dict.fromkeys(found)) or None
+        found: tuple[_Entry, Scope] | None = None
+        for entry in self._exact.get(path, ()):
+            match, child_scope = entry.context.matches(scope)
+            if match == Match.FULL:
+                found = (entry, child_scope)
+                break
+        for entry in self._with_parameters:
+            if found is not None and entry.order > found[0].order:
+                break
+            if path.startswith(entry.literal):
+                match, child_scope = entry.context.matches(scope)
+                if match == Match.FULL:
+                    return entry, child_scope
+        return found
+
+    async def _handle(
+        self, entry: _Entry, child_scope: Scope, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        # What FastAPI's walk leaves in the scope on its way to this route
+        # (APIRouter.app, _IncludedRouter.handle and _handle_selected).
+        scope.setdefault("router", self.router)
+        fastapi_scope = scope.setdefault(_FASTAPI_SCOPE, {})
+        fastapi_scope[_INCLUDED_ROUTER] = entry.branch
+        scope.update(child_scope)
+        fastapi_scope[_ROUTE_CONTEXT] = entry.context
+        route: APIRoute = entry.context.original_route
+        scope["route"] = route
+        await route.handle(scope, receive, send)
+
+    def _build_if_stale(self) -> None:
+        built_for = (len(self.router.routes), _generation)
+        if built_for == self._built_for:
+            return
+        self._exact, self._with_parameters, self._elsewhere, self._count = {}, [], (), 0
+        try:
+            self._build()
+            self._usable = True
+        except _Unindexable:
+            self._usable = False
+        self._built_for = built_for
+
+    def _build(self) -> None:
+        if None in (_IncludedRouter, _EffectiveRouteContext, _FASTAPI_SCOPE, _INCLUDED_ROUTER):
+            raise _Unindexable("FastAPI's routing is not the one this index models")
+        if self.router.form_limits:
+            raise _Unindexable("form limits are applied on the walk")
+        elsewhere: list[str] = []
+        for route in self.router.routes:
+            if isinstance(route, _IncludedRouter):
+                self._add_branch(route, elsewhere)
+            else:  # /openapi.json, a mount, a route added to the app itself
+                elsewhere.append(_literal(getattr(route, "path", "/")))
+        self._elsewhere = tuple(elsewhere)
+
+    def _add_branch(self, branch: Any, elsewhere: list[str]) -> None:
+        # Only ApiRouters report a change of their routes (_generation) to the index.
+        if not isinstance(branch.original_router, ApiRouter) or branch.include_context.form_limits:
+            raise _Unindexable("an included router the index cannot follow")
+        for candidate in branch.effective_candidates():
+            if isinstance(candidate, _IncludedRouter):
+                self._add_branch(candidate, elsewhere)
+            elif isinstance(candidate.original_route, APIRoute):
+                literal = _literal(candidate.path_format)
+                entry = _Entry(self._count, literal, candidate, branch)
+                self._count += 1
+                if literal == candidate.path_format:
+                    self._exact.setdefault(literal, []).append(entry)
+                else:
+                    self._with_parameters.append(entry)
+            else:
+                elsewhere.append(_literal(getattr(candidate, "path_format", "") or "/"))
+
+
+def _literal(path: str) -> str:
+    return path.split("{", 1)[0]
