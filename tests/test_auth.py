@@ -1,5 +1,6 @@
 """Every auth flow of docs/api.md, against the real app and database."""
 
+import asyncio
 import base64
 import json
 import time
@@ -8,6 +9,8 @@ import uuid
 import pytest
 from jose import jwt
 
+from app.adapters import tokens
+from app.errors import Unauthorized
 from tests.helpers import API
 from tests.helpers.factories import PASSWORD, unique_email
 from tests.helpers.sessions import end_reuse_interval
@@ -321,6 +324,28 @@ async def test_expired_token(client):
         algorithm="HS256",
     )
     await assert_401(client, bearer(token))
+
+
+async def test_a_token_used_before_stops_working_when_it_expires(client):
+    # Checked tokens are kept (app.adapters.tokens), but never past their expiry.
+    member = await _register(client)
+    now = int(time.time())
+    token = jwt.encode(_claims(member, iat=now, exp=now + 2), SECRET, algorithm="HS256")
+    assert (await client.get(f"{API}/auth/me", headers=bearer(token))).status_code == 200
+    await asyncio.sleep(now + 3.1 - time.time())  # python-jose counts whole seconds
+    expired = await client.get(f"{API}/auth/me", headers=bearer(token))
+    assert expired.status_code == 401
+    assert expired.json()["code"] == "token_expired"
+
+
+def test_a_token_checked_with_one_secret_is_not_taken_with_another():
+    now = int(time.time())
+    member = {"user_id": str(uuid.uuid4()), "role": "adult", "family_unit_id": str(uuid.uuid4())}
+    claims = _claims(member, sid=str(uuid.uuid4()), iat=now)
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    assert str(tokens.decode_access_token(token, secret=SECRET).user_id) == member["user_id"]
+    with pytest.raises(Unauthorized):
+        tokens.decode_access_token(token, secret="another-secret-entirely-0123456789")
 
 
 async def test_tampered_payload(client):
