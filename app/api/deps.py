@@ -58,23 +58,46 @@ _OPEN_SESSION = "timeless.member_session"
 
 @dataclass(frozen=True, slots=True)
 class _OpenSession:
+    actor: Actor
     db: Connection
     closing: AbstractAsyncContextManager[Any]
 
 
-async def user_session(request: Request, context: Context) -> Actor:
-    """The signed-in member, with their transaction opened (as them, under RLS) for the request.
+async def user_session(request: Request) -> Actor:
+    """The signed-in member, with their transaction opened (as them, under RLS) for the request."""
+    return (await _member_session(request)).actor
 
-    A plain `async def`, not a generator dependency: FastAPI's machinery for those (an exit
-    stack, a shielded exit, a context manager around the generator) cost more than the rest of
-    the dependency tree. `app.api.routing.ApiRoute` ends the transaction instead, when the
-    endpoint returns or raises, before the answer is sent (`end_member_session`).
+
+async def member_db(request: Request) -> Connection:
+    """The connection of the member's transaction (opened by whichever of this and
+    `user_session` an endpoint asks for first)."""
+    return (await _member_session(request)).db
+
+
+# The dependencies that open a member's session (app.api.openapi declares 401 and the bearer
+# scheme on the routes that use one).
+MEMBER_DEPENDENCIES = frozenset({user_session, member_db})
+
+
+async def _member_session(request: Request) -> _OpenSession:
+    """Open the member's transaction once per request and keep it in the request scope.
+
+    The member dependencies are plain `async def`s with no dependencies of their own: FastAPI
+    solves every sub-dependency of a dependency again before looking in its cache, and its
+    machinery for generator dependencies (an exit stack, a shielded exit, a context manager
+    around the generator) cost more than the rest of the dependency tree.
+    `app.api.routing.ApiRoute` ends the transaction instead, when the endpoint returns or
+    raises, before the answer is sent (`end_member_session`).
 
     The bearer scheme is called here rather than declared as a sub-dependency: a security
     scheme in the tree makes FastAPI work out OAuth scopes for every dependency above it on
     every request (6 % of `/auth/me`'s Python work). `app.api.openapi` declares the scheme on
     the routes that depend on this, as FastAPI did (`BEARER`).
     """
+    opened: _OpenSession | None = request.scope.get(_OPEN_SESSION)
+    if opened is not None:
+        return opened
+    context: AppContext = request.app.state.context
     credentials = await _bearer(request)
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Not authenticated")
@@ -87,10 +110,10 @@ async def user_session(request: Request, context: Context) -> Actor:
         touch_after_seconds=context.settings.session_touch_interval_seconds,
     )
     db, actor = await opening.__aenter__()
-    request.scope[_OPEN_SESSION] = _OpenSession(db, opening)
+    opened = request.scope[_OPEN_SESSION] = _OpenSession(actor, db, opening)
     user_id_var.set(str(actor.id))
     family_id_var.set(str(actor.family_unit_id))
-    return actor
+    return opened
 
 
 async def end_member_session(scope: Scope, error: BaseException | None) -> None:
@@ -117,12 +140,7 @@ async def _verify_token(context: AppContext, token: str) -> tokens.AccessClaims:
 CurrentUser = Annotated[Actor, Depends(user_session)]
 
 
-async def _db(request: Request, actor: CurrentUser) -> Connection:
-    opened: _OpenSession = request.scope[_OPEN_SESSION]
-    return opened.db
-
-
-UserDb = Annotated[Connection, Depends(_db)]
+UserDb = Annotated[Connection, Depends(member_db)]
 
 
 async def count_per_ip(request: Request, context: AppContext, rule: str) -> None:

@@ -152,13 +152,14 @@ def common_statuses(route: RouteContext, method: str) -> list[int]:
     """The statuses `route` can answer because of how it is built (see the module doc)."""
     calls = set(_calls(route.dependant))
     statuses = [422, 500]
-    if deps.user_session in calls:
+    member = not deps.MEMBER_DEPENDENCIES.isdisjoint(calls)
+    if member:
         statuses.append(401)
     if method in BODY_METHODS:
         statuses.append(413)
     if any(isinstance(call, deps.PerIpLimit | deps.PerMemberLimit) for call in calls):
         statuses.append(429)
-    if deps.get_context in calls and route.endpoint not in _never_unavailable:
+    if (member or deps.get_context in calls) and route.endpoint not in _never_unavailable:
         statuses.append(503)
     return sorted(statuses)
 
@@ -194,8 +195,8 @@ def _declare_common(app: FastAPI, document: dict[str, Any]) -> None:
                     named = response.setdefault("headers", {})
                     for name in headers:
                         named.setdefault(name, HEADERS[name])
-            if deps.user_session in set(_calls(route.dependant)):
-                # deps.user_session calls the bearer scheme itself (docs/performance.md).
+            if not deps.MEMBER_DEPENDENCIES.isdisjoint(_calls(route.dependant)):
+                # deps._member_session calls the bearer scheme itself (docs/performance.md).
                 name, scheme = deps.BEARER
                 components_root = document.setdefault("components", {})
                 components_root.setdefault("securitySchemes", {}).setdefault(name, scheme)

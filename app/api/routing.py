@@ -33,8 +33,9 @@ from app.api.deps import end_member_session
 
 
 class ApiRoute(APIRoute):
-    """A route whose member transaction (`deps.user_session`) ends when its endpoint returns
-    or raises — committed or rolled back — before the answer is sent: a 2xx means stored.
+    """A route whose member transaction (`deps.user_session`, `deps.member_db`) ends when its
+    endpoint returns or raises — committed or rolled back — before the answer is sent: a 2xx
+    means stored.
 
     Every route is wrapped (a dependency added where the router is included counts too);
     for one that opened no session the end is a dictionary look-up.
