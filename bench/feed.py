@@ -1,7 +1,7 @@
 """Feed benchmark: GET /feed on a real server, a small family against a 100 000-memory one.
 
-Usage: python bench/feed.py [--duration 10] [--clients 1,8,32] [--workers 1]
-                            [--pgdata DIR] [--keep] [--write-docs]
+Usage: python bench/feed.py [--duration 10] [--clients 1,8,32] [--workers 1] [--wrk]
+                            [--skip-scroll] [--pgdata DIR] [--keep] [--write-docs]
 
 1. Starts the built-in PostgreSQL in --pgdata (default bench/.data/pg, created afresh and
    removed afterwards unless --keep) and migrates it.
@@ -15,11 +15,13 @@ Usage: python bench/feed.py [--duration 10] [--clients 1,8,32] [--workers 1]
 5. Runs bench/loadgen.py (a separate process: N concurrent httpx clients for a fixed time)
    against GET /health, GET /api/v1/auth/me and GET /api/v1/feed?page_size=20 for both
    families at each concurrency, then prints a markdown table and the issue's targets
-   (skipped with --scroll-only).
+   (skipped with --scroll-only). With --wrk, wrk drives the load instead (1 thread, one
+   connection per client): on 2 CPUs the Python load generator takes CPU from the server.
 6. Scrolls the big family's feed 200 pages deep with cursors, in every ordering, one client
    at a time, and times page 1 against pages 2–11 and 191–200, and against page=200 by
    offset; once more by score with reactions arriving while it scrolls (they change the
    order, and the scroll must keep its own: it also checks that no memory comes twice).
+   Skipped with --skip-scroll.
 
 With --write-docs the results, machine and command replace the "## Feed" section (unless
 --scroll-only) and the "## Scrolling deep" section of docs/performance.md (other sections are
@@ -402,7 +404,11 @@ def register(base: str, label: str) -> Family:
     return Family(label, data["family_unit_id"], data["user_id"], data["tokens"]["access_token"])
 
 
-def load(url: str, token: str | None, clients: int, duration: float) -> dict[str, float]:
+def load(
+    url: str, token: str | None, clients: int, duration: float, use_wrk: bool = False
+) -> dict[str, float]:
+    if use_wrk:
+        return load_with_wrk(url, token, clients, duration)
     command = [
         sys.executable,
         str(ROOT / "bench" / "loadgen.py"),
@@ -417,6 +423,33 @@ def load(url: str, token: str | None, clients: int, duration: float) -> dict[str
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     result: dict[str, float] = json.loads(output)
     return result
+
+
+_WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_WRK_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def load_with_wrk(url: str, token: str | None, clients: int, duration: float) -> dict[str, float]:
+    """The same row driven by wrk (1 thread, one connection per client, after 2 s of warm-up):
+    a C load generator takes a fraction of the CPU the Python one takes from the server."""
+    command = ["wrk", "-t1", f"-c{clients}", "--latency"]
+    if token:
+        command += ["-H", f"Authorization: Bearer {token}"]
+    subprocess.run([*command, "-d2s", url], check=True, capture_output=True)
+    output = subprocess.run(
+        [*command, f"-d{duration:.0f}s", url], check=True, capture_output=True, text=True
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
+    latencies = {m[1]: float(m[2]) * _WRK_UNIT_MS[m[3]] for m in _WRK_LATENCY.finditer(output)}
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return {
+        "clients": clients,
+        "requests": requests,
+        "errors": int(errors[1]) if errors else 0,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]),  # type: ignore[index]
+        "p50_ms": latencies["50"],
+        "p99_ms": latencies["99"],
+    }
 
 
 # Ordering by score inside the database: every memory scored and sorted, or by age band -----
@@ -698,7 +731,15 @@ def main() -> None:
     parser.add_argument(
         "--scroll-only", action="store_true", help="only the deep scrolls (step 6), no load"
     )
+    parser.add_argument("--skip-scroll", action="store_true", help="no deep scrolls (step 6)")
+    parser.add_argument(
+        "--wrk",
+        action="store_true",
+        help="drive the load with wrk (Debian package `wrk`) instead of bench/loadgen.py",
+    )
     args = parser.parse_args()
+    if args.wrk and shutil.which("wrk") is None:
+        parser.error("--wrk needs wrk on the PATH (apt-get install wrk)")
     concurrencies = [int(c) for c in args.clients.split(",")]
     workdir = args.pgdata.parent
     if args.pgdata.exists():  # always a fresh database: the numbers must mean the same
@@ -726,10 +767,14 @@ def main() -> None:
         depths = asyncio.run(compare_depths(dsn, big))
         print(f"page statements by depth (median ms): {depths}", flush=True)
         scrolls: dict[tuple[str, str, int], dict[str, float]] = {}
-        for order_by, direction, changes in [
-            *((o, d, 0) for o, d in ORDERINGS),
-            ("feed_score", "desc", 1000),
-        ]:
+        for order_by, direction, changes in (
+            []
+            if args.skip_scroll
+            else [
+                *((o, d, 0) for o, d in ORDERINGS),
+                ("feed_score", "desc", 1000),
+            ]
+        ):
             result = scroll_deep(base, big, dsn, order_by, direction, changes)
             scrolls[(order_by, direction, changes)] = result
             print(f"  scroll {order_by} {direction} +{changes}: {result}", flush=True)
@@ -747,7 +792,7 @@ def main() -> None:
         load_before = load_average()
         for key, url, token, clients_list in [] if args.scroll_only else scenarios:
             for clients in clients_list:
-                results[(key, clients)] = load(url, token, clients, args.duration)
+                results[(key, clients)] = load(url, token, clients, args.duration, args.wrk)
                 print(f"  {LABELS[key]} x{clients}: {results[(key, clients)]}", flush=True)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -763,7 +808,7 @@ def main() -> None:
     statements = depth_table(depths)
     print(f"\n{report}\n\n{checks}\n\n{statements}\n\n{deep}")
     command = " ".join(["python bench/feed.py", *sys.argv[1:]])
-    if args.write_docs:
+    if args.write_docs and not args.skip_scroll:
         scroll_section = SCROLL_SECTION.format(
             machine=machine(),
             command=command,
@@ -779,6 +824,7 @@ def main() -> None:
             command=command,
             duration=args.duration,
             workers=args.workers,
+            generator=GENERATORS[args.wrk],
             loads=f"{load_before} before the load, {load_average()} after",
             load_seconds=load_seconds,
             counts=", ".join(f"{name} {value:,}" for name, value in counts.items()),
@@ -790,6 +836,11 @@ def main() -> None:
         print(f"wrote {write_docs(section)}")
 
 
+GENERATORS = {
+    False: "The load generator `bench/loadgen.py` is a separate process: each client an httpx "
+    "connection in a closed loop.",
+    True: "The load generator is wrk (`--wrk`: 1 thread, one connection per client, in C).",
+}
 LABELS = {
     "health": "GET /health (no auth: the framework ceiling)",
     "me": "GET /api/v1/auth/me (auth + one query: the ceiling)",
@@ -842,8 +893,7 @@ DOCS_SECTION = """## Feed
 
 Measured by `bench/feed.py` on {machine}.
 Command: `{command}` ({duration:.0f} s per row after 2 s of warm-up).
-The load generator `bench/loadgen.py` is a separate process: each client an httpx connection
-in a closed loop. {workers} uvicorn worker(s); PostgreSQL is the built-in
+{generator} {workers} uvicorn worker(s); PostgreSQL is the built-in
 server on the same machine, so server, database and load generator share the 2 CPUs.
 1-minute load average: {loads} (above ~2, other work was competing for the CPUs).
 Data, loaded in {load_seconds:.0f} s with set-based SQL: {counts}.
