@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from types import TracebackType
 from typing import Any, TypeAlias, cast
 
 import asyncpg
@@ -141,20 +142,11 @@ class Database:
             finally:
                 _session_connection.reset(token)
 
-    @asynccontextmanager
-    async def member_session(
-        self, claims: Mapping[str, Any], enter: str, *args: Any
-    ) -> AsyncIterator[tuple[Connection, Record | None]]:
+    def member_session(self, claims: Mapping[str, Any], enter: str, *args: Any) -> "MemberSession":
         """A user session whose first statement `enter` switches to `authenticated` with
         `claims` (its first parameter, as JSON text) before it reads anything, and returns
         the member's row (None: no such member). One round trip instead of two."""
-        async with self._connection(transaction_scoped=True) as conn, conn.transaction():
-            row = await conn.fetchrow(enter, json.dumps(dict(claims)), *args)
-            token = _session_connection.set(conn)
-            try:
-                yield conn, row
-            finally:
-                _session_connection.reset(token)
+        return MemberSession(self, orjson.dumps(dict(claims)).decode(), enter, args)
 
     @asynccontextmanager
     async def system_session(self) -> AsyncIterator[Connection]:
@@ -194,15 +186,18 @@ class Database:
 
     @asynccontextmanager
     async def _connection(self, *, transaction_scoped: bool = False) -> AsyncIterator[Connection]:
-        """A pooled connection whose hand-back never fails the caller.
-
-        It is released after its transaction has committed or rolled back: the outcome is
-        decided. If the server cut the connection just then (a restart), resetting it fails;
-        asyncpg drops it and the pool opens a new one later. Raising here would turn a
-        stored write into an error answer.
-        """
+        conn = await self._acquire(transaction_scoped=transaction_scoped)
         try:
-            conn = await self.pool.acquire(timeout=self.acquire_timeout)
+            yield conn
+        finally:
+            await self._release(conn)
+
+    async def _acquire(self, *, transaction_scoped: bool = False) -> Connection:
+        # A free connection is handed over at once: the timeout (an asyncio timer set and
+        # cancelled, a fifth of a member session's own CPU) is only for waiting for one.
+        timeout = self.acquire_timeout if self.pool.get_idle_size() == 0 else None
+        try:
+            conn = await self.pool.acquire(timeout=timeout)
         except TimeoutError:
             # Every connection is busy: answer now (503, retry shortly) rather than queue
             # requests behind one another until clients give up.
@@ -215,16 +210,74 @@ class Database:
             mark = getattr(conn, "mark_transaction_scoped", None)
             if mark is not None:
                 mark()
+        return conn
+
+    async def _release(self, conn: Connection) -> None:
+        """Give a connection back; this never fails the caller.
+
+        It is released after its transaction has committed or rolled back: the outcome is
+        decided. If the server cut the connection just then (a restart), resetting it fails;
+        asyncpg drops it and the pool opens a new one later. Raising here would turn a
+        stored write into an error answer.
+        """
         try:
-            yield conn
-        finally:
-            try:
-                await self.pool.release(conn)
-            except Exception as exc:
-                logger.warning(
-                    "dropped a database connection that could not be reset",
-                    extra={"error": type(exc).__name__},
-                )
+            await self.pool.release(conn)
+        except Exception as exc:
+            logger.warning(
+                "dropped a database connection that could not be reset",
+                extra={"error": type(exc).__name__},
+            )
 
     def pool_stats(self) -> dict[str, int]:
         return {"size": self.pool.get_size(), "idle": self.pool.get_idle_size()}
+
+
+class MemberSession:
+    """`Database.member_session`: an async context manager written out as a class, not with
+    `@asynccontextmanager`: every member request opens one, and the generator machinery (with
+    the pool's and the transaction's own managers nested in it) cost more than its work.
+
+    Entering takes a pooled connection, begins the transaction and runs `enter`; leaving
+    commits (or rolls back after an exception) and gives the connection back, whatever
+    happened to the transaction.
+    """
+
+    __slots__ = ("_args", "_claims", "_conn", "_database", "_enter", "_token", "_transaction")
+
+    def __init__(self, database: Database, claims: str, enter: str, args: tuple[Any, ...]):
+        self._database = database
+        self._claims = claims
+        self._enter = enter
+        self._args = args
+
+    async def __aenter__(self) -> tuple[Connection, Record | None]:
+        conn = await self._database._acquire(transaction_scoped=True)
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                row = await conn.fetchrow(self._enter, self._claims, *self._args)
+            except BaseException:
+                await transaction.rollback()
+                raise
+        except BaseException:
+            await self._database._release(conn)
+            raise
+        self._conn, self._transaction = conn, transaction
+        self._token = _session_connection.set(conn)
+        return conn, row
+
+    async def __aexit__(
+        self,
+        error_type: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _session_connection.reset(self._token)
+        try:
+            if error_type is None:
+                await self._transaction.commit()
+            else:
+                await self._transaction.rollback()
+        finally:
+            await self._database._release(self._conn)

@@ -5,9 +5,8 @@ access tokens it issues name it (`sid`), so ending the session ends them all at 
 Anonymous operations (login, refresh) open an explicitly named system session.
 """
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from uuid import UUID
 
 from app.adapters.auth.provider import AuthProvider
@@ -282,16 +281,38 @@ _ENTER_AS_MEMBER = (
 )
 
 
-@asynccontextmanager
-async def member_session(
-    database: Database, claims: AccessClaims, *, touch_after_seconds: float = 300
-) -> AsyncIterator[tuple[Connection, Actor]]:
+class member_session:
     """One request's transaction as the member (row level security applies), and the member;
-    401 if removed or logged out. Commits when the block ends without an exception."""
-    async with database.member_session(
-        claims.database_claims(), _ENTER_AS_MEMBER, claims.session_id, touch_after_seconds
-    ) as (db, row):
-        yield db, _actor(row, claims)
+    401 if removed or logged out. Commits when the block ends without an exception.
+
+    A class rather than an `@asynccontextmanager` generator: every member request enters it
+    (docs/performance.md)."""
+
+    __slots__ = ("_claims", "_session")
+
+    def __init__(
+        self, database: Database, claims: AccessClaims, *, touch_after_seconds: float = 300
+    ) -> None:
+        self._claims = claims
+        self._session = database.member_session(
+            claims.database_claims(), _ENTER_AS_MEMBER, claims.session_id, touch_after_seconds
+        )
+
+    async def __aenter__(self) -> tuple[Connection, Actor]:
+        db, row = await self._session.__aenter__()
+        try:
+            return db, _actor(row, self._claims)
+        except BaseException as error:  # refused (401): the transaction ends here
+            await self._session.__aexit__(type(error), error, error.__traceback__)
+            raise
+
+    async def __aexit__(
+        self,
+        error_type: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._session.__aexit__(error_type, error, tb)
 
 
 async def load_member(database: Database, claims: AccessClaims) -> Actor:
