@@ -111,8 +111,12 @@ def decode_cost(im: Image.Image) -> DecodeCost:
         # libjpeg: every coefficient (2 bytes) when progressive; a baseline JPEG is decoded
         # scaled down (`draft`), so its full size is a generous stand-in.
         held = channels * (2 if "progressive" in im.info else 1)
+    elif im.mode == "L" or im.mode in _SAMPLE_BYTES:
+        held = sample_bytes  # one grey sample a pixel
     else:
-        held = 4 if channels > 1 else sample_bytes
+        # Colour, and palette or bilevel pictures too: those are converted to RGB(A) before
+        # they are shrunk (whole, when small enough not to be shrunk in bands).
+        held = 4
     factor = _PEAK_PER_HELD_BYTE.get(im.format or "", max(_PEAK_PER_HELD_BYTE.values()))
     return DecodeCost(
         width=width,
