@@ -193,11 +193,8 @@ class Database:
             await self._release(conn)
 
     async def _acquire(self, *, transaction_scoped: bool = False) -> Connection:
-        # A free connection is handed over at once: the timeout (an asyncio timer set and
-        # cancelled, a fifth of a member session's own CPU) is only for waiting for one.
-        timeout = self.acquire_timeout if self.pool.get_idle_size() == 0 else None
         try:
-            conn = await self.pool.acquire(timeout=timeout)
+            conn = await self.pool.acquire(timeout=self.acquire_timeout)
         except TimeoutError:
             # Every connection is busy: answer now (503, retry shortly) rather than queue
             # requests behind one another until clients give up.
