@@ -14,7 +14,9 @@ with 1 thread and N connections for the given time, one after the other, in one 
 - GET /api/v1/feed?page_size=20 (20 published memories, each with a processed photo),
 
 each against one uvicorn process with N workers, on the built-in PostgreSQL created afresh in a
-temporary folder. It prints a table and the ratios against issue #15's targets: health ≥ 70 %
+temporary folder. Each row also says how much CPU the server's processes and the
+built-in PostgreSQL used per request while wrk ran (from /proc): which of the two a route
+waits on. It prints a table and the ratios against issue #15's targets: health ≥ 70 %
 of the bare app, /auth/me ≥ 50 % of /health, the feed ≥ 50 % of /auth/me, and how each scales
 from 1 to 2 workers. A Python load generator would take CPU from the server on a 2-core
 machine; wrk takes a fraction of one core. With --cpu it also measures, on the one-worker
@@ -27,6 +29,7 @@ results.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -59,6 +62,10 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    # CPU time per request during the row (from /proc): the server's processes, and every
+    # PostgreSQL process of the built-in server. None for the bare app (no database).
+    server_us: float | None = None
+    postgres_us: float | None = None
 
 
 def free_port() -> int:
@@ -202,18 +209,74 @@ _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def run_wrk(
-    name: str, url: str, workers: int, duration: int, connections: int, token: str | None
+    name: str,
+    url: str,
+    workers: int,
+    duration: int,
+    connections: int,
+    token: str | None,
+    server: subprocess.Popen[bytes] | None = None,
+    data_dir: Path | None = None,
 ) -> Result:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
     if token:
         command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    server_before, postgres_before = cpu_seconds(server, data_dir)
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    server_after, postgres_after = cpu_seconds(server, data_dir)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])  # type: ignore[index]
+    requests = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
     latencies = {m[1]: float(m[2]) * _UNIT_MS[m[3]] for m in _LATENCY.finditer(output)}
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return Result(
+    result = Result(
         name, workers, rps, latencies["50"], latencies["99"], int(errors[1]) if errors else 0
     )
+    if server is not None and requests:
+        result.server_us = (server_after - server_before) / requests * 1e6
+        result.postgres_us = (postgres_after - postgres_before) / requests * 1e6
+    return result
+
+
+def _process_cpu(pid: int) -> tuple[str, float, int]:
+    """(name, user + system CPU seconds, parent pid) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        text = stat.read()
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return name, ticks / os.sysconf("SC_CLK_TCK"), int(fields[1])
+
+
+def cpu_seconds(
+    server: subprocess.Popen[bytes] | None, data_dir: Path | None = None
+) -> tuple[float, float]:
+    """CPU seconds used so far by the server's own processes (the server and its workers) and
+    by the built-in PostgreSQL whose data is under `data_dir` (its postmaster and every
+    backend: other PostgreSQL servers on the machine are left out)."""
+    if server is None or data_dir is None:
+        return 0.0, 0.0
+    processes: dict[int, tuple[str, float, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                processes[int(entry)] = _process_cpu(int(entry))
+            except (OSError, ValueError):
+                continue  # ended meanwhile
+    postmasters = set()
+    for pid, (name, _, _) in processes.items():
+        if name == "postgres":
+            with contextlib.suppress(OSError):
+                if str(data_dir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    postmasters.add(pid)
+    return _tree_cpu(processes, {server.pid}), _tree_cpu(processes, postmasters)
+
+
+def _tree_cpu(processes: dict[int, tuple[str, float, int]], roots: set[int]) -> float:
+    members = set(roots)
+    for pid, (_, _, parent) in sorted(processes.items()):  # children have higher pids, mostly
+        if parent in members:
+            members.add(pid)
+    return sum(processes[pid][1] for pid in members if pid in processes)
 
 
 def request_cpu(port: int, data_dir: Path, token: str) -> dict[str, float]:
@@ -245,7 +308,9 @@ def measure(
         token = seed_family(base)
         feed = f"/api/v1/feed?page_size={FEED_ITEMS}"
         for path, auth in (("/health", None), ("/api/v1/auth/me", token), (feed, token)):
-            result = run_wrk(f"GET {path}", base + path, workers, duration, connections, auth)
+            url = base + path
+            name = f"GET {path}"
+            result = run_wrk(name, url, workers, duration, connections, auth, project, data_dir)
             results.append(result)
         if cpu is not None:
             cpu.update(request_cpu(port, data_dir, token))
@@ -257,13 +322,16 @@ def measure(
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| workers | endpoint | req/s | p50 | p99 | non-2xx |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| workers | endpoint | req/s | p50 | p99 | non-2xx | server CPU / req "
+        "| PostgreSQL CPU / req |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        server = "—" if r.server_us is None else f"{r.server_us:,.0f} µs"
+        postgres = "—" if r.postgres_us is None else f"{r.postgres_us:,.0f} µs"
         lines.append(
             f"| {r.workers} | {r.name} | {r.rps:,.0f} | {r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms "
-            f"| {r.errors} |"
+            f"| {r.errors} | {server} | {postgres} |"
         )
     return "\n".join(lines)
 
@@ -340,7 +408,9 @@ def main() -> None:
     text = (
         f"Machine: {machine}. Command: `{command}`. wrk -t1 -c{args.connections} "
         f"-d{args.duration}s per row, one row after the other; the server and PostgreSQL on "
-        f"the same 2 cores as wrk.\n\n{table(results)}\n\n{ratios(results)}"
+        f"the same 2 cores as wrk. CPU per request: user + system time of the server's "
+        f"processes and of PostgreSQL's during the row (/proc), divided by its requests."
+        f"\n\n{table(results)}\n\n{ratios(results)}"
     )
     if cpu:
         text += f"\n\n{cpu_table(cpu)}"
