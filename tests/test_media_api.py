@@ -661,3 +661,13 @@ async def test_transcode_past_its_cpu_budget_fails_and_shows_progress_meanwhile(
     assert done["processing_status"] == "failed"
     assert "took too long" in done["metadata"]["error"]
     assert "progress" not in done["metadata"] or done["metadata"]["progress"] < 1
+
+
+async def test_no_avatar_lookup_runs_for_an_author_without_an_uploaded_avatar(pg) -> None:
+    # A feed page shows up to 80 authors, most without an uploaded avatar; app.avatar_path
+    # cannot be inlined (it sets search_path), so only STRICT keeps PostgreSQL from running
+    # its query for each null id (docs/performance.md). The answers are the test above's.
+    strict = await pg.fetchval(
+        "select proisstrict from pg_proc where oid = 'app.avatar_path(uuid)'::regprocedure"
+    )
+    assert strict
