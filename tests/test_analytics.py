@@ -366,3 +366,34 @@ async def test_retention_purges_old_events_only(app, pg, factory):
     )
     assert [row["recent"] for row in remaining] == [True]
     await asyncio.sleep(0)
+
+
+async def test_events_roll_up_per_member_and_day_whatever_the_batch(app, pg, factory):
+    # The rollup counts a member's events per UTC day (the summary's active members), the
+    # same whether the events came one per statement or many in one batch.
+    family = await factory.family(["adult", "teen"])
+    fid = uuid.UUID(family.id)
+    adult, teen = uuid.UUID(family.adult.id), uuid.UUID(family.members[1].id)
+    insert = (
+        'insert into public.analytics_events (event_type, "timestamp", user_id, family_unit_id)'
+        " select 'feed_viewed', t, u, $1 from unnest($2::timestamptz[], $3::uuid[]) as x(t, u)"
+    )
+    noon = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    day_before = noon - timedelta(days=1)
+    # One batch: three events of the adult on one day, one on the day before, one of the
+    # teen, and one without a member (it marks no one active).
+    times = [noon, noon, noon + timedelta(hours=1), day_before, noon, noon]
+    users = [adult, adult, adult, adult, teen, None]
+    await pg.execute(insert, fid, times, users)
+    # Then one more event of the teen, in a statement of its own.
+    await pg.execute(insert, fid, [noon], [teen])
+    rows = await pg.fetch(
+        "select day, user_id, events from public.analytics_metrics"
+        " where family_unit_id = $1 and events > 0 order by day, events",
+        fid,
+    )
+    assert [(row["day"], row["user_id"], row["events"]) for row in rows] == [
+        (day_before.date(), adult, 1),
+        (noon.date(), teen, 2),
+        (noon.date(), adult, 3),
+    ]
