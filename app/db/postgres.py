@@ -16,11 +16,11 @@ service (registration, login, invite acceptance, background jobs). It runs as
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, TypeAlias, cast
+from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 import asyncpg
 import orjson
@@ -29,6 +29,8 @@ from app.errors import DATABASE_BUSY, ServiceUnavailable
 
 Connection: TypeAlias = asyncpg.Connection
 Record: TypeAlias = asyncpg.Record
+# What a member session yields beside its connection (session_service: the Actor).
+Member = TypeVar("Member")
 
 logger = logging.getLogger(__name__)
 
@@ -142,11 +144,19 @@ class Database:
             finally:
                 _session_connection.reset(token)
 
-    def member_session(self, claims: Mapping[str, Any], enter: str, *args: Any) -> "MemberSession":
+    def member_session(
+        self,
+        claims: Mapping[str, Any],
+        enter: str,
+        *args: Any,
+        member: "Callable[[Record | None], Member]",
+    ) -> "MemberSession[Member]":
         """A user session whose first statement `enter` switches to `authenticated` with
         `claims` (its first parameter, as JSON text) before it reads anything, and returns
-        the member's row (None: no such member). One round trip instead of two."""
-        return MemberSession(self, orjson.dumps(dict(claims)).decode(), enter, args)
+        the member's row, which `member` turns into what the session yields beside the
+        connection (or refuses, raising: the transaction then ends). One round trip instead
+        of two."""
+        return MemberSession(self, orjson.dumps(dict(claims)).decode(), enter, args, member)
 
     @asynccontextmanager
     async def system_session(self) -> AsyncIterator[Connection]:
@@ -229,31 +239,48 @@ class Database:
         return {"size": self.pool.get_size(), "idle": self.pool.get_idle_size()}
 
 
-class MemberSession:
+class MemberSession(Generic[Member]):
     """`Database.member_session`: an async context manager written out as a class, not with
     `@asynccontextmanager`: every member request opens one, and the generator machinery (with
     the pool's and the transaction's own managers nested in it) cost more than its work.
 
-    Entering takes a pooled connection, begins the transaction and runs `enter`; leaving
-    commits (or rolls back after an exception) and gives the connection back, whatever
-    happened to the transaction.
+    Entering takes a pooled connection, begins the transaction, runs `enter` and hands its row
+    to `member`; leaving commits (or rolls back after an exception) and gives the connection
+    back, whatever happened to the transaction.
     """
 
-    __slots__ = ("_args", "_claims", "_conn", "_database", "_enter", "_token", "_transaction")
+    __slots__ = (
+        "_args",
+        "_claims",
+        "_conn",
+        "_database",
+        "_enter",
+        "_member",
+        "_token",
+        "_transaction",
+    )
 
-    def __init__(self, database: Database, claims: str, enter: str, args: tuple[Any, ...]):
+    def __init__(
+        self,
+        database: Database,
+        claims: str,
+        enter: str,
+        args: tuple[Any, ...],
+        member: Callable[[Record | None], Member],
+    ):
         self._database = database
         self._claims = claims
         self._enter = enter
         self._args = args
+        self._member = member
 
-    async def __aenter__(self) -> tuple[Connection, Record | None]:
+    async def __aenter__(self) -> tuple[Connection, Member]:
         conn = await self._database._acquire(transaction_scoped=True)
         try:
             transaction = conn.transaction()
             await transaction.start()
             try:
-                row = await conn.fetchrow(self._enter, self._claims, *self._args)
+                member = self._member(await conn.fetchrow(self._enter, self._claims, *self._args))
             except BaseException:
                 await transaction.rollback()
                 raise
@@ -262,7 +289,7 @@ class MemberSession:
             raise
         self._conn, self._transaction = conn, transaction
         self._token = _session_connection.set(conn)
-        return conn, row
+        return conn, member
 
     async def __aexit__(
         self,

@@ -6,13 +6,13 @@ Anonymous operations (login, refresh) open an explicitly named system session.
 """
 
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
+from functools import partial
 from uuid import UUID
 
 from app.adapters.auth.provider import AuthProvider
 from app.adapters.tokens import AccessClaims, hash_token, issue_access_token, new_opaque_token
 from app.config import Settings
-from app.db.postgres import Connection, Database, Record
+from app.db.postgres import Connection, Database, MemberSession, Record
 from app.errors import INVALID_CREDENTIALS, TOKEN_REVOKED, Invalid, NotFound, Unauthorized
 from app.models.identity import Actor, Role
 from app.schemas.auth import Session, SignedIn, Tokens
@@ -281,38 +281,18 @@ _ENTER_AS_MEMBER = (
 )
 
 
-class member_session:
+def member_session(
+    database: Database, claims: AccessClaims, *, touch_after_seconds: float = 300
+) -> MemberSession[Actor]:
     """One request's transaction as the member (row level security applies), and the member;
-    401 if removed or logged out. Commits when the block ends without an exception.
-
-    A class rather than an `@asynccontextmanager` generator: every member request enters it
-    (docs/performance.md)."""
-
-    __slots__ = ("_claims", "_session")
-
-    def __init__(
-        self, database: Database, claims: AccessClaims, *, touch_after_seconds: float = 300
-    ) -> None:
-        self._claims = claims
-        self._session = database.member_session(
-            claims.database_claims(), _ENTER_AS_MEMBER, claims.session_id, touch_after_seconds
-        )
-
-    async def __aenter__(self) -> tuple[Connection, Actor]:
-        db, row = await self._session.__aenter__()
-        try:
-            return db, _actor(row, self._claims)
-        except BaseException as error:  # refused (401): the transaction ends here
-            await self._session.__aexit__(type(error), error, error.__traceback__)
-            raise
-
-    async def __aexit__(
-        self,
-        error_type: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._session.__aexit__(error_type, error, tb)
+    401 if removed or logged out. Commits when the block ends without an exception."""
+    return database.member_session(
+        claims.database_claims(),
+        _ENTER_AS_MEMBER,
+        claims.session_id,
+        touch_after_seconds,
+        member=partial(_actor, claims=claims),
+    )
 
 
 async def load_member(database: Database, claims: AccessClaims) -> Actor:
@@ -321,7 +301,7 @@ async def load_member(database: Database, claims: AccessClaims) -> Actor:
         return actor
 
 
-def _actor(row: Record | None, claims: AccessClaims) -> Actor:
+def _actor(row: Record | None, *, claims: AccessClaims) -> Actor:
     if row is None:
         if claims.session_id is not None:
             # Our own token: its login ended (logout, reuse) or its member was removed.
