@@ -909,13 +909,14 @@ an item shows (median): **{bands:.1f} ms** reading each age band in index order,
 What a feed page costs, next to `/auth/me` (which shares the token check, the member lookup
 and the transaction): the count (one row from `app.family_memory_counts`), one page statement
 (20 memories with author and media, the caller's reactions and three top comments, every
-joined row checked by its RLS policy: a few ms in PostgreSQL), about 50 URLs signed by the
-storage backend (≈ 1.5 ms in Python), and ≈ 64 KB of JSON validated and serialised. That is
-roughly three times the work of `/auth/me`, whatever the family's size: the 100 000-memory
-family costs about what a small one does, which is what the age-band query is for. At 8
-closed-loop clients the latency is mostly queueing for the 2 CPUs that server, database,
-load generator (and, on this shared VM, other test suites) all use; the absolute targets
-need more CPU than this machine had free, or less work per page (see docs/feed.md).
+joined row checked by its RLS policy), the signed URLs of its media and avatars, and about
+64 KB of JSON validated and serialised, besides its analytics event. In PostgreSQL that
+statement costs about as much CPU as the whole Python side of the request
+(`bench/http_ceilings.py` shows both per request): at 8 closed-loop clients the server,
+PostgreSQL and the load generator queue for the same 2 CPUs, and the latency is mostly
+that queueing. The 100 000-memory family costs more than a small one in the database (the
+prepared statement's generic plan sorts an age band's rows where a plan for that family
+would read them in index order), not in Python.
 """
 
 
