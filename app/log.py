@@ -117,11 +117,16 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Our middleware writes the access log; uvicorn's own would repeat each request.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    logging.getLogger("uvicorn.access").disabled = True
+    # Our middleware writes the access log; uvicorn's own would repeat each request. With no
+    # handler to reach, uvicorn does not even build its line (client address, quoted path)
+    # for every response only to drop it.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
+    access.disabled = True
     # httpx logs every request URL at INFO; Supabase signed URLs carry tokens in them.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)

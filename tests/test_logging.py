@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.log import JsonFormatter, redact
+from app.log import JsonFormatter, configure_logging, redact
 from tests.helpers import API
 from tests.helpers import media_samples as samples
 from tests.helpers.factories import PASSWORD
@@ -103,3 +103,18 @@ def test_redact_masks_what_looks_secret():
     assert "hunter22" not in redact('{"password": "hunter22"}')
     assert "s3cr3t" not in redact("GET /x?token=s3cr3t&expires=1")
     assert "eyJ" not in redact("got eyJhbGciOi.eyJzdWIiOiIx.sig-part here")
+
+
+def test_uvicorn_builds_no_access_line_of_its_own() -> None:
+    # uvicorn builds its access line (client address, quoted path and query) for every
+    # response whenever its logger reaches a handler, even a disabled one; ours is written by
+    # the middleware, so after configure_logging uvicorn's must reach none.
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    try:
+        configure_logging("info")
+        assert not logging.getLogger("uvicorn.access").hasHandlers()
+        assert logging.getLogger("uvicorn.error").hasHandlers()  # its errors still reach ours
+    finally:
+        root.handlers[:], level = kept
+        root.setLevel(level)
