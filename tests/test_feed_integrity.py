@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app.services import storage_service
+from tests.helpers import media_samples as samples
 from tests.helpers.feed import API, EMOJI, comment, counters, feed_ok, make_memory, react
 
 # Counters under concurrency -------------------------------------------------------------------
@@ -303,6 +305,32 @@ async def test_a_page_of_100_costs_the_same_statements_as_a_page_of_1(
             assert len(media) == 2 * size
             assert signing_calls[0] == len(media) + len(ready)  # originals and ready thumbnails
         assert costs[1] == costs[100] <= 4, (params, costs)
+
+
+async def test_a_page_signs_with_the_epoch_read_by_its_count_not_a_statement_of_its_own(
+    app, client, factory, monkeypatch
+):
+    # The family's signing epoch comes with the page's count (one round trip fewer per
+    # page); the epoch itself is the one verification reads, so the links work.
+    family = await factory.family(["adult", "teen"])
+    memory = await samples.create_memory(client, family.adult, status="published")
+    photo = await samples.upload(
+        client, family.adult, memory["id"], samples.jpeg((32, 24)), "image/jpeg"
+    )
+    await samples.wait_for_media(client, family.adult, memory["id"], photo["id"])
+    removed = await client.delete(  # moves the family's epoch on: links carry a non-zero one
+        f"{API}/families/me/members/{family.by_role('teen').id}", headers=family.adult.headers
+    )
+    assert removed.status_code == 204
+    with monkeypatch.context() as patched:
+        patched.setattr(storage_service, "_SIGNING_EPOCHS", "select no_such_column")
+        for params in ({}, {"order_by": "created_at"}, {"tags": "bench"}):
+            page = await feed_ok(client, family.adult, **params)
+            assert len(page["items"]) == (0 if params.get("tags") else 1)
+        page = await feed_ok(client, family.adult)
+    [media] = page["items"][0]["media"]
+    for url in (media["url"], media["thumbnail_url"], media["variants"]["preview"]["url"]):
+        assert (await client.get(url)).status_code == 200, url
 
 
 # Analytics ------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.schemas.feed import FeedItem, FeedPage, FeedQuery, OrderBy, OrderDirection, Pagination
-from app.services import media_urls
+from app.services import media_urls, storage_service
 from app.services.media_urls import MEDIA_URL_EXPIRES_IN
 
 # What cursors of this list are bound to (app.adapters.cursors).
@@ -408,14 +408,19 @@ _SCROLL = {
     for ordering in _ORDERINGS
 }
 
-# total_count. Unfiltered: the per-family counter the memories trigger keeps exact, one row.
-_COUNT_PUBLISHED = """
+# total_count, and the family's storage signing epoch along with it (what the page's URLs
+# are signed with: storage_service.epochs_read), one round trip for both.
+# Unfiltered: the per-family counter the memories trigger keeps exact, one row.
+_EPOCH = f"{storage_service.SIGNING_EPOCH_OF_FAMILY} as signing_epoch"
+_COUNT_PUBLISHED = f"""
 select coalesce(
   (select published from app.family_memory_counts where family_unit_id = $1), 0
-)
+) as total, {_EPOCH}
 """
-_COUNT_BY_COLUMNS = "select count(*) from public.memories m where " + _BY_COLUMNS
-_COUNT_BY_TEXT = f"with {_MATCHING} select count(*) from public.memories m where {_BY_TEXT}"
+_COUNT_BY_COLUMNS = f"select count(*) as total, {_EPOCH} from public.memories m where {_BY_COLUMNS}"
+_COUNT_BY_TEXT = (
+    f"with {_MATCHING} select count(*) as total, {_EPOCH} from public.memories m where {_BY_TEXT}"
+)
 # Filtered statements are planned for the values at hand rather than generically, so that
 # the absent filters really drop out and the present ones can use their indexes.
 _PLAN_FOR_THESE_VALUES = "set local plan_cache_mode = force_custom_plan"
@@ -517,11 +522,12 @@ async def get_page(
         kind = _Kind.UNFILTERED
 
     if kind is _Kind.UNFILTERED:
-        total: int = await db.fetchval(_COUNT_PUBLISHED, actor.family_unit_id)
+        counted = await db.fetchrow(_COUNT_PUBLISHED, actor.family_unit_id)
     else:
         await db.execute(_PLAN_FOR_THESE_VALUES)
         count = _COUNT_BY_TEXT if kind is _Kind.BY_TEXT else _COUNT_BY_COLUMNS
-        total = await db.fetchval(count, actor.family_unit_id, *filters)
+        counted = await db.fetchrow(count, actor.family_unit_id, *filters)
+    total: int = counted["total"]
 
     ordering = (query.order_by, query.order_direction)
     size = query.page_size
@@ -573,7 +579,12 @@ async def get_page(
         has_more=next_cursor is not None if scroll else more,
     )
     shown = _shown(items, pagination, total)
-    await _sign_media(items, storage)
+    # Every object of the page is the family's (its first path segment; row level security
+    # shows no other family's rows).
+    epoch = counted["signing_epoch"]
+    epochs = {str(actor.family_unit_id): epoch} if epoch is not None else {}
+    with storage_service.epochs_read(db, epochs):
+        await _sign_media(items, storage)
 
     page = FeedPage(
         items=[FeedItem.model_validate(item) for item in items],

@@ -8,7 +8,9 @@ memory the caller can see, or an upload into a memory they may edit.
 """
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -230,18 +232,46 @@ _SIGNING_EPOCHS = """
 select id::text as family, storage_signing_epoch from public.family_units
 where id = any($1::uuid[])
 """
+# A family's signing epoch as a value of another statement ($1: the family), so that a
+# statement a request runs anyway reads it along (the feed's count: one round trip fewer
+# per page), then hands it over with `epochs_read`.
+SIGNING_EPOCH_OF_FAMILY = "(select storage_signing_epoch from public.family_units where id = $1)"
+
+# Signing epochs a transaction has read already: its connection and what it read.
+_epochs_read: ContextVar[tuple[Connection, Mapping[str, int]] | None] = ContextVar(
+    "signing_epochs_read", default=None
+)
 
 
-async def signing_epochs(database: Database, families: Collection[str]) -> dict[str, int]:
+@contextmanager
+def epochs_read(db: Connection, epochs: Mapping[str, int]) -> Iterator[None]:
+    """Inside this block, `signing_epochs` answers with `epochs` (family id → epoch) for the
+    families they cover, read just now by `db`'s transaction, without reading them again.
+
+    Exactly what a read of its own would give: the same transaction, moments later (a
+    removal committing in between voids the links either way). Nothing is kept beyond the
+    block, so no other request, and no other process, ever signs with an epoch remembered.
+    """
+    token = _epochs_read.set((db, epochs))
+    try:
+        yield
+    finally:
+        _epochs_read.reset(token)
+
+
+async def signing_epochs(database: Database, families: Collection[str]) -> Mapping[str, int]:
     """The built-in storage's signing epoch of each family named (by the first segment of an
     object path); ending a membership moves it on (`app.end_membership`), which voids every
     link of the family signed before. Anything that is not a family id is at epoch 0."""
-    ids = [UUID(family) for family in families if _is_canonical_uuid(family)]
-    if not ids:
-        return {}
     # Inside a request, on the request's own connection (a member's session sees their own
     # family, the only one whose links a member is given); else, as the service.
     db = database.connection_in_use()
+    read = _epochs_read.get()
+    if read is not None and read[0] is db and read[1].keys() >= set(families):
+        return read[1]
+    ids = [UUID(family) for family in families if _is_canonical_uuid(family)]
+    if not ids:
+        return {}
     if db is not None:
         rows = await db.fetch(_SIGNING_EPOCHS, ids)
     else:

@@ -20,6 +20,7 @@ from app.adapters.tokens import hash_token, new_opaque_token
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.helpers import API
+from tests.helpers import media_samples as samples
 from tests.helpers.credentials import assert_all_dead, collect
 from tests.helpers.factories import PASSWORD, Factory, unique_email
 from tests.helpers.sse import serve
@@ -166,6 +167,29 @@ async def test_the_family_gets_fresh_links_that_work_after_a_removal(client, fac
     assert (await client.get(before)).status_code == 403
     feed = (await client.get(f"{API}/feed", headers=founder.headers)).json()
     fresh = feed["items"][0]["media"][0]["url"]
+    assert fresh != before
+    assert (await client.get(fresh)).status_code == 200
+
+
+async def test_a_removal_made_elsewhere_voids_the_feeds_links_and_fresh_ones_work(
+    client, factory, pg
+):
+    # The feed signs with the epoch its own transaction reads, never one remembered by this
+    # process: a removal committed by another process (here straight in the database, as
+    # `app.end_membership` does) voids the links at once, and the next page's links work.
+    family = await factory.family(["adult", "teen"])
+    founder, teen = family.adult, family.by_role("teen")
+    memory = await samples.create_memory(client, founder, status="published")
+    await samples.upload(client, founder, memory["id"], samples.jpeg((32, 24)), "image/jpeg")
+    first = (await client.get(f"{API}/feed", headers=founder.headers)).json()
+    before = first["items"][0]["media"][0]["url"]
+    assert (await client.get(before)).status_code == 200
+
+    await pg.execute("select app.end_membership($1, 'removed elsewhere')", uuid.UUID(teen.id))
+
+    assert (await client.get(before)).status_code == 403
+    page = (await client.get(f"{API}/feed", headers=founder.headers)).json()
+    fresh = page["items"][0]["media"][0]["url"]
     assert fresh != before
     assert (await client.get(fresh)).status_code == 200
 
