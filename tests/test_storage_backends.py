@@ -810,3 +810,47 @@ async def test_local_download_urls_reused_only_for_the_same_address_and_window(
     assert moved != other and len(signed) == 6
     with pytest.raises(Invalid):  # a refused path is never taken from what was signed
         await backend.signed_download_urls(["../m/a.jpg"], expires_in=600)
+
+
+async def test_local_download_urls_kept_per_family_epoch_and_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A URL kept for reuse is the one its family's current epoch signs: when the epoch moves
+    # on (a member left), the next call signs anew; the other family's URL is unchanged.
+    # However many objects are signed, at most MAX_CACHED_DOWNLOAD_URLS are kept.
+    epochs = {"fam-a": 0, "fam-b": 0}
+
+    async def key_epochs(families: Any) -> dict[str, int]:
+        return {family: epochs[family] for family in families if family in epochs}
+
+    backend = LocalStorageBackend(
+        tmp_path,
+        bucket=BUCKET,
+        public_url="http://one.example/objects",
+        secret="x" * 40,
+        key_epochs=key_epochs,
+    )
+    paths = ["fam-a/m/a.jpg", "fam-b/m/b.jpg"]
+    first = await backend.signed_download_urls(paths, expires_in=600)
+    epochs["fam-a"] = 1
+    moved = await backend.signed_download_urls(paths, expires_in=600)
+    assert moved["fam-a/m/a.jpg"] != first["fam-a/m/a.jpg"]
+    assert moved["fam-b/m/b.jpg"] == first["fam-b/m/b.jpg"]
+    assert moved == await backend.signed_download_urls(paths, expires_in=600)
+    params = {"expires": parse_qs(urlsplit(moved["fam-a/m/a.jpg"]).query)["expires"][0]}
+    params["signature"] = parse_qs(urlsplit(moved["fam-a/m/a.jpg"]).query)["signature"][0]
+    assert await backend.verify_download("fam-a/m/a.jpg", params) > 0
+    epochs["fam-a"] = 2  # a link signed before the move is refused
+    with pytest.raises(DomainError):
+        await backend.verify_download("fam-a/m/a.jpg", params)
+
+    monkeypatch.setattr("app.adapters.storage.local.MAX_CACHED_DOWNLOAD_URLS", 5)
+    many = [f"fam-b/m/{index}.jpg" for index in range(12)]
+    for start in range(0, 12, 3):
+        urls = await backend.signed_download_urls(many[start : start + 3], expires_in=600)
+        assert set(urls) == set(many[start : start + 3])
+        kept = sum(len(known) for known in backend._download_urls.values())
+        assert kept <= 5
+    assert await backend.signed_download_urls(many, expires_in=600) == {
+        path: (await backend.signed_download_urls([path], expires_in=600))[path] for path in many
+    }

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 from urllib.parse import quote, urlencode
 
 import anyio
@@ -90,8 +90,10 @@ class LocalStorageBackend:
         self._incoming = self._bucket_dir / INCOMING_DIR
         self._signer = UrlSigner(secret)
         self._key_epochs = key_epochs
-        # (base URL, path, expiry, epoch) → signed download URL; see signed_download_urls.
-        self._download_urls: dict[tuple[str, str, int, tuple[str, ...]], str] = {}
+        # (base URL, expiry, epochs) → path → signed download URL; see signed_download_urls.
+        self._download_urls: dict[tuple[str, int, frozenset[tuple[str, int]]], dict[str, str]]
+        self._download_urls = {}
+        self._cached_urls = 0
 
     @property
     def public_url(self) -> str:
@@ -147,29 +149,35 @@ class LocalStorageBackend:
         self, paths: Sequence[str], *, expires_in: int
     ) -> dict[str, str]:
         expires = expiry(expires_in, time.time())
-        stamp = str(expires)
-        for path in paths:
-            check_object_path(path)
         epochs = await self._epochs(paths)
-        # A checked path is only [A-Za-z0-9._-] and "/": quoting it would change nothing.
         base = f"{self.public_url}/{quote(self.bucket)}/"
         # Within one expiry window every URL of an object (at one epoch) is the same URL
         # (signing.expiry), so each is signed once: a feed page signs ~60, again and again.
-        cache = self._download_urls
-        urls = {}
-        for path in paths:
-            epoch = _epoch_part(epochs, path)
-            key = (base, path, expires, epoch)
-            url = cache.get(key)
-            if url is None:
-                signature = self._signer.sign(DOWNLOAD, self.bucket, path, stamp, *epoch)
-                # Both values are URL-safe as they are (a number; base64url): no encoding pass.
-                url = f"{base}{path}?expires={stamp}&signature={signature}"
-                if len(cache) >= MAX_CACHED_DOWNLOAD_URLS:
-                    cache.clear()  # the next window's URLs are new ones anyway
-                cache[key] = url
-            urls[path] = url
-        return urls
+        # Kept by what a URL depends on besides its path (the address, the window and the
+        # epochs of the families named, each URL taking its own family's), then by path: a
+        # page already signed costs one look-up per path. Only a checked path is ever kept,
+        # so one found needs no check again.
+        key = (base, expires, frozenset(epochs.items()))
+        known = self._download_urls.get(key)
+        if known is None:
+            if self._cached_urls >= MAX_CACHED_DOWNLOAD_URLS:
+                self._forget_download_urls()  # the next window's URLs are new ones anyway
+            known = self._download_urls[key] = {}
+        urls: dict[str, str | None] = {path: known.get(path) for path in paths}
+        if None in urls.values():
+            stamp = str(expires)
+            for path, url in urls.items():
+                if url is None:
+                    check_object_path(path)
+                    epoch = _epoch_part(epochs, path)
+                    signature = self._signer.sign(DOWNLOAD, self.bucket, path, stamp, *epoch)
+                    # Both values are URL-safe as they are (a number; base64url): no encoding.
+                    # A checked path is only [A-Za-z0-9._-] and "/": quoting changes nothing.
+                    urls[path] = known[path] = f"{base}{path}?expires={stamp}&signature={signature}"
+                    self._cached_urls += 1
+            if self._cached_urls > MAX_CACHED_DOWNLOAD_URLS:
+                self._forget_download_urls()
+        return cast(dict[str, str], urls)  # every None was replaced
 
     async def download_to(self, path: str, dest: Path) -> None:
         source = self._file(path)
@@ -365,7 +373,12 @@ class LocalStorageBackend:
     async def _epochs(self, paths: Sequence[str]) -> Mapping[str, int]:
         if self._key_epochs is None or not paths:
             return {}
-        return await self._key_epochs({_family_segment(path) for path in paths})
+        # _family_segment, inlined: a page names ~60 paths.
+        return await self._key_epochs({path.split("/", 1)[0] for path in paths})
+
+    def _forget_download_urls(self) -> None:
+        self._download_urls.clear()
+        self._cached_urls = 0
 
     def _object_url(self, path: str) -> str:
         # A checked path is only [A-Za-z0-9._-] and "/": quoting would change nothing.
