@@ -17,6 +17,7 @@ MEDIA_URL_EXPIRES_IN: Final = 3600
 
 # Every photo and video gets these; `playback` only a video browsers cannot play as it is.
 _ALWAYS: Final[Mapping[str, str]] = {"thumbnail": "image/jpeg", "preview": "image/jpeg"}
+_NONE: Final[Mapping[str, Any]] = {}
 
 Row = MutableMapping[str, Any]
 
@@ -31,26 +32,40 @@ def media_paths(media: Mapping[str, Any]) -> list[str]:
 
 def shape_media(media: Row, urls: Mapping[str, str]) -> Row:
     """Turn a media row as stored into the Media the API shows (in place)."""
-    stored = media.get("variants") or {}
-    ready = media.get("processing_status") == "completed"
+    stored = media.get("variants") or _NONE
+    # Every response with media shapes each of them: written for few steps per variant.
+    names = _ALWAYS if stored.keys() <= _ALWAYS.keys() else _variant_names(stored)
     variants: dict[str, dict[str, Any]] = {}
-    for name in [*_ALWAYS, *(n for n in stored if n not in _ALWAYS)]:
-        variant = stored.get(name) or {}
-        path = variant.get("path") if ready else None
-        variants[name] = {
-            "url": urls.get(path) if path else None,
-            "width": variant.get("width") if ready else None,
-            "height": variant.get("height") if ready else None,
-            "mime_type": variant.get("mime_type") or _ALWAYS.get(name, "video/mp4"),
-        }
+    if media.get("processing_status") == "completed":
+        for name in names:
+            variant = stored.get(name) or _NONE
+            path = variant.get("path")
+            variants[name] = {
+                "url": urls.get(path) if path else None,
+                "width": variant.get("width"),
+                "height": variant.get("height"),
+                "mime_type": variant.get("mime_type") or _ALWAYS.get(name, "video/mp4"),
+            }
+    else:  # nothing of a variant shows before processing has completed but its type
+        for name in names:
+            variant = stored.get(name) or _NONE
+            variants[name] = {
+                "url": None,
+                "width": None,
+                "height": None,
+                "mime_type": variant.get("mime_type") or _ALWAYS.get(name, "video/mp4"),
+            }
     media["variants"] = variants
-    media["taken_at"] = _taken_at(media.get("taken_at"), media.pop("taken_at_offset", None))
+    taken, offset = media.get("taken_at"), media.pop("taken_at_offset", None)
+    media["taken_at"] = None if taken is None else _taken_at(taken, offset)
     return media
 
 
-def _taken_at(value: object, offset: object) -> datetime | None:
-    if value is None:
-        return None
+def _variant_names(stored: Mapping[str, Any]) -> list[str]:
+    return [*_ALWAYS, *(name for name in stored if name not in _ALWAYS)]
+
+
+def _taken_at(value: object, offset: object) -> datetime:
     taken = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     if not isinstance(offset, int):
         # The file gave a local time without its zone: show the wall-clock time as it was.
