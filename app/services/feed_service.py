@@ -588,7 +588,7 @@ async def get_page(
         await _sign_media(items, storage)
 
     page = FeedPage(
-        items=_ITEMS.validate_python(items),
+        items=_ITEM_LIST.validate_python(items),
         pagination=pagination,
         total_count=total,
         next_cursor=next_cursor,
@@ -598,7 +598,7 @@ async def get_page(
 
 
 # The page's items validated in one call (not one model_validate per item: ~10 % less).
-_ITEMS = TypeAdapter(list[FeedItem])
+_ITEM_LIST = TypeAdapter(list[FeedItem])
 
 # Columns of a page's rows that say when and how it was read, not what it shows.
 _WHEN_READ = frozenset({"scroll_at", "snapshot", "has_more"})
