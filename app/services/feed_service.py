@@ -2,9 +2,10 @@
 # below; no value ever enters their text (every value is a $n parameter).
 """The family feed: published memories, scored and ordered in SQL, one page at a time.
 
-A page costs the same few statements whatever its size: its total count, the page itself
-(memories with author, media, counters, the caller's reactions and the top comments, all
-in one query), and one call to sign every media URL of the page.
+A page costs the same few statements whatever its size: its total count (which reads the
+family's storage signing epoch along), the page itself (memories with author, media,
+counters, the caller's reactions and the top comments, all in one query), and one call to
+sign every media URL of the page (which needs no statement of its own).
 
 Ordering by score stays fast for a family with 100 000 memories without scoring them all.
 feed_score = 0.6 × time_score + 0.4 × engagement_score, and time_score is a step function
