@@ -87,11 +87,15 @@ def matches(request: Request, tag: str) -> bool:
 
 def answer(request: Request, response: Response, content: T, tag: str) -> T | Response:
     """`content` with its ETag, or 304 Not Modified with no body when the client has it."""
-    headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
     if matches(request, tag):
-        return Response(status_code=304, headers=headers)
-    response.headers.update(headers)
+        return not_modified(tag)
+    response.headers.update({"ETag": tag, "Cache-Control": CACHE_CONTROL})
     return content
+
+
+def not_modified(tag: str) -> Response:
+    """304 Not Modified with no body: the client has what `tag` names."""
+    return Response(status_code=304, headers={"ETag": tag, "Cache-Control": CACHE_CONTROL})
 
 
 def _opaque(tag: str) -> str:

@@ -56,15 +56,15 @@ async def get_feed(
     scroll began, so none repeats or skips an item. `page`/`page_size` still work.
     Send the page's `ETag` as `If-None-Match` to get 304 when nothing on it changed.
     """
-    result = await feed_service.get_page(
-        db, actor, query, storage=context.storage, cursors=context.cursors
-    )
-    page = result.page
+    read = await feed_service.read_page(db, actor, query, cursors=context.cursors)
     context.analytics.record(
-        EventType.FEED_VIEWED, actor=actor, page=page.pagination.page, items=len(page.items)
+        EventType.FEED_VIEWED, actor=actor, page=read.pagination.page, items=len(read.items)
     )
-    salt = conditional.page_salt(result.urls_expire_at, page.next_cursor)
-    tag = conditional.etag_of(result.shown, salt=salt)
+    salt = conditional.page_salt(read.urls_expire_at, read.next_cursor)
+    tag = conditional.etag_of(read.shown, salt=salt)
+    if conditional.matches(request, tag):
+        return conditional.not_modified(tag)  # the client has it: nothing to sign or validate
+    page = await feed_service.finish_page(db, read, storage=context.storage)
     return conditional.answer(request, response, page, tag)
 
 
