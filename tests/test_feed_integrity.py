@@ -264,8 +264,8 @@ def statements(app, monkeypatch) -> list[str]:
         return counting.setdefault(id(conn), _CountingConnection(conn, log))
 
     @contextlib.asynccontextmanager
-    async def counted_session(*args: Any) -> AsyncIterator[tuple[Any, Any]]:
-        async with opening(*args) as (conn, member):
+    async def counted_session(*args: Any, **kwargs: Any) -> AsyncIterator[tuple[Any, Any]]:
+        async with opening(*args, **kwargs) as (conn, member):
             yield counted(conn), member
 
     monkeypatch.setattr(database, "member_session", counted_session)
