@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from tests.helpers import API
 from tests.helpers.feed import comment, engage, feed, feed_ok, make_memory, react
 
 # The contract's formula, written out here on its own (never the project's function).
@@ -308,6 +309,43 @@ async def test_bad_query_parameters_are_422(client, factory, params):
     response = await feed(client, family.adult, **params)
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "validation_failed" and response.json()["errors"]
+
+
+@pytest.mark.parametrize(
+    ("params", "loc", "detail"),
+    [
+        (
+            {"page_size": "abc"},
+            ["query", "page_size"],
+            "Invalid query parameter page_size: Input should be a valid integer, unable to"
+            " parse string as an integer",
+        ),
+        (
+            {"cursor": "x", "page": 2},
+            ["query"],
+            "Invalid query: Value error, cursor cannot be combined with page",
+        ),
+        (
+            {"order_direction": "up", "page_size": 0},
+            ["query", "order_direction"],
+            "Invalid query parameter order_direction: Input should be 'desc' or 'asc'"
+            " (and 1 more in `errors`)",
+        ),
+    ],
+)
+async def test_a_bad_query_is_told_as_fastapi_tells_it(client, factory, params, loc, detail):
+    # The feed reads its query itself (deps.query_model, docs/performance.md); the answers
+    # are the ones FastAPI gave when it read them.
+    family = await factory.family(["adult"])
+    response = await feed(client, family.adult, **params)
+    assert response.status_code == 422
+    assert response.json()["detail"] == detail
+    assert response.json()["errors"][0]["loc"] == loc
+
+
+async def test_a_bad_query_without_a_token_is_refused_for_the_token(client):
+    response = await client.get(f"{API}/feed", params={"page": 0})
+    assert response.status_code == 401
 
 
 # Pagination -----------------------------------------------------------------------------------

@@ -11,10 +11,12 @@ the endpoint returns — before the response is sent, so a 2xx means it is store
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
 from starlette.types import Scope
 
 from app.adapters import rate_limit, tokens
@@ -26,6 +28,8 @@ from app.models import rbac
 from app.models.identity import Actor
 from app.models.rbac import Permission
 from app.services import events_service, session_service
+
+QueryModel = TypeVar("QueryModel", bound=BaseModel)
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /auth/login.")
 # The scheme as the OpenAPI document names and describes it (what FastAPI would declare).
@@ -201,6 +205,28 @@ StreamUser = Annotated[Actor, Depends(_stream_actor)]
 def limit_per_ip(rule: str) -> Any:
     """A route dependency counting each request against the client IP's allowance."""
     return Depends(PerIpLimit(rule))
+
+
+def query_model(model: type[QueryModel]) -> Callable[[Request], Awaitable[QueryModel]]:
+    """A dependency reading a route's query parameters into `model`, as FastAPI does for
+    `Annotated[model, Query()]`: the same values (a repeated parameter's last), the same 422.
+
+    FastAPI's own reading walks every field's aliases and annotation on each request: 75 µs
+    and a fifth of a feed page's Python work for its twelve parameters, where pydantic reads
+    them in 3 µs. Its route declares them with `openapi_extra=` and
+    `app.api.openapi.query_parameters(model)`, so the document is FastAPI's.
+    """
+
+    async def read(request: Request) -> QueryModel:
+        try:
+            return model.model_validate(dict(request.query_params))
+        except ValidationError as error:
+            problems = error.errors(include_url=False)
+            raise RequestValidationError(
+                [{**problem, "loc": ("query", *problem["loc"])} for problem in problems]
+            ) from None
+
+    return read
 
 
 async def no_store(response: Response) -> None:
