@@ -895,7 +895,8 @@ Measured by `bench/feed.py` on {machine}.
 Command: `{command}` ({duration:.0f} s per row after 2 s of warm-up).
 {generator} {workers} uvicorn worker(s); PostgreSQL is the built-in
 server on the same machine, so server, database and load generator share the 2 CPUs.
-1-minute load average: {loads} (above ~2, other work was competing for the CPUs).
+1-minute load average: {loads} (above ~2, other work — or this benchmark's own data load
+just before — was using the CPUs).
 Data, loaded in {load_seconds:.0f} s with set-based SQL: {counts}.
 
 {table}
@@ -914,9 +915,9 @@ joined row checked by its RLS policy), the signed URLs of its media and avatars,
 statement costs about as much CPU as the whole Python side of the request
 (`bench/http_ceilings.py` shows both per request): at 8 closed-loop clients the server,
 PostgreSQL and the load generator queue for the same 2 CPUs, and the latency is mostly
-that queueing. The 100 000-memory family costs more than a small one in the database (the
-prepared statement's generic plan sorts an age band's rows where a plan for that family
-would read them in index order), not in Python.
+that queueing. Where the 100 000-memory family costs more than a small one, it is in the
+database (the prepared statement's generic plan sorts an age band's rows where a plan for
+that family would read them in index order), not in Python.
 """
 
 
