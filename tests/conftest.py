@@ -120,3 +120,18 @@ async def pg(migrated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
     )
     yield pool
     await pool.close()
+
+
+@pytest.fixture
+def signing_calls(app, monkeypatch) -> list[int]:
+    """How many paths each call of the storage's `signed_download_urls` signed, in order."""
+    storage = app.state.context.storage
+    original = storage.signed_download_urls
+    calls: list[int] = []
+
+    async def counted(paths, *, expires_in):
+        calls.append(len(paths))
+        return await original(paths, expires_in=expires_in)
+
+    monkeypatch.setattr(storage, "signed_download_urls", counted)
+    return calls

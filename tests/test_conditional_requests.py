@@ -389,20 +389,12 @@ async def test_browsers_let_scripts_read_the_etag(client, factory):
     assert "etag" in {name.strip() for name in exposed.split(",")}
 
 
-async def test_a_feed_page_answered_304_signs_no_url(client, factory, app, pg, monkeypatch):
+async def test_a_feed_page_answered_304_signs_no_url(client, factory, pg, signing_calls):
     # The ETag is known from the page as read, before any URL is signed: when the client
     # has the page, nothing is signed (with Supabase Storage, no request to it) or validated.
     family = await factory.family(["adult"])
     await make_memory(pg, family.adult, photos=2)
-    storage = app.state.context.storage
-    signed = storage.signed_download_urls
-    signings: list[int] = []
-
-    async def counted(paths, *, expires_in):
-        signings.append(len(paths))
-        return await signed(paths, expires_in=expires_in)
-
-    monkeypatch.setattr(storage, "signed_download_urls", counted)
+    signings = signing_calls
     etag = await current_etag(client, family.adult, "/feed")
     assert len(signings) == 1
 

@@ -273,20 +273,6 @@ def statements(app, monkeypatch) -> list[str]:
     return log
 
 
-@pytest.fixture
-def signing_calls(app, monkeypatch) -> list[int]:
-    storage = app.state.context.storage
-    original = storage.signed_download_urls
-    calls: list[int] = []
-
-    async def counted(paths, *, expires_in):
-        calls.append(len(paths))
-        return await original(paths, expires_in=expires_in)
-
-    monkeypatch.setattr(storage, "signed_download_urls", counted)
-    return calls
-
-
 async def test_a_page_of_100_costs_the_same_statements_as_a_page_of_1(
     client, factory, pg, statements, signing_calls
 ):
