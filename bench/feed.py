@@ -425,31 +425,13 @@ def load(
     return result
 
 
-_WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
-_WRK_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
 def load_with_wrk(url: str, token: str | None, clients: int, duration: float) -> dict[str, float]:
     """The same row driven by wrk (1 thread, one connection per client, after 2 s of warm-up):
     a C load generator takes a fraction of the CPU the Python one takes from the server."""
-    command = ["wrk", "-t1", f"-c{clients}", "--latency"]
-    if token:
-        command += ["-H", f"Authorization: Bearer {token}"]
-    subprocess.run([*command, "-d2s", url], check=True, capture_output=True)
-    output = subprocess.run(
-        [*command, f"-d{duration:.0f}s", url], check=True, capture_output=True, text=True
-    ).stdout
-    requests = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
-    latencies = {m[1]: float(m[2]) * _WRK_UNIT_MS[m[3]] for m in _WRK_LATENCY.finditer(output)}
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return {
-        "clients": clients,
-        "requests": requests,
-        "errors": int(errors[1]) if errors else 0,
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]),  # type: ignore[index]
-        "p50_ms": latencies["50"],
-        "p99_ms": latencies["99"],
-    }
+    from bench.http_ceilings import wrk  # the one reader of wrk's output
+
+    wrk(url, token, clients, 2)
+    return {"clients": clients, **wrk(url, token, clients, duration)}
 
 
 # Ordering by score inside the database: every memory scored and sorted, or by age band -----

@@ -208,6 +208,23 @@ _LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
+def wrk(url: str, token: str | None, connections: int, seconds: float) -> dict[str, float]:
+    """One wrk run (1 thread): requests, req/s, p50 and p99 in ms, non-2xx answers."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", url]
+    if token:
+        command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    latencies = {m[1]: float(m[2]) * _UNIT_MS[m[3]] for m in _LATENCY.finditer(output)}
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return {
+        "requests": int(re.search(r"(\d+) requests in", output)[1]),  # type: ignore[index]
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]),  # type: ignore[index]
+        "p50_ms": latencies["50"],
+        "p99_ms": latencies["99"],
+        "errors": int(errors[1]) if errors else 0,
+    }
+
+
 def run_wrk(
     name: str,
     url: str,
@@ -218,22 +235,13 @@ def run_wrk(
     server: subprocess.Popen[bytes] | None = None,
     data_dir: Path | None = None,
 ) -> Result:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
-    if token:
-        command[1:1] = ["-H", f"Authorization: Bearer {token}"]
     server_before, postgres_before = cpu_seconds(server, data_dir)
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    row = wrk(url, token, connections, duration)
     server_after, postgres_after = cpu_seconds(server, data_dir)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])  # type: ignore[index]
-    requests = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
-    latencies = {m[1]: float(m[2]) * _UNIT_MS[m[3]] for m in _LATENCY.finditer(output)}
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    result = Result(
-        name, workers, rps, latencies["50"], latencies["99"], int(errors[1]) if errors else 0
-    )
-    if server is not None and requests:
-        result.server_us = (server_after - server_before) / requests * 1e6
-        result.postgres_us = (postgres_after - postgres_before) / requests * 1e6
+    result = Result(name, workers, row["rps"], row["p50_ms"], row["p99_ms"], int(row["errors"]))
+    if server is not None and row["requests"]:
+        result.server_us = (server_after - server_before) / row["requests"] * 1e6
+        result.postgres_us = (postgres_after - postgres_before) / row["requests"] * 1e6
     return result
 
 
