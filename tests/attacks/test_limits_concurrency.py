@@ -30,6 +30,7 @@ from app.api.openapi import api_routes
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.helpers import API
+from tests.helpers.accounts import create_invite, register_founder
 from tests.helpers.factories import PASSWORD, unique_email
 
 _addresses = itertools.count(1)
@@ -98,25 +99,12 @@ async def at_once(count: int, send: Send, app: FastAPI, *, same_ip: bool) -> Cou
 
 async def register(app: FastAPI) -> dict[str, Any]:
     async with from_new_ip(app) as client:
-        response = await client.post(
-            f"{API}/auth/register/adult",
-            json={"email": unique_email(), "password": PASSWORD, "display_name": "Victim"},
-        )
-    assert response.status_code == 201, response.text
-    registered: dict[str, Any] = response.json()
-    return registered
+        return await register_founder(client, "Victim")
 
 
 async def invite(app: FastAPI, adult: dict[str, Any], role: str) -> dict[str, Any]:
     async with from_new_ip(app) as client:
-        response = await client.post(
-            f"{API}/invites",
-            json={"email": unique_email(), "role": role},
-            headers={"Authorization": f"Bearer {adult['tokens']['access_token']}"},
-        )
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
+        return await create_invite(client, adult, role)
 
 
 # Failed attempts per account and per invite ---------------------------------------------------

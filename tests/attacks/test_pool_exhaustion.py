@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.helpers import API
+from tests.helpers.accounts import create_invite, register_founder
 from tests.helpers.factories import PASSWORD, unique_email
 
 # Long enough for a loaded machine to answer; a deadlocked request never does.
@@ -49,25 +50,6 @@ async def small_pool(migrated_database_url, data_dir) -> AsyncIterator[httpx.Asy
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
             yield c
-
-
-async def _register(client: httpx.AsyncClient) -> dict[str, Any]:
-    body = {"email": unique_email(), "password": PASSWORD, "display_name": "Burst"}
-    response = await client.post(f"{API}/auth/register/adult", json=body)
-    assert response.status_code == 201, response.text
-    registered: dict[str, Any] = response.json()
-    return registered
-
-
-async def _invite(client: httpx.AsyncClient, adult: dict[str, Any], role: str) -> dict[str, Any]:
-    response = await client.post(
-        f"{API}/invites",
-        json={"email": unique_email(), "role": role},
-        headers={"Authorization": f"Bearer {adult['tokens']['access_token']}"},
-    )
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
 
 
 async def _accept(client: httpx.AsyncClient, invite: dict[str, Any]) -> httpx.Response:
@@ -99,9 +81,9 @@ async def test_every_account_creation_needs_only_one_connection(migrated_databas
     ):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as one:
-            adult = await asyncio.wait_for(_register(one), HANG)
-            adult_invite = await _invite(one, adult, "adult")
-            child_invite = await _invite(one, adult, "child")
+            adult = await asyncio.wait_for(register_founder(one, "Burst"), HANG)
+            adult_invite = await create_invite(one, adult, "adult")
+            child_invite = await create_invite(one, adult, "child")
             for attempt in (
                 _accept(one, adult_invite),
                 _register_child(one, child_invite),
@@ -124,9 +106,9 @@ async def _raw_register(client: httpx.AsyncClient) -> httpx.Response:
 
 
 async def test_three_times_the_pool_of_every_account_creation_at_once(small_pool):
-    adult = await asyncio.wait_for(_register(small_pool), HANG)
-    adult_invites = [await _invite(small_pool, adult, "adult") for _ in range(POOL)]
-    child_invites = [await _invite(small_pool, adult, "child") for _ in range(POOL)]
+    adult = await asyncio.wait_for(register_founder(small_pool, "Burst"), HANG)
+    adult_invites = [await create_invite(small_pool, adult, "adult") for _ in range(POOL)]
+    child_invites = [await create_invite(small_pool, adult, "child") for _ in range(POOL)]
     attempts = [
         *(_accept(small_pool, invite) for invite in adult_invites),
         *(_register_child(small_pool, invite) for invite in child_invites),

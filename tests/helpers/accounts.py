@@ -1,4 +1,5 @@
-"""What the account tests share: logins, and the check that a set of logins is dead."""
+"""What the account tests share: logins, the check that a set of logins is dead, and a founder
+and invites made through the API alone (for tests that run their own app)."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -6,6 +7,7 @@ from typing import Any
 import httpx
 
 from tests.helpers import API
+from tests.helpers.factories import PASSWORD, unique_email
 
 
 @dataclass(frozen=True)
@@ -47,3 +49,26 @@ async def assert_dead(client: httpx.AsyncClient, *logins: Login) -> None:
 async def assert_alive(client: httpx.AsyncClient, login: Login) -> None:
     me = await client.get(f"{API}/auth/me", headers=login.headers)
     assert me.status_code == 200, me.text
+
+
+async def register_founder(client: httpx.AsyncClient, name: str = "Founder") -> dict[str, Any]:
+    """A new adult with a family of their own: the registration's answer (tokens in it)."""
+    body = {"email": unique_email(), "password": PASSWORD, "display_name": name}
+    response = await client.post(f"{API}/auth/register/adult", json=body)
+    assert response.status_code == 201, response.text
+    registered: dict[str, Any] = response.json()
+    return registered
+
+
+async def create_invite(
+    client: httpx.AsyncClient, founder: dict[str, Any], role: str
+) -> dict[str, Any]:
+    """An invite by `founder` (a `register_founder` answer) for `role`, to a new address."""
+    response = await client.post(
+        f"{API}/invites",
+        json={"email": unique_email(), "role": role},
+        headers={"Authorization": f"Bearer {founder['tokens']['access_token']}"},
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
