@@ -111,13 +111,17 @@ async def test_a_scroll_page_answers_304_too(client, factory, pg):
     await assert_not_modified(client, family.adult, "/feed", start, limit=2)
 
 
+async def _published_processed_photo(client, member) -> tuple[dict, dict]:
+    """A published memory with one photo, processed: (memory, media)."""
+    memory = await samples.create_memory(client, member, status="published")
+    media = await samples.upload(client, member, memory["id"], samples.webp((60, 40)), "image/webp")
+    await samples.wait_for_media(client, member, memory["id"], media["id"])
+    return memory, media
+
+
 async def test_feed_etag_changes_when_a_thumbnail_is_processed(client, factory, app, pg):
     family = await factory.family(["adult"])
-    memory = await samples.create_memory(client, family.adult, status="published")
-    media = await samples.upload(
-        client, family.adult, memory["id"], samples.webp((60, 40)), "image/webp"
-    )
-    await samples.wait_for_media(client, family.adult, memory["id"], media["id"])
+    memory, media = await _published_processed_photo(client, family.adult)
     # Back to how it was before processing, then processed again by the real processor.
     await pg.execute(
         "update public.memory_media set processing_status = 'pending', thumbnail_path = null,"
@@ -352,11 +356,7 @@ async def test_feed_etag_stays_when_every_url_is_signed_anew(client, factory, ap
     # Supabase Storage signs with a new token on every request: the URLs of a page (the
     # originals, thumbnails, variants and avatars alike) differ each time, what it shows not.
     family = await factory.family(["adult"])
-    memory = await samples.create_memory(client, family.adult, status="published")
-    media = await samples.upload(
-        client, family.adult, memory["id"], samples.webp((60, 40)), "image/webp"
-    )
-    await samples.wait_for_media(client, family.adult, memory["id"], media["id"])
+    await _published_processed_photo(client, family.adult)
     storage = app.state.context.storage
     signed = storage.signed_download_urls
     signings = iter(range(1_000_000))
