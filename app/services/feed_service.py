@@ -634,6 +634,10 @@ def _shown(items: list[dict[str, Any]], pagination: Pagination, total: int) -> b
     )
 
 
+def _thumbnail_ready(media: dict[str, Any]) -> bool:
+    return media["processing_status"] == "completed" and bool(media["thumbnail_path"])
+
+
 async def _sign_media(items: list[dict[str, Any]], storage: StorageBackend) -> None:
     """Sign every URL of the page in one call: each media item's url, thumbnail_url and
     variants, and the uploaded avatars of the authors of memories and top comments."""
@@ -646,15 +650,13 @@ async def _sign_media(items: list[dict[str, Any]], storage: StorageBackend) -> N
     paths = []
     for m in media:  # one pass: every page shows ~20 media
         paths.append(m["storage_path"])
-        if m["processing_status"] == "completed":  # a thumbnail and variants to show
-            if m["thumbnail_path"]:
-                paths.append(m["thumbnail_path"])
-            paths += media_urls.media_paths(m)
+        if _thumbnail_ready(m):
+            paths.append(m["thumbnail_path"])
+        paths += media_urls.media_paths(m)
     urls = await media_urls.sign(storage, paths + avatars)
     for m in media:
         m["url"] = urls.get(m["storage_path"])
-        ready = m["processing_status"] == "completed" and m["thumbnail_path"]
-        m["thumbnail_url"] = urls.get(m["thumbnail_path"]) if ready else None
+        m["thumbnail_url"] = urls.get(m["thumbnail_path"]) if _thumbnail_ready(m) else None
         media_urls.shape_media(m, urls)
     for author in authors:
         media_urls.shape_author(author, urls)
