@@ -89,6 +89,12 @@ def answer(request: Request, response: Response, content: T, tag: str) -> T | Re
     """`content` with its ETag, or 304 Not Modified with no body when the client has it."""
     if matches(request, tag):
         return not_modified(tag)
+    return tagged(response, content, tag)
+
+
+def tagged(response: Response, content: T, tag: str) -> T:
+    """`content` with its ETag: for an answer built only once `matches` said no (the feed
+    signs its URLs only for a client that does not have the page)."""
     response.headers.update({"ETag": tag, "Cache-Control": CACHE_CONTROL})
     return content
 

@@ -35,26 +35,17 @@ def shape_media(media: Row, urls: Mapping[str, str]) -> Row:
     stored = media.get("variants") or _NONE
     # Every response with media shapes each of them: written for few steps per variant.
     names = _ALWAYS if stored.keys() <= _ALWAYS.keys() else _variant_names(stored)
+    ready = media.get("processing_status") == "completed"
     variants: dict[str, dict[str, Any]] = {}
-    if media.get("processing_status") == "completed":
-        for name in names:
-            variant = stored.get(name) or _NONE
-            path = variant.get("path")
-            variants[name] = {
-                "url": urls.get(path) if path else None,
-                "width": variant.get("width"),
-                "height": variant.get("height"),
-                "mime_type": variant.get("mime_type") or _ALWAYS.get(name, "video/mp4"),
-            }
-    else:  # nothing of a variant shows before processing has completed but its type
-        for name in names:
-            variant = stored.get(name) or _NONE
-            variants[name] = {
-                "url": None,
-                "width": None,
-                "height": None,
-                "mime_type": variant.get("mime_type") or _ALWAYS.get(name, "video/mp4"),
-            }
+    for name in names:  # before processing has completed, a variant shows only its type
+        variant = stored.get(name) or _NONE
+        path = variant.get("path") if ready else None
+        variants[name] = {
+            "url": urls.get(path) if path else None,
+            "width": variant.get("width") if ready else None,
+            "height": variant.get("height") if ready else None,
+            "mime_type": variant.get("mime_type") or _ALWAYS.get(name, "video/mp4"),
+        }
     media["variants"] = variants
     taken, offset = media.get("taken_at"), media.pop("taken_at_offset", None)
     media["taken_at"] = None if taken is None else _taken_at(taken, offset)

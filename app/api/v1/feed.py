@@ -68,7 +68,7 @@ async def get_feed(
     if conditional.matches(request, tag):
         return conditional.not_modified(tag)  # the client has it: nothing to sign or validate
     page = await feed_service.finish_page(db, read, storage=context.storage)
-    return conditional.answer(request, response, page, tag)
+    return conditional.tagged(response, page, tag)
 
 
 # Reactions ------------------------------------------------------------------------------------
