@@ -25,8 +25,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from itertools import repeat
-from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO, cast
 from urllib.parse import quote, urlencode
@@ -376,10 +374,7 @@ class LocalStorageBackend:
     async def _epochs(self, paths: Sequence[str]) -> Mapping[str, int]:
         if self._key_epochs is None or not paths:
             return {}
-        # Each path's _family_segment, taken in C (map, partition, itemgetter) rather than one
-        # Python step per path: a page names ~60 paths.
-        families = set(map(_FIRST, map(str.partition, paths, repeat("/"))))
-        return await self._key_epochs(families)
+        return await self._key_epochs(set(map(_family_segment, paths)))
 
     def _forget_download_urls(self) -> None:
         self._download_urls.clear()
@@ -433,9 +428,6 @@ class LocalStorageBackend:
                     if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
                         paths.append(Path(entry.path).relative_to(self._bucket_dir).as_posix())
         return paths
-
-
-_FIRST = itemgetter(0)
 
 
 def _family_segment(path: str) -> str:
