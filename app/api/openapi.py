@@ -124,7 +124,8 @@ def conditional_responses() -> dict[int | str, dict[str, Any]]:
 def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     """The OpenAPI parameters FastAPI declares for `Annotated[model, Query()]`, for a route
     that reads the model itself (`deps.query_model`): the document stays as FastAPI writes
-    it. Taken once, from a route of a throwaway app, with FastAPI's own machinery."""
+    it. Taken from a route of a throwaway app, with FastAPI's own machinery, when the
+    document is made (not at start-up)."""
 
     async def declared(query: Annotated[model, Query()]) -> None:  # type: ignore[valid-type]
         return None
@@ -216,6 +217,9 @@ def _declare_common(app: FastAPI, document: dict[str, Any]) -> None:
                 components_root = document.setdefault("components", {})
                 components_root.setdefault("securitySchemes", {}).setdefault(name, scheme)
                 operation.setdefault("security", [{name: []}])
+            for call in _calls(route.dependant):
+                if isinstance(call, deps.QueryReader):
+                    operation.setdefault("parameters", []).extend(query_parameters(call.model))
             if deps.no_store in set(_calls(route.dependant)):
                 success = responses.setdefault(str(route.status_code or 200), {})
                 success.setdefault("headers", {}).update(NO_STORE_HEADERS)

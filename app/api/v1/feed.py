@@ -3,11 +3,11 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from app.api import conditional
 from app.api.deps import Context, CurrentUser, UserDb, query_model
-from app.api.openapi import conditional_responses, query_parameters
+from app.api.openapi import conditional_responses
 from app.api.routing import ApiRouter
 from app.schemas.common import MAX_CURSOR_LENGTH, error_responses
 from app.schemas.feed import (
@@ -31,7 +31,6 @@ router = ApiRouter(prefix="/feed", tags=["feed"])
     operation_id="feed_list",
     response_model=FeedPage,
     responses={**error_responses(400, 401), **conditional_responses()},
-    openapi_extra={"parameters": query_parameters(FeedQuery)},
 )
 async def get_feed(
     actor: CurrentUser,
@@ -39,7 +38,7 @@ async def get_feed(
     context: Context,
     # After the member: a request without a valid token is refused (401) before its query
     # is read, as FastAPI reads the query parameters it declares itself.
-    query: Annotated[FeedQuery, Depends(query_model(FeedQuery))],
+    query: Annotated[FeedQuery, query_model(FeedQuery)],
     request: Request,
     response: Response,
 ) -> FeedPage | Response:
