@@ -17,7 +17,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, ServiceUnavailable, error_body, validation_body
-from app.log import family_id_var, request_id_var, user_id_var
+from app.log import family_id_var, log_info, request_id_var, user_id_var
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 logger = logging.getLogger("timeless.access")
@@ -70,11 +70,14 @@ class RequestContextMiddleware:
             self._record(scope, status, started)
 
     def _request_id(self, scope: Scope) -> str:
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _VALID_REQUEST_ID.match(candidate):
-                    return candidate
+        headers = scope["headers"]
+        # Most requests carry none: looked for in C (a dict of the names) before walking them.
+        if b"x-request-id" in dict(headers):
+            for name, value in headers:
+                if name == b"x-request-id":
+                    candidate = value.decode("latin-1")
+                    if _VALID_REQUEST_ID.match(candidate):
+                        return candidate
         return os.urandom(16).hex()  # 32 hex digits, as uuid4().hex gave, without the object
 
     def _record(self, scope: Scope, status: int, started: float) -> None:
@@ -93,9 +96,10 @@ class RequestContextMiddleware:
         requests, latency = series
         requests.inc()
         latency.observe(duration)
-        logger.info(
+        log_info(
+            logger,
             "request",
-            extra={
+            {
                 "method": method,
                 # The template only: a raw path can hold a secret (GET /invites/{token}).
                 "route": template,
@@ -216,15 +220,23 @@ def _non_utf8_url_part(scope: Scope) -> str | None:
     Otherwise the framework would quietly turn the bad bytes into U+FFFD and go on with a
     value the client never sent.
     """
-    parts = {"path": scope.get("raw_path") or b"", "query": scope.get("query_string") or b""}
-    for name, raw in parts.items():
-        if b"%" not in raw and raw.isascii():
-            continue  # nothing percent-encoded, nothing but ASCII: UTF-8 as it stands
-        try:
-            unquote_to_bytes(raw.decode("latin-1")).decode("utf-8")
-        except UnicodeDecodeError:
+    for name, key in _URL_PARTS:
+        raw = scope.get(key) or b""
+        # Nothing percent-encoded and nothing but ASCII (most URLs): UTF-8 as it stands.
+        if (b"%" in raw or not raw.isascii()) and not _utf8_once_decoded(raw):
             return name
     return None
+
+
+_URL_PARTS = (("path", "raw_path"), ("query", "query_string"))
+
+
+def _utf8_once_decoded(raw: bytes) -> bool:
+    try:
+        unquote_to_bytes(raw.decode("latin-1")).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -31,9 +31,9 @@ _SCHEMES: Final = {"http": "http", "https": "https", "ws": "http", "wss": "https
 # host[:port], a name or an IPv4/bracketed IPv6 address: nothing that could bend a URL.
 _HOST: Final = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?$")
 
-# scheme://host[:port] of the request being served, as the client reached it; None outside
-# a request or when the Host header is missing or unusable.
-request_origin: ContextVar[str | None] = ContextVar("request_origin", default=None)
+# The scope of the request being served, as this layer passed it on: its origin is worked out
+# only when a URL is written (`request_origin`), not for every request.
+_request_scope: ContextVar[Scope | None] = ContextVar("request_scope", default=None)
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -51,7 +51,8 @@ class TrustedProxyMiddleware:
             return
         # Most requests carry no forwarded header at all: then there is nothing to remove or
         # believe, and the scope is passed on as it came (this runs on every request).
-        if any(name in _FORWARDED for name, _ in scope["headers"]):
+        # (The header names are looked up in C: a dict of them, against the set.)
+        if not _FORWARDED.isdisjoint(dict(scope["headers"])):
             scope = dict(scope)
             headers: list[tuple[bytes, bytes]] = list(scope["headers"])
             forwarded = [(name, value) for name, value in headers if name in _FORWARDED]
@@ -61,12 +62,12 @@ class TrustedProxyMiddleware:
                 kept = self._apply(scope, forwarded, kept)
             scope["headers"] = kept
         client = scope.get("client")
-        origin = request_origin.set(_origin(scope))
+        served = _request_scope.set(scope)
         client_ip = client_ip_var.set(client[0] if client else None)
         try:
             await self.app(scope, receive, send)
         finally:
-            request_origin.reset(origin)
+            _request_scope.reset(served)
             client_ip_var.reset(client_ip)
 
     def _apply(
@@ -132,7 +133,13 @@ def _address(value: str) -> IpAddress | None:
     return address
 
 
-def _origin(scope: Scope) -> str | None:
+def request_origin() -> str | None:
+    """scheme://host[:port] of the request being served, as the client reached it (through a
+    trusted proxy, as the proxy received it); None outside a request or when the Host header
+    is missing or unusable."""
+    scope = _request_scope.get()
+    if scope is None:
+        return None
     host = next((value for name, value in scope["headers"] if name == b"host"), b"")
     text = host.decode("latin-1").strip()
     if not _HOST.match(text) or text.rsplit(":", 1)[0] in WILDCARD_HOSTS:
@@ -150,4 +157,4 @@ def public_base_url(settings: Settings) -> str:
     """
     if settings.public_base_url:
         return settings.public_base_url.rstrip("/")
-    return request_origin.get() or settings.base_url
+    return request_origin() or settings.base_url

@@ -1,14 +1,18 @@
 """Log lines are JSON and never carry a token, password, invite token or signed URL query."""
 
+import contextvars
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
+from unittest.mock import patch
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.log import JsonFormatter, configure_logging, redact
+from app import log
+from app.log import JsonFormatter, configure_logging, log_info, redact
 from tests.helpers import API
 from tests.helpers import media_samples as samples
 from tests.helpers.factories import PASSWORD
@@ -118,3 +122,87 @@ def test_uvicorn_builds_no_access_line_of_its_own() -> None:
     finally:
         root.handlers[:], level = kept
         root.setLevel(level)
+
+
+@pytest.fixture
+def installed_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """configure_logging("info") as the server runs it, its stdout a buffer; undone after.
+
+    pytest's own capture handlers join the root logger for the test itself; the test body
+    takes them off with `alone()` so lines reach the installed handler only, as in the server.
+    """
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stream)
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level, log._installed
+    try:
+        configure_logging("info")
+        yield stream
+    finally:
+        root.handlers[:], level, log._installed = kept
+        root.setLevel(level)
+
+
+def alone() -> None:
+    logging.getLogger().handlers[:] = [log._installed]
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+ACCESS_FIELDS = {"method": "GET", "route": "/api/v1/invites/{token}", "status": 200, "x": 1.5}
+
+
+def test_a_line_written_directly_is_the_one_logging_writes(installed_handler) -> None:
+    alone()
+    logger = logging.getLogger("timeless.access")
+    context = contextvars.copy_context()
+    context.run(log.request_id_var.set, "req-1")
+    context.run(log.user_id_var.set, "user-1")
+    records: list[logging.LogRecord] = []
+    with patch.object(logger, "handle", records.append):  # what logging's way would call
+        context.run(log_info, logger, "request", ACCESS_FIELDS)  # only the installed handler
+    assert records == []  # so it was written directly
+    # A second handler on the way (a test's capture): the line goes through logging, to both.
+    other = io.StringIO()
+    handler = logging.StreamHandler(other)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(handler)
+    context.run(log_info, logger, "request", ACCESS_FIELDS)
+    direct, through_logging = _lines(installed_handler)
+    assert _lines(other) == [through_logging]
+    assert direct.pop("ts") and through_logging.pop("ts")
+    assert direct == through_logging
+    assert list(direct) == [
+        "level", "logger", "message", "request_id", "user_id", "method", "route", "status", "x",
+    ]  # fmt: skip
+
+
+def test_a_direct_line_keeps_levels_and_filters(installed_handler) -> None:
+    alone()
+    logger = logging.getLogger("timeless.access")
+    logger.setLevel(logging.WARNING)
+    try:
+        log_info(logger, "request", ACCESS_FIELDS)
+    finally:
+        logger.setLevel(logging.NOTSET)
+    dropped = logging.Filter("somewhere.else")  # passes only that logger's records
+    logger.addFilter(dropped)
+    try:
+        log_info(logger, "request", ACCESS_FIELDS)
+    finally:
+        logger.removeFilter(dropped)
+    assert installed_handler.getvalue() == ""
+    log_info(logger, "request", ACCESS_FIELDS)
+    assert len(_lines(installed_handler)) == 1
+
+
+async def test_a_request_writes_one_access_line(installed_handler, client) -> None:
+    alone()
+    response = await client.get("/health", headers={"X-Request-ID": "from-the-client"})
+    assert response.status_code == 200
+    access = [line for line in _lines(installed_handler) if line["logger"] == "timeless.access"]
+    assert len(access) == 1
+    assert access[0]["request_id"] == "from-the-client"
+    assert access[0]["route"] == "/health" and access[0]["status"] == 200

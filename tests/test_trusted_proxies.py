@@ -61,7 +61,7 @@ async def seen_by_the_app(
             client=scope["client"][0],
             scheme=scope["scheme"],
             headers={name.decode(): value.decode() for name, value in scope["headers"]},
-            origin=request_origin.get(),
+            origin=request_origin(),
             logged_client=client_ip_var.get(),
         )
 
