@@ -6,6 +6,7 @@ hand-off (and the GIL passing back and forth) cost a quarter of `/auth/me` when 
 app is therefore `async def` (or an object whose `__call__` is).
 """
 
+import gc
 import inspect
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from app.api.routing import ApiRoute, ApiRouter, RouteIndex
 from app.config import Settings
 from app.db.postgres import Database
 from app.errors import Unauthorized
+from app.main import create_app
 from app.models.rbac import Permission
 from app.services import session_service
 from tests.helpers import API
@@ -411,3 +413,22 @@ async def test_a_plain_router_inside_an_api_router_is_still_walked_afresh() -> N
             return {"at": "b"}
 
         assert (await client.get("/plain/b")).json() == {"at": "b"}
+
+
+# A worker's heap: what start-up built is left out of later garbage collections ------------
+
+
+@pytest.mark.parametrize("server_process", [True, False])
+async def test_only_a_server_process_sets_its_start_up_heap_aside(
+    settings: Settings, server_process: bool
+) -> None:
+    gc.unfreeze()  # whatever an earlier test left
+    app = create_app(settings, server_process=server_process)
+    try:
+        async with app.router.lifespan_context(app):
+            frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()  # the test process is not a server: give its objects back to gc
+    # A uvicorn worker (configure_from_env): every object start-up made, in the hundreds of
+    # thousands; a test's or a script's app leaves the collector as it was.
+    assert (frozen > 50_000) is server_process
