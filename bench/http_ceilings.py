@@ -10,6 +10,9 @@ with 1 thread and N connections for the given time, one after the other, in one 
 
 - a bare FastAPI app in the same virtualenv returning {"status": "ok"} (bench/bare_app.py),
 - GET /health (touches nothing but the middleware stack),
+- the floor of a request that reads as a member (bench/floor_app.py: a bare FastAPI route that
+  runs a transaction of trivial statements on the project's PostgreSQL, in three round trips,
+  the fewest such a read can take through asyncpg, and in /auth/me's four),
 - GET /api/v1/auth/me (token check, one RLS transaction, one row),
 - GET /api/v1/feed?page_size=20 (20 published memories, each with a processed photo),
 
@@ -18,10 +21,11 @@ temporary folder. Each row also says how much CPU the server's processes and the
 built-in PostgreSQL used per request while wrk ran (from /proc): which of the two a route
 waits on. It prints a table and the ratios against issue #15's targets: health ≥ 70 %
 of the bare app, /auth/me ≥ 50 % of /health, the feed ≥ 50 % of /auth/me, and how each scales
-from 1 to 2 workers. A Python load generator would take CPU from the server on a 2-core
-machine; wrk takes a fraction of one core. With --cpu it also measures, on the one-worker
-server's database and data, the CPU time each endpoint costs in process
-(bench/request_cpu.py): on a shared machine that moves far less than requests per second.
+from 1 to 2 workers; and what the floors reach against /health: how far the /auth/me target is
+within reach of any implementation on this machine. A Python load generator would take CPU
+from the server on a 2-core machine; wrk takes a fraction of one core. With --cpu it also
+measures, on the one-worker server's database and data, the CPU time each endpoint costs in
+process (bench/request_cpu.py): on a shared machine that moves far less than requests per second.
 With --write-docs the "## HTTP ceilings" section of docs/performance.md is replaced by the
 results.
 """
@@ -52,6 +56,9 @@ PASSWORD = "bench password 123"
 JWT_SECRET = "bench-secret-key-that-is-long-enough-0123456789abcdef"
 FEED_ITEMS = 20
 TARGETS = {"health": 0.70, "me": 0.50, "feed": 0.50}
+BARE, HEALTH, ME = "bare FastAPI", "GET /health", "GET /api/v1/auth/me"
+FLOOR_THREE = "floor: BEGIN, 1 statement, COMMIT"
+FLOOR_FOUR = "floor: BEGIN, 2 statements, COMMIT"
 
 
 @dataclass
@@ -88,14 +95,29 @@ def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 90) ->
     raise RuntimeError(f"{url} did not answer")
 
 
-def start_bare(port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_bare(
+    port: int, workers: int, app: str = "bare_app", database_url: str | None = None
+) -> subprocess.Popen[bytes]:
     command = [
-        sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
+        sys.executable, "-m", "uvicorn", f"bench.{app}:app", "--host", "127.0.0.1",
         "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT)
-    wait_for(f"http://127.0.0.1:{port}/health", process)
+    env = {**os.environ, "DATABASE_URL": database_url} if database_url else None
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    wait_for(f"http://127.0.0.1:{port}/docs", process)
     return process
+
+
+def built_in_database_url(data_dir: Path) -> str:
+    """The DSN of the running project's built-in PostgreSQL, joined and let go at once (the
+    server keeps it running)."""
+    code = (
+        "import sys; from pathlib import Path; from app.db import embedded; "
+        "pg = Path(sys.argv[1]); url = embedded.start(pg); embedded.release(pg); print(url)"
+    )
+    command = [sys.executable, "-c", code, str(data_dir / "pg")]
+    output = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    return output.stdout.strip().splitlines()[-1]
 
 
 def project_env(port: int, data_dir: Path) -> dict[str, str]:
@@ -306,7 +328,7 @@ def measure(
     bare = start_bare(bare_port, workers)
     try:
         bare_url = f"http://127.0.0.1:{bare_port}/health"
-        results.append(run_wrk("bare FastAPI", bare_url, workers, duration, connections, None))
+        results.append(run_wrk(BARE, bare_url, workers, duration, connections, None))
     finally:
         stop(bare)
     data_dir = Path(tempfile.mkdtemp(prefix="tl-bench-"))
@@ -315,10 +337,14 @@ def measure(
         base = f"http://127.0.0.1:{port}"
         token = seed_family(base)
         feed = f"/api/v1/feed?page_size={FEED_ITEMS}"
-        for path, auth in (("/health", None), ("/api/v1/auth/me", token), (feed, token)):
+        health = run_wrk(
+            HEALTH, f"{base}/health", workers, duration, connections, None, project, data_dir
+        )
+        results.append(health)
+        results += floors(workers, duration, connections, data_dir)
+        for name, path in ((ME, "/api/v1/auth/me"), (f"GET {feed}", feed)):
             url = base + path
-            name = f"GET {path}"
-            result = run_wrk(name, url, workers, duration, connections, auth, project, data_dir)
+            result = run_wrk(name, url, workers, duration, connections, token, project, data_dir)
             results.append(result)
         if cpu is not None:
             cpu.update(request_cpu(port, data_dir, token))
@@ -326,6 +352,20 @@ def measure(
         stop(project)
         shutil.rmtree(data_dir, ignore_errors=True)
     return results
+
+
+def floors(workers: int, duration: int, connections: int, data_dir: Path) -> list[Result]:
+    """The floor app's rows, on the project's PostgreSQL (whose CPU they count)."""
+    port = free_port()
+    floor = start_bare(port, workers, "floor_app", built_in_database_url(data_dir))
+    try:
+        return [
+            run_wrk(name, f"http://127.0.0.1:{port}{path}", workers, duration, connections,
+                    None, floor, data_dir)
+            for name, path in ((FLOOR_THREE, "/three"), (FLOOR_FOUR, "/four"))
+        ]  # fmt: skip
+    finally:
+        stop(floor)
 
 
 def table(results: list[Result]) -> str:
@@ -350,7 +390,9 @@ def ratios(results: list[Result]) -> str:
     for r in results:
         by_workers.setdefault(r.workers, []).append(r)
     for workers, rows in sorted(by_workers.items()):
-        bare, health, me, feed = rows
+        row = {r.name: r for r in rows}
+        bare, health, me = row[BARE], row[HEALTH], row[ME]
+        feed = rows[-1]
         checks = (
             ("/health vs bare FastAPI", health.rps / bare.rps, TARGETS["health"]),
             ("/auth/me vs /health", me.rps / health.rps, TARGETS["me"]),
@@ -360,6 +402,13 @@ def ratios(results: list[Result]) -> str:
             verdict = "meets" if value >= target else "below"
             lines.append(
                 f"- {workers} worker(s): {label}: {value:.0%} (target ≥ {target:.0%}: {verdict})"
+            )
+        if FLOOR_THREE in row:
+            three, four = row[FLOOR_THREE].rps, row[FLOOR_FOUR].rps
+            lines.append(
+                f"- {workers} worker(s): the floors against /health (the /auth/me target is "
+                f"{TARGETS['me']:.0%}): three round trips {three / health.rps:.0%}, four "
+                f"{four / health.rps:.0%}; /auth/me reaches {me.rps / four:.0%} of its floor"
             )
     if 1 in by_workers and 2 in by_workers:
         for one, two in zip(by_workers[1], by_workers[2], strict=True):
