@@ -12,6 +12,11 @@ else: no token, no row level security, no log line, no metrics.
   query if the claims were written into the SQL as a literal; that is the one below.)
 - `/four`: BEGIN, two statements, COMMIT: the round trips `/auth/me` takes (enter as the
   member, read the profile).
+- `/three/declared`: `/three`'s transaction, with the endpoint declaring what it needs as
+  every endpoint of the project does (who acts, on which connection, the app's context:
+  `CurrentUser`, `UserDb` and `Context` in app/api/deps.py, each an
+  `Annotated[..., Depends(...)]` that takes the request), so FastAPI solves three
+  dependencies before it runs; the connection's dependency opens the transaction.
 
 Whatever `/auth/me` does beyond these (checking the token, entering as the member, reading
 under RLS, writing its log line, shaping the answer) can only add to them.
@@ -20,9 +25,11 @@ under RLS, writing its log line, shaping the answer) can only add to them.
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import asyncpg
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 
 pool: asyncpg.Pool | None = None
 
@@ -44,6 +51,44 @@ async def _transaction(statements: int) -> dict[str, str]:
     async with pool.acquire() as conn, conn.transaction():
         for _ in range(statements):
             status = await conn.fetchval("select 'ok'")
+    return {"status": status}
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    conn: asyncpg.Connection
+    transaction: Any
+
+
+async def who(request: Request) -> str:
+    return "member"
+
+
+async def opened(request: Request) -> Opened:
+    assert pool is not None
+    conn = await pool.acquire()
+    transaction = conn.transaction()
+    await transaction.start()
+    return Opened(conn, transaction)
+
+
+async def context(request: Request) -> Any:
+    return request.app.state
+
+
+Who = Annotated[str, Depends(who)]
+Transaction = Annotated[Opened, Depends(opened)]
+Context = Annotated[Any, Depends(context)]
+
+
+@app.get("/three/declared")
+async def three_declared(actor: Who, db: Transaction, state: Context) -> dict[str, str]:
+    assert pool is not None
+    try:
+        status = await db.conn.fetchval("select 'ok'")
+        await db.transaction.commit()
+    finally:
+        await pool.release(db.conn)
     return {"status": status}
 
 
