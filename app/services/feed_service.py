@@ -279,18 +279,24 @@ def _score_branches(direction: str) -> list[tuple[str, str, str]]:
     """(band expression, condition, order) of each index range after the position."""
     branches = []
     for band, edges in enumerate(_BANDS_AT, start=1):
+        # A band with no weight on that side of the position (or none at its score) has
+        # nothing in the range; `... is not null` on its own is decided before the scan starts
+        # (a one-time filter), where the scan would otherwise walk the band only to find that.
         level = _threshold("level", band)
+        at_level = f"{level} is not null and {_WEIGHT} = {level}"
         if direction == "desc":
+            below = _threshold("below", band)
             ranges = [
-                f"{_WEIGHT} <= {_threshold('below', band)}",
-                f"{_WEIGHT} = {level} and m.created_at < $13",
-                f"{_WEIGHT} = {level} and m.created_at = $13 and m.id > $14",
+                f"{below} is not null and {_WEIGHT} <= {below}",
+                f"{at_level} and m.created_at < $13",
+                f"{at_level} and m.created_at = $13 and m.id > $14",
             ]
         else:
+            above = _threshold("above", band)
             ranges = [
-                f"{_WEIGHT} >= {_threshold('above', band)}",
-                f"{_WEIGHT} = {level} and m.created_at > $13",
-                f"{_WEIGHT} = {level} and m.created_at = $13 and m.id < $14",
+                f"{above} is not null and {_WEIGHT} >= {above}",
+                f"{at_level} and m.created_at > $13",
+                f"{at_level} and m.created_at = $13 and m.id < $14",
             ]
         # Each range in the full order of the index, even where the weight is fixed: so the
         # planner reads it from memories_feed_engagement_idx, starting at the position,
