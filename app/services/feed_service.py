@@ -277,27 +277,24 @@ def _threshold(name: str, band: int) -> str:
 
 def _score_branches(direction: str) -> list[tuple[str, str, str]]:
     """(band expression, condition, order) of each index range after the position."""
+    # The threshold on the position's side, and the comparisons that mean "after it".
+    if direction == "desc":
+        side, beyond, older, larger = "below", "<=", "<", ">"
+    else:
+        side, beyond, older, larger = "above", ">=", ">", "<"
     branches = []
     for band, edges in enumerate(_BANDS_AT, start=1):
         # A band with no weight on that side of the position (or none at its score) has
         # nothing in the range; `... is not null` on its own is decided before the scan starts
         # (a one-time filter), where the scan would otherwise walk the band only to find that.
+        limit = _threshold(side, band)
         level = _threshold("level", band)
         at_level = f"{level} is not null and {_WEIGHT} = {level}"
-        if direction == "desc":
-            below = _threshold("below", band)
-            ranges = [
-                f"{below} is not null and {_WEIGHT} <= {below}",
-                f"{at_level} and m.created_at < $13",
-                f"{at_level} and m.created_at = $13 and m.id > $14",
-            ]
-        else:
-            above = _threshold("above", band)
-            ranges = [
-                f"{above} is not null and {_WEIGHT} >= {above}",
-                f"{at_level} and m.created_at > $13",
-                f"{at_level} and m.created_at = $13 and m.id < $14",
-            ]
+        ranges = [
+            f"{limit} is not null and {_WEIGHT} {beyond} {limit}",
+            f"{at_level} and m.created_at {older} $13",
+            f"{at_level} and m.created_at = $13 and m.id {larger} $14",
+        ]
         # Each range in the full order of the index, even where the weight is fixed: so the
         # planner reads it from memories_feed_engagement_idx, starting at the position,
         # rather than walking the family by created_at and filtering on the weight.
