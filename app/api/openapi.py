@@ -211,16 +211,17 @@ def _declare_common(app: FastAPI, document: dict[str, Any]) -> None:
                     named = response.setdefault("headers", {})
                     for name in headers:
                         named.setdefault(name, HEADERS[name])
-            if not deps.MEMBER_DEPENDENCIES.isdisjoint(_calls(route.dependant)):
+            calls = list(_calls(route.dependant))
+            if not deps.MEMBER_DEPENDENCIES.isdisjoint(calls):
                 # deps._member_session calls the bearer scheme itself (docs/performance.md).
                 name, scheme = deps.BEARER
                 components_root = document.setdefault("components", {})
                 components_root.setdefault("securitySchemes", {}).setdefault(name, scheme)
                 operation.setdefault("security", [{name: []}])
-            for call in _calls(route.dependant):
+            for call in calls:
                 if isinstance(call, deps.QueryReader):
                     operation.setdefault("parameters", []).extend(query_parameters(call.model))
-            if deps.no_store in set(_calls(route.dependant)):
+            if deps.no_store in calls:
                 success = responses.setdefault(str(route.status_code or 200), {})
                 success.setdefault("headers", {}).update(NO_STORE_HEADERS)
             operation["responses"] = dict(sorted(responses.items()))
