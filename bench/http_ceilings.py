@@ -60,6 +60,8 @@ BARE, HEALTH, ME = "bare FastAPI", "GET /health", "GET /api/v1/auth/me"
 FLOOR_THREE = "floor: BEGIN, 1 statement, COMMIT"
 FLOOR_FOUR = "floor: BEGIN, 2 statements, COMMIT"
 FLOOR_DECLARED = "floor: BEGIN, 1 statement, COMMIT, dependencies declared"
+FEED_PATH = f"/api/v1/feed?page_size={FEED_ITEMS}"
+FEED = f"GET {FEED_PATH}"
 
 
 @dataclass
@@ -337,13 +339,12 @@ def measure(
     try:
         base = f"http://127.0.0.1:{port}"
         token = seed_family(base)
-        feed = f"/api/v1/feed?page_size={FEED_ITEMS}"
         health = run_wrk(
             HEALTH, f"{base}/health", workers, duration, connections, None, project, data_dir
         )
         results.append(health)
         results += floors(workers, duration, connections, data_dir)
-        for name, path in ((ME, "/api/v1/auth/me"), (f"GET {feed}", feed)):
+        for name, path in ((ME, "/api/v1/auth/me"), (FEED, FEED_PATH)):
             url = base + path
             result = run_wrk(name, url, workers, duration, connections, token, project, data_dir)
             results.append(result)
@@ -396,8 +397,7 @@ def ratios(results: list[Result]) -> str:
         by_workers.setdefault(r.workers, []).append(r)
     for workers, rows in sorted(by_workers.items()):
         row = {r.name: r for r in rows}
-        bare, health, me = row[BARE], row[HEALTH], row[ME]
-        feed = rows[-1]
+        bare, health, me, feed = row[BARE], row[HEALTH], row[ME], row[FEED]
         checks = (
             ("/health vs bare FastAPI", health.rps / bare.rps, TARGETS["health"]),
             ("/auth/me vs /health", me.rps / health.rps, TARGETS["me"]),
@@ -408,24 +408,23 @@ def ratios(results: list[Result]) -> str:
             lines.append(
                 f"- {workers} worker(s): {label}: {value:.0%} (target ≥ {target:.0%}: {verdict})"
             )
-        if FLOOR_THREE in row:
-            three, four = row[FLOOR_THREE].rps, row[FLOOR_FOUR].rps
-            declared = row[FLOOR_DECLARED].rps
-            lines.append(
-                f"- {workers} worker(s): the floors against /health (the /auth/me target is "
-                f"{TARGETS['me']:.0%}): three round trips {three / health.rps:.0%}, declared "
-                f"as endpoints declare their dependencies {declared / health.rps:.0%}, four "
-                f"{four / health.rps:.0%}; /auth/me reaches {me.rps / four:.0%} of its floor"
-            )
-            # A worker's time per request adds up: the floor's, plus what the project's
-            # middleware (log line, metrics, request id, CORS) costs /health beyond a bare
-            # route, which /auth/me goes through as well.
-            ceiling = 1 / (1 / declared + 1 / health.rps - 1 / bare.rps)
-            lines.append(
-                f"- {workers} worker(s): so /auth/me cannot pass {ceiling:,.0f} req/s here, "
-                f"{ceiling / health.rps:.0%} of /health, before any of its own work (the "
-                f"token, entering as the member, the read under RLS, the answer)"
-            )
+        three, four = row[FLOOR_THREE].rps, row[FLOOR_FOUR].rps
+        declared = row[FLOOR_DECLARED].rps
+        lines.append(
+            f"- {workers} worker(s): the floors against /health (the /auth/me target is "
+            f"{TARGETS['me']:.0%}): three round trips {three / health.rps:.0%}, declared "
+            f"as endpoints declare their dependencies {declared / health.rps:.0%}, four "
+            f"{four / health.rps:.0%}; /auth/me reaches {me.rps / four:.0%} of its floor"
+        )
+        # A worker's time per request adds up: the floor's, plus what the project's
+        # middleware (log line, metrics, request id, CORS) costs /health beyond a bare
+        # route, which /auth/me goes through as well.
+        ceiling = 1 / (1 / declared + 1 / health.rps - 1 / bare.rps)
+        lines.append(
+            f"- {workers} worker(s): so /auth/me cannot pass {ceiling:,.0f} req/s here, "
+            f"{ceiling / health.rps:.0%} of /health, before any of its own work (the "
+            f"token, entering as the member, the read under RLS, the answer)"
+        )
     if 1 in by_workers and 2 in by_workers:
         for one, two in zip(by_workers[1], by_workers[2], strict=True):
             lines.append(f"- 2 workers / 1 worker, {one.name}: {two.rps / one.rps:.2f}×")
